@@ -1,0 +1,155 @@
+-- The host database of SPEC §2, as far as challenge-stream touches it. The real tables have many
+-- more columns; the extra columns here (and their order) make sure nothing depends on column
+-- positions.
+
+CREATE TYPE challengetype AS ENUM ('boolean', 'numeric', 'aggregate', 'trending');
+
+CREATE TABLE users (
+    blockhash      varchar,
+    user_id        integer NOT NULL,
+    handle         varchar,
+    wallet         varchar,
+    is_current     boolean NOT NULL,
+    is_verified    boolean NOT NULL DEFAULT false,
+    is_deactivated boolean NOT NULL DEFAULT false,
+    blocknumber    integer,
+    created_at     timestamp NOT NULL DEFAULT now(),
+    updated_at     timestamp NOT NULL DEFAULT now(),
+    txhash         varchar NOT NULL DEFAULT '',
+    PRIMARY KEY (user_id, txhash)
+);
+
+CREATE TABLE tracks (
+    blockhash   varchar,
+    title       text,
+    track_id    integer NOT NULL,
+    genre       varchar,
+    is_current  boolean NOT NULL,
+    is_delete   boolean NOT NULL,
+    owner_id    integer NOT NULL,
+    blocknumber integer,
+    created_at  timestamp NOT NULL DEFAULT now(),
+    updated_at  timestamp NOT NULL DEFAULT now(),
+    txhash      varchar NOT NULL DEFAULT '',
+    PRIMARY KEY (track_id, txhash)
+);
+CREATE INDEX tracks_owner_id_idx ON tracks (owner_id);
+
+-- Column order deliberately differs from the SPEC's listing.
+CREATE TABLE plays (
+    created_at   timestamp NOT NULL DEFAULT now(),
+    id           serial PRIMARY KEY,
+    source       varchar,
+    user_id      integer,
+    slot         integer,
+    play_item_id integer NOT NULL,
+    updated_at   timestamp NOT NULL DEFAULT now(),
+    city         varchar,
+    region       varchar,
+    country      varchar,
+    signature    varchar
+);
+CREATE INDEX plays_item_idx ON plays (play_item_id);
+
+CREATE TABLE aggregate_plays (
+    play_item_id integer PRIMARY KEY,
+    count        bigint NOT NULL
+);
+
+CREATE TABLE aggregate_monthly_plays (
+    play_item_id integer NOT NULL,
+    "timestamp"  date NOT NULL,
+    count        integer NOT NULL,
+    country      text NOT NULL DEFAULT '',
+    PRIMARY KEY (play_item_id, "timestamp", country)
+);
+
+-- The host's trigger: keeps the aggregates in the same transaction as the play.
+CREATE FUNCTION on_play() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO aggregate_plays (play_item_id, count) VALUES (NEW.play_item_id, 1)
+    ON CONFLICT (play_item_id) DO UPDATE SET count = aggregate_plays.count + 1;
+    INSERT INTO aggregate_monthly_plays (play_item_id, "timestamp", country, count)
+    VALUES (NEW.play_item_id, date_trunc('month', NEW.created_at)::date, coalesce(NEW.country, ''), 1)
+    ON CONFLICT (play_item_id, "timestamp", country)
+    DO UPDATE SET count = aggregate_monthly_plays.count + 1;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER on_play AFTER INSERT ON plays FOR EACH ROW EXECUTE FUNCTION on_play();
+
+CREATE TABLE comments (
+    comment_id        integer PRIMARY KEY,
+    text              text NOT NULL,
+    user_id           integer NOT NULL,
+    entity_id         integer NOT NULL,
+    entity_type       text NOT NULL,
+    track_timestamp_s integer,
+    created_at        timestamp NOT NULL DEFAULT now(),
+    updated_at        timestamp NOT NULL DEFAULT now(),
+    is_delete         boolean NOT NULL DEFAULT false,
+    is_visible        boolean NOT NULL DEFAULT true,
+    is_edited         boolean NOT NULL DEFAULT false,
+    is_members_only   boolean NOT NULL DEFAULT false,
+    txhash            text NOT NULL DEFAULT '',
+    blockhash         text NOT NULL DEFAULT '',
+    blocknumber       integer
+);
+
+CREATE TABLE challenges (
+    id             varchar PRIMARY KEY,
+    type           challengetype NOT NULL,
+    amount         varchar NOT NULL,
+    active         boolean NOT NULL,
+    step_count     integer,
+    starting_block integer,
+    weekly_pool    integer,
+    cooldown_days  integer
+);
+
+INSERT INTO challenges (id, type, amount, active, step_count, cooldown_days) VALUES
+    ('p1', 'numeric', '25', true, 250, 7),
+    ('p2', 'numeric', '100', true, 1000, 7),
+    ('p3', 'numeric', '1000', true, 10000, 7),
+    ('c', 'aggregate', '1', true, 2147483647, 7);
+
+CREATE TABLE user_challenges (
+    challenge_id          varchar NOT NULL REFERENCES challenges (id),
+    user_id               integer NOT NULL,
+    specifier             varchar NOT NULL,
+    is_complete           boolean NOT NULL,
+    current_step_count    integer,
+    completed_blocknumber integer,
+    amount                integer NOT NULL DEFAULT 0,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    completed_at          timestamp,
+    PRIMARY KEY (challenge_id, specifier)
+);
+
+CREATE TABLE notification (
+    id         serial PRIMARY KEY,
+    user_id    integer NOT NULL,
+    specifier  varchar NOT NULL,
+    type       varchar NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The host's trigger: every write of a complete row costs a notification insert, which is why
+-- the sidecar skips upserts that would not change the row.
+CREATE FUNCTION on_user_challenge() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.is_complete THEN
+        INSERT INTO notification (user_id, specifier, type)
+        VALUES (NEW.user_id, NEW.specifier, 'challenge_reward');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER on_user_challenge AFTER INSERT OR UPDATE ON user_challenges
+    FOR EACH ROW EXECUTE FUNCTION on_user_challenge();
+
+CREATE TABLE indexing_checkpoints (
+    tablename       varchar PRIMARY KEY,
+    last_checkpoint integer NOT NULL,
+    signature       varchar
+);

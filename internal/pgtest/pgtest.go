@@ -1,0 +1,166 @@
+// Package pgtest gives tests a real Postgres: one throw-away cluster per test binary (Main) and a
+// fresh database with the host schema per test (NewDB), with its own slot and publication names,
+// dropped when the test ends. TEST_DATABASE_URL points the tests at an existing server instead
+// (it needs wal_level = logical and a superuser).
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/challenge-stream/challenge-stream/internal/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
+)
+
+// server is the package-level test server set up by Main. Tests of one binary share it; each
+// gets its own database.
+var server struct {
+	cluster  *pgcluster.Cluster // nil when TEST_DATABASE_URL is used
+	adminURL string             // URL of the maintenance database
+}
+
+// Main starts the cluster, runs the tests, checks for leaked goroutines, stops the cluster and
+// exits. Call it from TestMain.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		server.adminURL = u
+	} else {
+		c, err := pgcluster.Start(context.Background(), pgcluster.Options{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest:", err)
+			return 1
+		}
+		server.cluster = c
+		server.adminURL = c.URL("postgres")
+	}
+	code := m.Run()
+	if server.cluster != nil {
+		if err := server.cluster.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: stop cluster:", err)
+		}
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: leaked goroutines:", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// Cluster is the throw-away cluster, or nil when TEST_DATABASE_URL points elsewhere. Tests that
+// restart the server skip themselves when it is nil.
+func Cluster() *pgcluster.Cluster { return server.cluster }
+
+// DB is one test's database.
+type DB struct {
+	Name        string
+	URL         string // superuser URL of this database
+	Slot        string // a replication slot name unique to this test
+	Publication string // a publication name unique to this test
+	Pool        *pgxpool.Pool
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-z0-9]+`)
+
+// NewDB creates a database with the host schema and registers its removal (and the removal of
+// every replication slot on it) with t.Cleanup.
+func NewDB(t testing.TB) *DB {
+	t.Helper()
+	ctx := context.Background()
+	name := uniqueName(t.Name())
+	admin, err := pgx.Connect(ctx, server.adminURL)
+	require.NoError(t, err)
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	require.NoError(t, err)
+
+	db := &DB{Name: name, URL: databaseURL(t, name), Slot: "s_" + name, Publication: "p_" + name}
+	t.Cleanup(func() { dropDatabase(t, name) })
+
+	db.Pool, err = pgxpool.New(ctx, db.URL)
+	require.NoError(t, err)
+	t.Cleanup(db.Pool.Close)
+	require.NoError(t, hostdb.Create(ctx, db.Pool))
+	return db
+}
+
+// Exec runs a statement as superuser in the test's database.
+func (db *DB) Exec(t testing.TB, sql string, args ...any) pgconn.CommandTag {
+	t.Helper()
+	tag, err := db.Pool.Exec(context.Background(), sql, args...)
+	require.NoError(t, err, sql)
+	return tag
+}
+
+// QueryInt runs a query returning one integer.
+func (db *DB) QueryInt(t testing.TB, sql string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	require.NoError(t, db.Pool.QueryRow(context.Background(), sql, args...).Scan(&n), sql)
+	return n
+}
+
+// uniqueName is a valid identifier, recognisable from the test name, unique across runs.
+func uniqueName(testName string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	base := unsafeChars.ReplaceAllString(strings.ToLower(testName), "_")
+	if len(base) > 40 {
+		base = base[len(base)-40:]
+	}
+	return "t" + hex.EncodeToString(b) + "_" + strings.Trim(base, "_")
+}
+
+func databaseURL(t testing.TB, name string) string {
+	u, err := url.Parse(server.adminURL)
+	require.NoError(t, err)
+	u.Path = "/" + name
+	return u.String()
+}
+
+// dropDatabase drops the test's slots (logical slots block DROP DATABASE) and the database.
+func dropDatabase(t testing.TB, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, server.adminURL)
+	if err != nil {
+		t.Logf("pgtest: drop %s: %v", name, err)
+		return
+	}
+	defer admin.Close(ctx)
+	for attempt := 0; attempt < 50; attempt++ {
+		_, err = admin.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+			WHERE database = $1 AND active_pid IS NOT NULL`, name)
+		if err == nil {
+			_, err = admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+				WHERE database = $1`, name)
+		}
+		if err == nil {
+			_, err = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		}
+		if err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // a terminated walsender releases its slot asynchronously
+	}
+	t.Logf("pgtest: drop %s: %v", name, err)
+}
