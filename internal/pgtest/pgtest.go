@@ -36,10 +36,11 @@ var server struct {
 // Main starts the cluster, runs the tests, checks for leaked goroutines, stops the cluster and
 // exits. Call it from TestMain.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit, for a TestMain that has more to set up or tear down.
+func Run(m *testing.M) int {
 	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 		server.adminURL = u
 	} else {

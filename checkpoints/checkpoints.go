@@ -1,0 +1,179 @@
+package checkpoints
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Names of the legacy checkpoint rows in indexing_checkpoints (SPEC §3.4). They are the polling
+// job's names and must not change.
+const (
+	// PlaysCheckpoint holds the highest plays.id applied.
+	PlaysCheckpoint = "challenges:play_count_milestones:last_play_id"
+	// CommentsCheckpoint holds the highest comments.blocknumber applied.
+	CommentsCheckpoint = "challenges:c:last_blocknumber"
+)
+
+// ErrNotMigrated means challenge_stream.slot_checkpoints does not exist: the project's
+// migrations have not been applied to this database (run `challenge-stream migrate`).
+var ErrNotMigrated = errors.New("challenge_stream schema missing: migrations not applied")
+
+// Querier is the part of pgx.Tx, *pgx.Conn and *pgxpool.Pool the checkpoint functions use.
+// Pass the flush transaction so the checkpoints commit or roll back with the reward writes.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Legacy is the pair of legacy checkpoints. A Has* field is false when the row is absent (on
+// read) or when the value should be left alone (on advance).
+type Legacy struct {
+	LastPlayID       int64
+	HasPlayID        bool
+	LastCommentBlock int64
+	HasCommentBlock  bool
+}
+
+// State is the stored replication position of one slot.
+type State struct {
+	// LSN is the end LSN of the last transaction whose effects are committed.
+	LSN pglogrepl.LSN
+	// Found is false when nothing has been stored for the slot yet.
+	Found bool
+	// UpdatedAt is when the LSN row was last written (the last flush), zero when not Found.
+	UpdatedAt time.Time
+}
+
+// ReadLegacy returns the legacy checkpoints; absent rows leave their Has* field false.
+func ReadLegacy(ctx context.Context, q Querier) (Legacy, error) {
+	rows, err := q.Query(ctx,
+		`SELECT tablename, last_checkpoint FROM indexing_checkpoints WHERE tablename IN ($1, $2)`,
+		PlaysCheckpoint, CommentsCheckpoint)
+	if err != nil {
+		return Legacy{}, fmt.Errorf("read legacy checkpoints: %w", err)
+	}
+	var l Legacy
+	var name string
+	var value int64
+	_, err = pgx.ForEachRow(rows, []any{&name, &value}, func() error {
+		switch name {
+		case PlaysCheckpoint:
+			l.LastPlayID, l.HasPlayID = value, true
+		case CommentsCheckpoint:
+			l.LastCommentBlock, l.HasCommentBlock = value, true
+		}
+		return nil
+	})
+	if err != nil {
+		return Legacy{}, fmt.Errorf("read legacy checkpoints: %w", err)
+	}
+	return l, nil
+}
+
+// advanceLegacySQL creates the named rows or raises them; the WHERE clause makes an advance
+// that would not raise a row a no-op (no new row version, no WAL, no trigger). signature is the
+// polling job's column and is left untouched.
+const advanceLegacySQL = `
+INSERT INTO indexing_checkpoints AS ic (tablename, last_checkpoint)
+SELECT * FROM unnest($1::varchar[], $2::int4[])
+ON CONFLICT (tablename) DO UPDATE
+    SET last_checkpoint = GREATEST(ic.last_checkpoint, EXCLUDED.last_checkpoint)
+    WHERE ic.last_checkpoint < EXCLUDED.last_checkpoint`
+
+// AdvanceLegacy raises the legacy checkpoints whose Has* field is set to the given values,
+// creating absent rows. A checkpoint never moves backwards: a value not above the stored one
+// changes nothing and writes nothing.
+func AdvanceLegacy(ctx context.Context, q Querier, l Legacy) error {
+	names := make([]string, 0, 2)
+	values := make([]int32, 0, 2)
+	for _, c := range []struct {
+		set   bool
+		name  string
+		value int64
+	}{
+		{l.HasPlayID, PlaysCheckpoint, l.LastPlayID},
+		{l.HasCommentBlock, CommentsCheckpoint, l.LastCommentBlock},
+	} {
+		if !c.set {
+			continue
+		}
+		// The column is int4 (the host's schema); say which checkpoint overflowed rather than
+		// letting the encoder fail with a bare range error.
+		if c.value < math.MinInt32 || c.value > math.MaxInt32 {
+			return fmt.Errorf("advance legacy checkpoint %q: %d does not fit int4", c.name, c.value)
+		}
+		names = append(names, c.name)
+		values = append(values, int32(c.value))
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	if _, err := q.Exec(ctx, advanceLegacySQL, names, values); err != nil {
+		return fmt.Errorf("advance legacy checkpoints: %w", err)
+	}
+	return nil
+}
+
+// LoadLSN returns the stored LSN of slot; found is false when none has been stored.
+func LoadLSN(ctx context.Context, q Querier, slot string) (lsn pglogrepl.LSN, found bool, err error) {
+	s, err := ReadState(ctx, q, slot)
+	if err != nil {
+		return 0, false, err
+	}
+	return s.LSN, s.Found, nil
+}
+
+// ReadState returns the stored position of slot and when it was last written.
+func ReadState(ctx context.Context, q Querier, slot string) (State, error) {
+	var text string
+	var updatedAt time.Time
+	err := q.QueryRow(ctx,
+		`SELECT lsn::text, updated_at FROM challenge_stream.slot_checkpoints WHERE slot_name = $1`,
+		slot).Scan(&text, &updatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return State{}, nil
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("load lsn of slot %q: %w", slot, notMigrated(err))
+	}
+	lsn, err := pglogrepl.ParseLSN(text)
+	if err != nil {
+		return State{}, fmt.Errorf("load lsn of slot %q: %w", slot, err)
+	}
+	return State{LSN: lsn, Found: true, UpdatedAt: updatedAt}, nil
+}
+
+// storeLSNSQL keeps the higher LSN but always stamps updated_at: the row doubles as the
+// "last flush" time shown by `status`.
+const storeLSNSQL = `
+INSERT INTO challenge_stream.slot_checkpoints AS sc (slot_name, lsn, updated_at)
+VALUES ($1, $2::pg_lsn, now())
+ON CONFLICT (slot_name) DO UPDATE
+    SET lsn = GREATEST(sc.lsn, EXCLUDED.lsn), updated_at = now()`
+
+// StoreLSN records lsn for slot. The stored LSN never moves backwards; updated_at is set to
+// the transaction's start time (now()) on every call.
+func StoreLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN) error {
+	if _, err := q.Exec(ctx, storeLSNSQL, slot, lsn.String()); err != nil {
+		return fmt.Errorf("store lsn %s of slot %q: %w", lsn, slot, notMigrated(err))
+	}
+	return nil
+}
+
+// notMigrated marks errors caused by the missing challenge_stream schema or table with
+// ErrNotMigrated, keeping the original error in the chain.
+func notMigrated(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+		return fmt.Errorf("%w: %w", ErrNotMigrated, err)
+	}
+	return err
+}

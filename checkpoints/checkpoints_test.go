@@ -1,0 +1,268 @@
+package checkpoints_test
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/migrations"
+)
+
+func TestMain(m *testing.M) {
+	pgtest.Main(m)
+}
+
+// setup returns a test database with the project's migrations applied.
+func setup(t *testing.T) *pgtest.DB {
+	t.Helper()
+	db := pgtest.NewDB(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db.URL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	require.NoError(t, migrations.Apply(ctx, conn, zaptest.NewLogger(t)))
+	return db
+}
+
+// inTx runs fn in a transaction committed at the end, as the flush does.
+func inTx(t *testing.T, db *pgtest.DB, fn func(tx pgx.Tx) error) {
+	t.Helper()
+	require.NoError(t, pgx.BeginFunc(context.Background(), db.Pool, fn))
+}
+
+// countWrites installs a trigger counting row writes to indexing_checkpoints.
+func countWrites(t *testing.T, db *pgtest.DB) func() int64 {
+	t.Helper()
+	db.Exec(t, `
+CREATE TABLE checkpoint_writes (n int8 NOT NULL);
+INSERT INTO checkpoint_writes VALUES (0);
+CREATE FUNCTION count_checkpoint_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE checkpoint_writes SET n = n + 1;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER count_checkpoint_write AFTER INSERT OR UPDATE ON indexing_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION count_checkpoint_write();`)
+	return func() int64 { return db.QueryInt(t, `SELECT n FROM checkpoint_writes`) }
+}
+
+func TestReadLegacyEmpty(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	// A row of the polling job's that is not ours is ignored.
+	db.Exec(t, `INSERT INTO indexing_checkpoints (tablename, last_checkpoint) VALUES ('tracks', 99)`)
+
+	l, err := checkpoints.ReadLegacy(context.Background(), db.Pool)
+	require.NoError(t, err)
+	require.Equal(t, checkpoints.Legacy{}, l)
+}
+
+func TestAdvanceLegacy(t *testing.T) {
+	t.Parallel()
+
+	type step struct {
+		advance checkpoints.Legacy
+		want    checkpoints.Legacy
+	}
+	both := func(play, block int64) checkpoints.Legacy {
+		return checkpoints.Legacy{LastPlayID: play, HasPlayID: true, LastCommentBlock: block, HasCommentBlock: true}
+	}
+	plays := func(v int64) checkpoints.Legacy { return checkpoints.Legacy{LastPlayID: v, HasPlayID: true} }
+	comments := func(v int64) checkpoints.Legacy {
+		return checkpoints.Legacy{LastCommentBlock: v, HasCommentBlock: true}
+	}
+
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"CreatesBoth", []step{{both(10, 20), both(10, 20)}}},
+		{"PlaysOnly", []step{{plays(10), plays(10)}}},
+		{"CommentsOnly", []step{{comments(20), comments(20)}}},
+		{"Nothing", []step{{checkpoints.Legacy{}, checkpoints.Legacy{}}}},
+		{"Forward", []step{{both(10, 20), both(10, 20)}, {both(11, 25), both(11, 25)}}},
+		{"NeverBackwards", []step{{both(10, 20), both(10, 20)}, {both(5, 19), both(10, 20)}}},
+		{"Mixed", []step{{both(10, 20), both(10, 20)}, {both(12, 3), both(12, 20)}}},
+		{"OneFieldLeavesOther", []step{{both(10, 20), both(10, 20)}, {plays(30), both(30, 20)}}},
+		{"AddsSecondLater", []step{{plays(10), plays(10)}, {comments(7), both(10, 7)}}},
+		{"Int4Bounds", []step{{both(math.MaxInt32, 0), both(math.MaxInt32, 0)}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			db := setup(t)
+			ctx := context.Background()
+			for i, s := range tt.steps {
+				inTx(t, db, func(tx pgx.Tx) error { return checkpoints.AdvanceLegacy(ctx, tx, s.advance) })
+				got, err := checkpoints.ReadLegacy(ctx, db.Pool)
+				require.NoError(t, err)
+				require.Equal(t, s.want, got, "after step %d", i)
+			}
+		})
+	}
+}
+
+func TestAdvanceLegacyUnchangedWritesNothing(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	ctx := context.Background()
+	writes := countWrites(t, db)
+	l := checkpoints.Legacy{LastPlayID: 10, HasPlayID: true, LastCommentBlock: 20, HasCommentBlock: true}
+
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.AdvanceLegacy(ctx, tx, l) })
+	require.Equal(t, int64(2), writes())
+	xmin := db.QueryInt(t, `SELECT sum(xmin::text::int8)::int8 FROM indexing_checkpoints`)
+
+	// The same values, and lower ones: no write at all.
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.AdvanceLegacy(ctx, tx, l) })
+	inTx(t, db, func(tx pgx.Tx) error {
+		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{
+			LastPlayID: 1, HasPlayID: true, LastCommentBlock: 1, HasCommentBlock: true,
+		})
+	})
+	require.Equal(t, int64(2), writes())
+	require.Equal(t, xmin, db.QueryInt(t, `SELECT sum(xmin::text::int8)::int8 FROM indexing_checkpoints`))
+
+	// Raising one writes exactly that one.
+	inTx(t, db, func(tx pgx.Tx) error {
+		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{
+			LastPlayID: 11, HasPlayID: true, LastCommentBlock: 20, HasCommentBlock: true,
+		})
+	})
+	require.Equal(t, int64(3), writes())
+}
+
+func TestAdvanceLegacyKeepsSignature(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	ctx := context.Background()
+	db.Exec(t, `INSERT INTO indexing_checkpoints (tablename, last_checkpoint, signature) VALUES ($1, 5, 'sig')`,
+		checkpoints.PlaysCheckpoint)
+
+	inTx(t, db, func(tx pgx.Tx) error {
+		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{LastPlayID: 6, HasPlayID: true})
+	})
+	var sig string
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT signature FROM indexing_checkpoints WHERE tablename = $1`,
+		checkpoints.PlaysCheckpoint).Scan(&sig))
+	require.Equal(t, "sig", sig)
+}
+
+func TestAdvanceLegacyOutOfRange(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	err := checkpoints.AdvanceLegacy(context.Background(), db.Pool,
+		checkpoints.Legacy{LastCommentBlock: math.MaxInt32 + 1, HasCommentBlock: true})
+	require.ErrorContains(t, err, checkpoints.CommentsCheckpoint)
+}
+
+func TestLSN(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	ctx := context.Background()
+	const slot = "slot_a"
+
+	lsn, found, err := checkpoints.LoadLSN(ctx, db.Pool, slot)
+	require.NoError(t, err)
+	require.False(t, found)
+	require.Zero(t, lsn)
+
+	// A high LSN, to show nothing is truncated on the way through text.
+	want := pglogrepl.LSN(0x1_2345_6789_ABCD)
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, slot, want) })
+	lsn, found, err = checkpoints.LoadLSN(ctx, db.Pool, slot)
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, want, lsn)
+
+	// Lower: kept. Higher: taken.
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, slot, want-1) })
+	lsn, _, err = checkpoints.LoadLSN(ctx, db.Pool, slot)
+	require.NoError(t, err)
+	require.Equal(t, want, lsn)
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, slot, want+1) })
+	lsn, _, err = checkpoints.LoadLSN(ctx, db.Pool, slot)
+	require.NoError(t, err)
+	require.Equal(t, want+1, lsn)
+
+	// Slots are independent.
+	_, found, err = checkpoints.LoadLSN(ctx, db.Pool, "slot_b")
+	require.NoError(t, err)
+	require.False(t, found)
+}
+
+func TestReadState(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	ctx := context.Background()
+
+	s, err := checkpoints.ReadState(ctx, db.Pool, "s")
+	require.NoError(t, err)
+	require.Equal(t, checkpoints.State{}, s)
+
+	var txStart time.Time
+	inTx(t, db, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&txStart); err != nil {
+			return err
+		}
+		return checkpoints.StoreLSN(ctx, tx, "s", 0x100)
+	})
+	s, err = checkpoints.ReadState(ctx, db.Pool, "s")
+	require.NoError(t, err)
+	require.Equal(t, pglogrepl.LSN(0x100), s.LSN)
+	require.True(t, s.Found)
+	require.True(t, txStart.Equal(s.UpdatedAt), "updated_at %v, transaction start %v", s.UpdatedAt, txStart)
+
+	// A store that does not raise the LSN still stamps the flush time.
+	inTx(t, db, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&txStart); err != nil {
+			return err
+		}
+		return checkpoints.StoreLSN(ctx, tx, "s", 0x50)
+	})
+	s, err = checkpoints.ReadState(ctx, db.Pool, "s")
+	require.NoError(t, err)
+	require.Equal(t, pglogrepl.LSN(0x100), s.LSN)
+	require.True(t, txStart.Equal(s.UpdatedAt))
+}
+
+// The checkpoints belong to the caller's transaction: a rollback takes them back with the
+// reward writes.
+func TestRollbackDiscardsCheckpoints(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	ctx := context.Background()
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, checkpoints.StoreLSN(ctx, tx, "s", 0x10))
+	require.NoError(t, checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{LastPlayID: 3, HasPlayID: true}))
+	require.NoError(t, tx.Rollback(ctx))
+
+	_, found, err := checkpoints.LoadLSN(ctx, db.Pool, "s")
+	require.NoError(t, err)
+	require.False(t, found)
+	l, err := checkpoints.ReadLegacy(ctx, db.Pool)
+	require.NoError(t, err)
+	require.Equal(t, checkpoints.Legacy{}, l)
+}
+
+func TestNotMigrated(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t) // host schema only
+	ctx := context.Background()
+
+	_, _, err := checkpoints.LoadLSN(ctx, db.Pool, "s")
+	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
+	err = checkpoints.StoreLSN(ctx, db.Pool, "s", 1)
+	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
+}

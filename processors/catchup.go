@@ -1,0 +1,347 @@
+package processors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+)
+
+// DefaultCatchUpBatchSize is the width of one scan range: plays ids, comment block numbers, or
+// (when backfilling) track ids and comment ids.
+const DefaultCatchUpBatchSize = 50_000
+
+// CatchUpOptions tune CatchUp. The zero value catches up from the legacy checkpoints without a
+// row limit and without a margin.
+type CatchUpOptions struct {
+	// BatchSize is the width of one scan range (ids or block numbers, not rows).
+	// 0 means DefaultCatchUpBatchSize.
+	BatchSize int64
+	// MaxRows stops each scan (plays, comments) once it has read this many source rows and
+	// advances its checkpoint only as far as it got; 0 means no limit. The comment scan never
+	// splits a block, so it may read a little more. The polling job was MaxRows = 5,000 per 30 s
+	// tick. Ignored when FromScratch.
+	MaxRows int64
+	// FromScratch ignores the checkpoints and derives every rule over all history, then sets
+	// the checkpoints to the current maxima (the --backfill of a first run). Milestones are
+	// found from aggregate_monthly_plays, not from plays: the counts are computed from the
+	// aggregates, and plays older than 400 days are pruned while their aggregates remain.
+	FromScratch bool
+	// PlayIDMargin re-scans this many ids below the plays checkpoint. plays.id is a serial: an
+	// id taken before a higher one can commit after it, so a checkpoint taken from a snapshot
+	// may already be past rows that were still in flight. Re-deriving an artist is idempotent,
+	// so the overlap costs only reads.
+	PlayIDMargin int64
+	// Reference writes with UpsertReference instead of Upsert, emulating the polling job's
+	// write amplification for benchmarks. Final rows are identical.
+	Reference bool
+}
+
+// CatchUpResult says what CatchUp did.
+type CatchUpResult struct {
+	Stats Stats
+	// PlaysScanned counts the source rows read to find dirty tracks: plays rows, or
+	// aggregate_monthly_plays rows when FromScratch.
+	PlaysScanned int64
+	// CommentsScanned counts the comment rows read to find dirty users.
+	CommentsScanned int64
+	// Artists and Users count the distinct artists and commenters recomputed.
+	Artists int
+	Users   int
+	// Legacy holds the checkpoints as advanced (both Has* set).
+	Legacy checkpoints.Legacy
+	// PlaysSeeded and CommentsSeeded report a checkpoint that was absent and has been seeded
+	// to the current maximum without deriving anything.
+	PlaysSeeded, CommentsSeeded bool
+	// Complete is false when MaxRows stopped a scan before the maximum visible to q; call
+	// again to continue.
+	Complete bool
+	// Oddities are the catalog's, see Catalog.
+	Oddities []string
+}
+
+// CatchUp is the polling design, kept as the tool for recovery and cut-over: it finds what
+// changed after the legacy checkpoints, re-derives it with the same functions the stream uses,
+// and advances the checkpoints to the maxima it applied.
+//
+// Plays are scanned by id and comments by block number, in ranges of opts.BatchSize, up to the
+// maxima visible to q. Each range's distinct tracks (resolved to eligible artists) and
+// commenters are recomputed; an artist or user is recomputed at most once per call, because
+// the recompute reads their whole state as q sees it.
+//
+// A checkpoint that is absent (the polling job never ran here) is seeded to the current
+// maximum and nothing is derived for it: the stream takes over "from now". Use FromScratch to
+// derive all history instead.
+//
+// CatchUp opens no transaction. Run it in the caller's transaction, typically a REPEATABLE
+// READ one that imported a replication slot's exported snapshot: then everything committed
+// before the slot's consistent point is applied here and everything after arrives on the
+// stream, with no gap and no overlap.
+func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult, error) {
+	if opts.BatchSize < 0 || opts.MaxRows < 0 || opts.PlayIDMargin < 0 {
+		return CatchUpResult{}, errors.New("catch up: BatchSize, MaxRows and PlayIDMargin must not be negative")
+	}
+	if opts.BatchSize == 0 {
+		opts.BatchSize = DefaultCatchUpBatchSize
+	}
+	if opts.FromScratch {
+		opts.MaxRows = 0
+	}
+	up := Upsert
+	if opts.Reference {
+		up = UpsertReference
+	}
+
+	cat, err := LoadCatalog(ctx, q)
+	if err != nil {
+		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+	}
+	prev, err := checkpoints.ReadLegacy(ctx, q)
+	if err != nil {
+		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+	}
+	var maxPlayID, maxBlock int64
+	err = q.QueryRow(ctx, `SELECT
+    (SELECT COALESCE(MAX(id), 0) FROM plays),
+    (SELECT COALESCE(MAX(blocknumber), 0) FROM comments)`).Scan(&maxPlayID, &maxBlock)
+	if err != nil {
+		return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
+	}
+
+	res := CatchUpResult{Stats: Stats{}, Complete: true, Oddities: cat.Oddities}
+	next := checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true}
+	artistsDone := map[int64]struct{}{}
+	usersDone := map[int64]struct{}{}
+
+	recomputeTracks := func(trackIDs []int64) error {
+		artists, err := ArtistsForTracks(ctx, q, trackIDs)
+		if err != nil {
+			return err
+		}
+		artists = notYet(artists, artistsDone)
+		s, err := recomputeMilestones(ctx, q, cat, artists, up)
+		if err != nil {
+			return err
+		}
+		res.Stats.Add(s)
+		return nil
+	}
+	recomputeUsers := func(userIDs []int64) error {
+		users := notYet(userIDs, usersDone)
+		s, err := recomputeWeeklyComments(ctx, q, cat, users, up)
+		if err != nil {
+			return err
+		}
+		res.Stats.Add(s)
+		return nil
+	}
+
+	switch {
+	case opts.FromScratch:
+		var maxTrack int64
+		err := q.QueryRow(ctx, `SELECT COALESCE(MAX(play_item_id), 0) FROM aggregate_monthly_plays`).Scan(&maxTrack)
+		if err != nil {
+			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
+		}
+		r, err := aggregateScan().run(ctx, q, 0, maxTrack, opts.BatchSize, 0, recomputeTracks)
+		if err != nil {
+			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+		}
+		res.PlaysScanned = r.rows
+		next.LastPlayID = max(prev.LastPlayID, maxPlayID)
+	case !prev.HasPlayID:
+		res.PlaysSeeded = true
+		next.LastPlayID = maxPlayID
+	default:
+		r, err := playScan().run(ctx, q, prev.LastPlayID-opts.PlayIDMargin, maxPlayID,
+			opts.BatchSize, opts.MaxRows, recomputeTracks)
+		if err != nil {
+			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+		}
+		res.PlaysScanned = r.rows
+		res.Complete = res.Complete && r.complete
+		next.LastPlayID = max(prev.LastPlayID, r.reached)
+	}
+
+	switch {
+	case opts.FromScratch:
+		var maxCommentID int64
+		err := q.QueryRow(ctx, `SELECT COALESCE(MAX(comment_id), 0) FROM comments`).Scan(&maxCommentID)
+		if err != nil {
+			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
+		}
+		r, err := commentIDScan().run(ctx, q, 0, maxCommentID, opts.BatchSize, 0, recomputeUsers)
+		if err != nil {
+			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+		}
+		res.CommentsScanned = r.rows
+		next.LastCommentBlock = max(prev.LastCommentBlock, maxBlock)
+	case !prev.HasCommentBlock:
+		res.CommentsSeeded = true
+		next.LastCommentBlock = maxBlock
+	default:
+		r, err := commentBlockScan().run(ctx, q, prev.LastCommentBlock, maxBlock,
+			opts.BatchSize, opts.MaxRows, recomputeUsers)
+		if err != nil {
+			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+		}
+		res.CommentsScanned = r.rows
+		res.Complete = res.Complete && r.complete
+		next.LastCommentBlock = max(prev.LastCommentBlock, r.reached)
+	}
+
+	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
+		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+	}
+	res.Legacy = next
+	res.Artists = len(artistsDone)
+	res.Users = len(usersDone)
+	return res, nil
+}
+
+// notYet returns the ids not in done and adds them to done.
+func notYet(ids []int64, done map[int64]struct{}) []int64 {
+	out := ids[:0:0]
+	for _, id := range ids {
+		if _, ok := done[id]; ok {
+			continue
+		}
+		done[id] = struct{}{}
+		out = append(out, id)
+	}
+	return out
+}
+
+// rangeScan walks one indexed key column of a table in ranges (lo, hi] and hands each range's
+// distinct dirty ids to a visitor.
+type rangeScan struct {
+	what string
+	// next returns the smallest key above $1 (NULL when none), so empty stretches of the key
+	// space cost one index probe instead of a query per range.
+	next string
+	// nth returns the key of the row at offset $3 among the rows with keys in ($1, $2], in key
+	// order: where a MaxRows budget runs out.
+	nth string
+	// collect returns (dirty id, rows) for the keys in ($1, $2].
+	collect string
+}
+
+// The scans are values built on demand rather than package variables, so nothing global can be
+// changed from outside.
+
+func playScan() rangeScan {
+	return rangeScan{
+		what:    "plays",
+		next:    `SELECT MIN(id) FROM plays WHERE id > $1::bigint`,
+		nth:     `SELECT id FROM plays WHERE id > $1::bigint AND id <= $2::bigint ORDER BY id OFFSET $3 LIMIT 1`,
+		collect: `SELECT play_item_id, COUNT(*) FROM plays WHERE id > $1::bigint AND id <= $2::bigint GROUP BY play_item_id`,
+	}
+}
+
+func commentBlockScan() rangeScan {
+	return rangeScan{
+		what: "comments",
+		next: `SELECT MIN(blocknumber) FROM comments WHERE blocknumber > $1::bigint`,
+		nth: `SELECT blocknumber FROM comments WHERE blocknumber > $1::bigint AND blocknumber <= $2::bigint
+              ORDER BY blocknumber OFFSET $3 LIMIT 1`,
+		collect: `SELECT user_id, COUNT(*) FROM comments
+                  WHERE blocknumber > $1::bigint AND blocknumber <= $2::bigint GROUP BY user_id`,
+	}
+}
+
+func aggregateScan() rangeScan {
+	return rangeScan{
+		what: "aggregate_monthly_plays",
+		next: `SELECT MIN(play_item_id) FROM aggregate_monthly_plays WHERE play_item_id > $1::bigint`,
+		collect: `SELECT play_item_id, COUNT(*) FROM aggregate_monthly_plays
+                  WHERE play_item_id > $1::bigint AND play_item_id <= $2::bigint AND "timestamp" >= DATE '2025-01-01'
+                  GROUP BY play_item_id`,
+	}
+}
+
+func commentIDScan() rangeScan {
+	return rangeScan{
+		what:    "comments",
+		next:    `SELECT MIN(comment_id) FROM comments WHERE comment_id > $1::bigint`,
+		collect: `SELECT user_id, COUNT(*) FROM comments WHERE comment_id > $1::bigint AND comment_id <= $2::bigint GROUP BY user_id`,
+	}
+}
+
+type scanResult struct {
+	reached  int64 // every key <= reached has been visited
+	rows     int64
+	complete bool // reached the maximum key
+}
+
+// run visits the keys in (lo, maxKey] range by range. With maxRows > 0 it stops once that many
+// rows have been read, cutting the last range at a key boundary.
+func (s rangeScan) run(ctx context.Context, q Querier, lo, maxKey, width, maxRows int64,
+	visit func(ids []int64) error,
+) (scanResult, error) {
+	res := scanResult{reached: lo}
+	for {
+		var first *int64
+		if err := q.QueryRow(ctx, s.next, lo).Scan(&first); err != nil {
+			return res, fmt.Errorf("scan %s after %d: %w", s.what, lo, err)
+		}
+		if first == nil || *first > maxKey {
+			res.reached = max(res.reached, maxKey)
+			res.complete = true
+			return res, nil
+		}
+		lo = *first - 1
+		hi := min(lo+width, maxKey)
+		if maxRows > 0 {
+			budget := maxRows - res.rows
+			if budget <= 0 {
+				return res, nil
+			}
+			var cut *int64
+			if err := q.QueryRow(ctx, s.nth, lo, hi, budget-1).Scan(&cut); err != nil && !isNoRows(err) {
+				return res, fmt.Errorf("scan %s after %d: %w", s.what, lo, err)
+			}
+			if cut != nil {
+				hi = *cut
+			}
+		}
+		ids, n, err := s.collectRange(ctx, q, lo, hi)
+		if err != nil {
+			return res, err
+		}
+		if err := visit(ids); err != nil {
+			return res, err
+		}
+		res.rows += n
+		res.reached = hi
+		lo = hi
+	}
+}
+
+func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+func (s rangeScan) collectRange(ctx context.Context, q Querier, lo, hi int64) ([]int64, int64, error) {
+	rows, err := q.Query(ctx, s.collect, lo, hi)
+	if err != nil {
+		return nil, 0, fmt.Errorf("scan %s (%d, %d]: %w", s.what, lo, hi, err)
+	}
+	defer rows.Close()
+	var (
+		ids   []int64
+		total int64
+	)
+	for rows.Next() {
+		var id, n int64
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, 0, fmt.Errorf("scan %s (%d, %d]: %w", s.what, lo, hi, err)
+		}
+		ids = append(ids, id)
+		total += n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("scan %s (%d, %d]: %w", s.what, lo, hi, err)
+	}
+	return ids, total, nil
+}

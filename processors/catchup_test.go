@@ -1,0 +1,287 @@
+package processors_test
+
+import (
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/processors"
+)
+
+// history writes a mixed first round of host activity: artists across the tiers, ineligible
+// artists, plays before 2025, a deleted and a moved track, and commenters with visible, hidden
+// and deleted comments over several weeks (two sharing a block).
+func (f *fixture) history() {
+	f.t.Helper()
+	for _, a := range []struct {
+		id       int64
+		verified bool
+	}{{1000, true}, {1001, true}, {1002, true}, {1003, true}, {1004, false}, {1006, true}, {1007, true}, {1008, true}, {1009, true}} {
+		f.artist(a.id, a.verified)
+	}
+	f.userRow(1005, true, true, true, "u1005")
+	for track, owner := range map[int64]int64{10: 1000, 11: 1001, 12: 1001, 13: 1002, 14: 1003, 15: 1004, 16: 1005, 17: 1006, 18: 1006, 20: 1009} {
+		f.track(track, owner)
+	}
+	f.trackRow(19, 1008, false, false, "t19-old")
+	f.trackRow(19, 1007, true, false, "t19-new")
+	for _, p := range []struct {
+		track, n int64
+		at       string
+	}{
+		{10, 120, in2025}, {11, 300, "2025-02-01"}, {12, 50, "2025-07-01"}, {13, 1500, in2025},
+		{14, 10500, in2025}, {15, 400, in2025}, {16, 400, in2025}, {17, 600, in2025}, {18, 30, in2025},
+		{19, 260, in2025}, {20, 500, "2024-11-11"}, {99, 10, in2025},
+	} {
+		f.plays(p.track, p.n, p.at)
+	}
+	f.deleteTrack(17)
+	for _, c := range []comment{
+		{id: 1, user: 2000, at: "2025-01-06", block: 100},
+		{id: 2, user: 2000, at: "2025-01-08", block: 100},
+		{id: 3, user: 2000, at: "2024-12-30", block: 101},
+		{id: 4, user: 2001, at: "2021-01-03", block: 102},
+		{id: 5, user: 2001, at: "2025-03-03", hidden: true, block: 103},
+		{id: 6, user: 2002, at: "2025-03-03", deleted: true, block: 104},
+		{id: 7, user: 2003, at: "2027-01-01", block: 105},
+	} {
+		f.comment(c)
+	}
+}
+
+// moreHistory is the second round: progress, a new artist, an edit that soft-deletes a
+// comment, a new commenter.
+func (f *fixture) moreHistory() {
+	f.t.Helper()
+	f.plays(10, 200, in2025)
+	f.plays(13, 9000, "2025-09-09")
+	f.artist(1010, true)
+	f.track(21, 1010)
+	f.plays(21, 260, in2025)
+	f.exec(`UPDATE comments SET is_delete = true, blocknumber = 200 WHERE comment_id = 3`)
+	f.comment(comment{id: 8, user: 2004, at: "2025-05-05", block: 201})
+	f.comment(comment{id: 9, user: 2000, at: "2025-05-05", block: 201})
+}
+
+func (f *fixture) maxima() (playID, block int64) {
+	f.t.Helper()
+	return f.count(`SELECT COALESCE(MAX(id), 0) FROM plays`), f.count(`SELECT COALESCE(MAX(blocknumber), 0) FROM comments`)
+}
+
+func TestCatchUpMatchesVerify(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	f.history()
+
+	res := f.catchUp(processors.CatchUpOptions{BatchSize: 997})
+	require.Empty(t, f.verify())
+	maxPlay, maxBlock := f.maxima()
+	want := checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: maxBlock, HasCommentBlock: true}
+	require.Equal(t, want, res.Legacy)
+	require.Equal(t, want, f.legacy())
+	require.True(t, res.Complete)
+	require.Equal(t, maxPlay, res.PlaysScanned)
+	require.EqualValues(t, 7, res.CommentsScanned)
+	require.Equal(t, 7, res.Artists, "1000, 1001, 1002, 1003, 1006, 1007 and 1009 (whose plays are all before 2025)")
+	require.Equal(t, 4, res.Users)
+	require.Equal(t, processors.Counts{Inserted: 16}, res.Stats.Total())
+	rows := f.progressRows()
+	require.Equal(t, progress{User: 1007, Current: 250, Complete: true, Amount: 25}, rows["p1 3ef:250"])
+	require.Equal(t, progress{User: 1006, Current: 30, Amount: 25}, rows["p1 3ee:250"])
+
+	f.moreHistory()
+	res = f.catchUp(processors.CatchUpOptions{BatchSize: 997})
+	require.Empty(t, f.verify())
+	require.Equal(t, 3, res.Artists)
+	require.Equal(t, 2, res.Users, "2000 twice (an edit and a new comment) counts once")
+	require.Equal(t, processors.Stats{
+		"p1": {Inserted: 1, Updated: 1, Unchanged: 1}, // 1010 new, 1000 completes, 1002 done already
+		"p2": {Inserted: 2, Unchanged: 1},             // 1000 and 1010 reach it
+		"p3": {Updated: 1},                            // 1002 completes
+		"c":  {Inserted: 2, Unchanged: 1},             // 2000's week 19, 2004; 2000's week 2 again
+	}, res.Stats)
+	maxPlay, maxBlock = f.maxima()
+	require.Equal(t, checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: 201, HasCommentBlock: true}, f.legacy())
+	require.EqualValues(t, 201, maxBlock)
+
+	// Nothing new: nothing scanned, nothing written.
+	res = f.catchUp(processors.CatchUpOptions{})
+	require.Zero(t, res.PlaysScanned+res.CommentsScanned)
+	require.Empty(t, res.Stats)
+}
+
+// TestCatchUpEqualsStreamingPath feeds the same history to the stream's entry points and to
+// CatchUp in two databases: the rows must be identical.
+func TestCatchUpEqualsStreamingPath(t *testing.T) {
+	t.Parallel()
+	stream, poll := setup(t), setup(t)
+	poll.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	for _, f := range []*fixture{stream, poll} {
+		f.history()
+	}
+	stream.milestones(10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 99)
+	stream.weekly(2000, 2001, 2002, 2003)
+	poll.catchUp(processors.CatchUpOptions{BatchSize: 5000})
+	require.Equal(t, stream.progressRows(), poll.progressRows())
+
+	for _, f := range []*fixture{stream, poll} {
+		f.moreHistory()
+	}
+	stream.milestones(10, 13, 21)
+	stream.weekly(2000, 2004)
+	poll.catchUp(processors.CatchUpOptions{BatchSize: 5000})
+	require.Equal(t, stream.progressRows(), poll.progressRows())
+	require.Empty(t, stream.verify())
+}
+
+func TestCatchUpSeedsAbsentCheckpoints(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.history()
+	res := f.catchUp(processors.CatchUpOptions{})
+	require.True(t, res.PlaysSeeded)
+	require.True(t, res.CommentsSeeded)
+	require.Zero(t, res.PlaysScanned+res.CommentsScanned)
+	require.Empty(t, f.rows(), "no checkpoint means start from now: nothing derived")
+	maxPlay, maxBlock := f.maxima()
+	require.Equal(t, checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: maxBlock, HasCommentBlock: true}, f.legacy())
+
+	// From there on it catches up normally.
+	f.moreHistory()
+	res = f.catchUp(processors.CatchUpOptions{})
+	require.False(t, res.PlaysSeeded)
+	require.Equal(t, 3, res.Artists)
+	require.Equal(t, 2, res.Users)
+}
+
+func TestCatchUpFromScratch(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.history()
+	f.moreHistory()
+	// Stale checkpoints are ignored, and never moved backwards.
+	f.setLegacy(checkpoints.Legacy{LastPlayID: 5, HasPlayID: true, LastCommentBlock: 1_000_000, HasCommentBlock: true})
+	// Pruned plays still count through their aggregates.
+	f.exec(`DELETE FROM plays WHERE play_item_id = 11`)
+
+	res := f.catchUp(processors.CatchUpOptions{FromScratch: true, BatchSize: 3})
+	require.Empty(t, f.verify())
+	require.Equal(t, 7, res.Artists)
+	require.Equal(t, 5, res.Users)
+	require.Equal(t, progress{User: 1001, Current: 250, Complete: true, Amount: 25}, f.progressRows()["p1 3e9:250"])
+	maxPlay, _ := f.maxima()
+	require.Equal(t, checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: 1_000_000, HasCommentBlock: true}, f.legacy())
+}
+
+func TestCatchUpMaxRows(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	f.history()
+	maxPlay, maxBlock := f.maxima()
+
+	res := f.catchUp(processors.CatchUpOptions{MaxRows: 5000})
+	require.False(t, res.Complete)
+	require.EqualValues(t, 5000, res.PlaysScanned, "plays are cut at an exact row")
+	require.EqualValues(t, 5000, f.count(`SELECT count(*) FROM plays WHERE id <= $1`, res.Legacy.LastPlayID))
+	require.EqualValues(t, 7, res.CommentsScanned)
+	require.Equal(t, maxBlock, res.Legacy.LastCommentBlock)
+
+	ticks := 1
+	for !res.Complete {
+		res = f.catchUp(processors.CatchUpOptions{MaxRows: 5000, BatchSize: 1234})
+		require.LessOrEqual(t, res.PlaysScanned, int64(5000))
+		ticks++
+	}
+	require.Equal(t, int((maxPlay+4999)/5000), ticks)
+	require.Equal(t, maxPlay, f.legacy().LastPlayID)
+	require.Empty(t, f.verify())
+
+	// Comments are cut at a block boundary: a block is never split.
+	f.setLegacy(checkpoints.Legacy{HasCommentBlock: true}) // no-op: never backwards
+	require.Equal(t, maxBlock, f.legacy().LastCommentBlock)
+	f.comment(comment{id: 50, user: 2005, at: "2025-06-02", block: 300})
+	f.comment(comment{id: 51, user: 2006, at: "2025-06-02", block: 300})
+	f.comment(comment{id: 52, user: 2007, at: "2025-06-02", block: 301})
+	res = f.catchUp(processors.CatchUpOptions{MaxRows: 1})
+	require.EqualValues(t, 2, res.CommentsScanned)
+	require.EqualValues(t, 300, res.Legacy.LastCommentBlock)
+	require.False(t, res.Complete)
+	res = f.catchUp(processors.CatchUpOptions{MaxRows: 1})
+	require.True(t, res.Complete)
+	require.EqualValues(t, 301, res.Legacy.LastCommentBlock)
+	require.Empty(t, f.verify())
+}
+
+// TestCatchUpPlayIDMargin emulates plays committed out of id order: ids 81–100 become visible
+// after the checkpoint already passed 120.
+func TestCatchUpPlayIDMargin(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.artist(400, true)
+	f.artist(401, true)
+	f.track(1, 400)
+	f.track(2, 401)
+	f.exec(`INSERT INTO plays (id, play_item_id, created_at) SELECT g, 1, $1::timestamp
+		FROM generate_series(1, 80) g UNION ALL SELECT g, 1, $1::timestamp FROM generate_series(101, 120) g`, in2025)
+	f.setLegacy(checkpoints.Legacy{LastPlayID: 120, HasPlayID: true, HasCommentBlock: true})
+	f.exec(`INSERT INTO plays (id, play_item_id, created_at) SELECT g, 2, $1::timestamp
+		FROM generate_series(81, 100) g`, in2025)
+
+	res := f.catchUp(processors.CatchUpOptions{})
+	require.Zero(t, res.PlaysScanned)
+	require.Empty(t, f.rows(), "without a margin the late rows are missed")
+
+	res = f.catchUp(processors.CatchUpOptions{PlayIDMargin: 50})
+	require.EqualValues(t, 50, res.PlaysScanned)
+	require.Equal(t, 2, res.Artists)
+	require.EqualValues(t, 120, f.legacy().LastPlayID)
+	require.Equal(t, progress{User: 401, Current: 20, Amount: 25}, f.progressRows()["p1 191:250"])
+}
+
+// TestCatchUpInImportedSnapshot runs CatchUp in a transaction that adopted another
+// transaction's exported snapshot, as the cut-over does with a slot's snapshot: rows committed
+// after the snapshot are neither applied nor passed by the checkpoints.
+func TestCatchUpInImportedSnapshot(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	f.artist(400, true)
+	f.track(1, 400)
+	f.plays(1, 100, in2025)
+	f.comment(comment{id: 1, user: 700, at: "2025-01-06", block: 10})
+
+	exporter, err := f.db.Pool.BeginTx(f.ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	require.NoError(t, err)
+	defer func() { _ = exporter.Rollback(f.ctx) }()
+	var snapshot string
+	require.NoError(t, exporter.QueryRow(f.ctx, `SELECT pg_export_snapshot()`).Scan(&snapshot))
+	maxPlay, _ := f.maxima()
+
+	f.plays(1, 200, in2025) // after the snapshot: the stream's business
+	f.comment(comment{id: 2, user: 701, at: "2025-01-06", block: 11})
+
+	tx, err := f.db.Pool.BeginTx(f.ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(f.ctx) }()
+	_, err = tx.Exec(f.ctx, `SET TRANSACTION SNAPSHOT '`+snapshot+`'`)
+	require.NoError(t, err)
+	res, err := processors.CatchUp(f.ctx, tx, processors.CatchUpOptions{})
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(f.ctx))
+
+	require.Equal(t, checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: 10, HasCommentBlock: true}, res.Legacy)
+	require.Equal(t, map[string]progress{
+		"p1 190:250":   {User: 400, Current: 100, Amount: 25},
+		"c 2bc:202502": {User: 700, Current: 1, Complete: true, Amount: 1},
+	}, f.progressRows())
+}
+
+func TestCatchUpRejectsNegativeOptions(t *testing.T) {
+	t.Parallel()
+	_, err := processors.CatchUp(t.Context(), nil, processors.CatchUpOptions{MaxRows: -1})
+	require.Error(t, err)
+}

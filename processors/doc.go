@@ -1,0 +1,55 @@
+// Package processors holds the challenge rules of SPEC §3 as plain functions of (ctx, Querier,
+// IDs). The streaming path calls them with the IDs a replication window made dirty; the
+// catch-up path (CatchUp) calls them with the IDs found by scanning past the legacy
+// checkpoints. Both run the same code in the caller's transaction, so both produce identical
+// rows, and neither opens, commits or retries a transaction.
+//
+// # The rules
+//
+// Play-count milestones (p1, p2, p3). An artist is eligible when a current users row says
+// verified and not deactivated. Their count is the sum of aggregate_monthly_plays since
+// 2025-01-01 over their live (current, not deleted) tracks. The tiers are walked in ascending
+// order; a tier is written once the count reaches the previous tier's step, with progress
+// capped at its own step, so p2 appears at 250 plays and p3 at 1,000. A tier whose catalog row
+// is missing, inactive or has no step is skipped and lowers the gate of the next one. Plays
+// only resolve to an artist through the track's live row, so plays on deleted tracks, unknown
+// tracks and tracks of ineligible artists change nothing.
+//
+// First weekly comment (c). One complete row per ISO week (Postgres ISOYEAR and WEEK) in which
+// the user has a visible, non-deleted comment. Rows are never removed: deleting or hiding the
+// comment later leaves the reward in place.
+//
+// Both use one upsert (SPEC §3.1): the step count always follows the derivation, even down;
+// completion is sticky, and once complete a row's amount and completed_at are frozen, so
+// changing a catalog amount only affects rewards not yet earned.
+//
+// # Why unchanged rows are skipped
+//
+// A window recomputes every dirty artist in full, and most recomputes change nothing: an
+// artist past 10,000 plays, or a commenter's earlier weeks, yields exactly the stored rows.
+// The reference upsert updated them anyway, and every UPDATE of a complete row fires the
+// host's on_user_challenge trigger (a notification insert), writes WAL and leaves a dead
+// tuple. Upsert adds a WHERE clause to its ON CONFLICT DO UPDATE that is true only when the
+// merged row differs from the stored one; a false WHERE writes nothing. The final contents are
+// the same as the reference's, which UpsertReference keeps for benchmarks.
+//
+// All queries are set-based: one statement per batch of IDs or rows (unnest of arrays), never
+// one per user.
+//
+// # Catch-up and its margin
+//
+// CatchUp is the old polling job: scan plays past the plays.id checkpoint and comments past the
+// comments.blocknumber checkpoint, recompute whoever they touch, advance the checkpoints. It is
+// kept for cut-over from the polling job, for recovery after a lost replication slot, and for
+// backfills, always inside a snapshot the caller chose.
+//
+// A plays.id high-water mark is not exact. Serial ids are taken when a row is inserted but
+// become visible when its transaction commits, so an id below the checkpoint can commit after
+// the checkpoint was read. PlayIDMargin re-scans that many ids below the checkpoint; because a
+// recompute derives an artist's whole state, re-reading a play costs a read and never a double
+// count. Under the stream this matters less: rows committing after a slot's consistent point
+// arrive on the stream whatever their id.
+//
+// Verify re-derives everything from scratch with independent full-table queries and reports
+// how user_challenges differs, tolerating what the rules legitimately leave behind.
+package processors
