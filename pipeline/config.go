@@ -1,0 +1,207 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/challenge-stream/challenge-stream/internal/redact"
+	"github.com/challenge-stream/challenge-stream/replication"
+)
+
+// Config configures Run. Zero durations and sizes take the documented defaults.
+type Config struct {
+	// DatabaseURL is a libpq URL or DSN of the host database (required). Its role needs the
+	// REPLICATION attribute (see the README's runbook).
+	DatabaseURL string
+	// Slot and Publication name the replication slot and publication (plain lower-case
+	// identifiers). Default "challenge_stream".
+	Slot        string
+	Publication string
+	// Window is how long a window stays open after its first change. Default 1s.
+	Window time.Duration
+	// MaxWindowSize closes a window early once it holds this many distinct IDs, bounding the
+	// flush's size and the memory. Default 50,000.
+	MaxWindowSize int
+	// StatusInterval is the longest gap between standby status updates; it must stay well
+	// inside the server's wal_sender_timeout (default 60s). Default 10s.
+	StatusInterval time.Duration
+	// ShutdownTimeout bounds the final flush after a stop signal. Default 8s.
+	ShutdownTimeout time.Duration
+	// RetryMaxInterval caps the reconnect backoff (and so how fast a standby replica takes
+	// over). Default 5s.
+	RetryMaxInterval time.Duration
+	// IdleConfirmBytes is how far the server's WAL end must be ahead of the stored position
+	// before an idle slot stores and confirms it. Storing writes WAL itself, so without a floor a
+	// quiet database would see one write per status interval forever. Default 1 MiB: an idle
+	// slot holds at most that much WAL.
+	IdleConfirmBytes uint64
+	// PlayIDMargin is how far below the legacy plays.id checkpoint a catch-up re-scans, because
+	// serial ids commit out of order. Default 100,000.
+	PlayIDMargin int64
+	// Backfill derives all history on the first start instead of starting from now.
+	Backfill bool
+	// SkipMigrations skips applying the project's own migrations at start.
+	SkipMigrations bool
+
+	// Log receives the pipeline's logs (default: none).
+	Log *zap.Logger
+	// Observer is told about events, flushes and state changes (metrics, health).
+	Observer Observer
+	// Now is the clock (default time.Now); tests inject one.
+	Now func() time.Time
+	// Failpoint, when set, is called at named points ("after-flush-commit") so fault tests can
+	// kill the process exactly there.
+	Failpoint func(name string)
+}
+
+// Defaults for Config.
+const (
+	DefaultName             = "challenge_stream"
+	DefaultWindow           = time.Second
+	DefaultMaxWindowSize    = 50_000
+	DefaultStatusInterval   = 10 * time.Second
+	DefaultShutdownTimeout  = 8 * time.Second
+	DefaultRetryMaxInterval = 5 * time.Second
+	DefaultPlayIDMargin     = 100_000
+	DefaultIdleConfirmBytes = 1 << 20
+)
+
+func (c Config) withDefaults() Config {
+	if c.Slot == "" {
+		c.Slot = DefaultName
+	}
+	if c.Publication == "" {
+		c.Publication = DefaultName
+	}
+	if c.Window == 0 {
+		c.Window = DefaultWindow
+	}
+	if c.MaxWindowSize == 0 {
+		c.MaxWindowSize = DefaultMaxWindowSize
+	}
+	if c.StatusInterval == 0 {
+		c.StatusInterval = DefaultStatusInterval
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.RetryMaxInterval == 0 {
+		c.RetryMaxInterval = DefaultRetryMaxInterval
+	}
+	if c.IdleConfirmBytes == 0 {
+		c.IdleConfirmBytes = DefaultIdleConfirmBytes
+	}
+	if c.PlayIDMargin == 0 {
+		c.PlayIDMargin = DefaultPlayIDMargin
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	if c.Observer == nil {
+		c.Observer = NopObserver{}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Failpoint == nil {
+		c.Failpoint = func(string) {}
+	}
+	return c
+}
+
+// Validate checks the configuration after defaults; errors name the bad value.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.DatabaseURL == "" {
+		return errors.New("database URL is required (--database-url or DATABASE_URL)")
+	}
+	if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
+		return fmt.Errorf("database URL does not parse: %s", redact.String(err.Error(), c.DatabaseURL))
+	}
+	if !replication.ValidIdentifier(c.Slot) {
+		return fmt.Errorf("slot %q is not a plain lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)", c.Slot)
+	}
+	if !replication.ValidIdentifier(c.Publication) {
+		return fmt.Errorf("publication %q is not a plain lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)", c.Publication)
+	}
+	if c.Window < 0 {
+		return fmt.Errorf("window %s must be positive", c.Window)
+	}
+	if c.MaxWindowSize < 0 {
+		return fmt.Errorf("max window size %d must be positive", c.MaxWindowSize)
+	}
+	if c.StatusInterval < 0 || c.StatusInterval > time.Minute {
+		return fmt.Errorf("status interval %s must be between 0 and 1m (the server drops silent clients)", c.StatusInterval)
+	}
+	return nil
+}
+
+// State is where a pipeline is in its life, for health probes.
+type State int
+
+// The pipeline states.
+const (
+	StateStarting State = iota
+	StateStandby        // another replica holds the slot; this one waits
+	StateCatchingUp     // scanning the source tables inside a new slot's snapshot
+	StateStreaming
+	StateReconnecting
+	StateStopped
+)
+
+func (s State) String() string {
+	switch s {
+	case StateStarting:
+		return "starting"
+	case StateStandby:
+		return "standby"
+	case StateCatchingUp:
+		return "catching_up"
+	case StateStreaming:
+		return "streaming"
+	case StateReconnecting:
+		return "reconnecting"
+	case StateStopped:
+		return "stopped"
+	}
+	return "unknown"
+}
+
+// Observer is told what the pipeline does. Metrics and health implement it; its methods are
+// called from the pipeline's goroutine and must not block.
+type Observer interface {
+	StateChanged(s State)
+	TransactionReceived(tx *replication.Transaction)
+	Flushed(r FlushResult)
+	// StatusSent reports a standby status update: what was received, what is durably applied
+	// (confirmed) and the server's WAL end as last reported.
+	StatusSent(received, applied, serverWALEnd pglogrepl.LSN)
+	Reconnecting(err error)
+	SlotRecreated(reason string)
+}
+
+// NopObserver ignores everything.
+type NopObserver struct{}
+
+// StateChanged implements Observer.
+func (NopObserver) StateChanged(State) {}
+
+// TransactionReceived implements Observer.
+func (NopObserver) TransactionReceived(*replication.Transaction) {}
+
+// Flushed implements Observer.
+func (NopObserver) Flushed(FlushResult) {}
+
+// StatusSent implements Observer.
+func (NopObserver) StatusSent(_, _, _ pglogrepl.LSN) {}
+
+// Reconnecting implements Observer.
+func (NopObserver) Reconnecting(error) {}
+
+// SlotRecreated implements Observer.
+func (NopObserver) SlotRecreated(string) {}

@@ -1,0 +1,281 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/internal/redact"
+	"github.com/challenge-stream/challenge-stream/migrations"
+	"github.com/challenge-stream/challenge-stream/processors"
+	"github.com/challenge-stream/challenge-stream/replication"
+)
+
+// errStandby means another replica holds the leader lock: wait and try again.
+var errStandby = errors.New("another replica holds the slot")
+
+// errSlotAhead means the slot was confirmed past what we stored: someone else consumed it.
+var errSlotAhead = errors.New("slot confirmed past the stored LSN")
+
+// Run streams until ctx is cancelled, then flushes what it holds, confirms it and returns nil.
+// Transient failures (network, server restart, slot in use by another replica) are retried
+// forever with exponential backoff and jitter; a permanent one (wal_level, privileges, missing
+// tables or columns) is returned.
+func Run(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return backoff.Permanent(err)
+	}
+	p := &pipeline{cfg: cfg, log: cfg.Log.Named("pipeline")}
+
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 250 * time.Millisecond
+	b.MaxInterval = cfg.RetryMaxInterval
+	b.MaxElapsedTime = 0 // retry forever; the default gives up after 15 minutes
+	p.resetBackoff = b.Reset
+
+	err := backoff.RetryNotify(func() error {
+		err := p.session(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			return nil
+		case isPermanent(err):
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		if errors.Is(err, errStandby) {
+			cfg.Observer.StateChanged(StateStandby)
+			p.log.Debug("standing by: another replica streams from the slot", zap.Duration("retry_in", wait))
+			return
+		}
+		cfg.Observer.StateChanged(StateReconnecting)
+		cfg.Observer.Reconnecting(err)
+		p.log.Warn("session ended; reconnecting", p.errFields(err, zap.Duration("retry_in", wait))...)
+	})
+	cfg.Observer.StateChanged(StateStopped)
+	if ctx.Err() != nil && !isPermanent(err) {
+		return nil
+	}
+	if err != nil {
+		return errors.New(redact.String(err.Error(), cfg.DatabaseURL))
+	}
+	return nil
+}
+
+type pipeline struct {
+	cfg          Config
+	log          *zap.Logger
+	migrated     bool
+	resetBackoff func()
+}
+
+// errFields describes an error for a log line: the message without secrets and, for a
+// Postgres error, its SQLSTATE.
+func (p *pipeline) errFields(err error, extra ...zap.Field) []zap.Field {
+	fields := []zap.Field{zap.String("error", redact.String(err.Error(), p.cfg.DatabaseURL))}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		fields = append(fields, zap.String("sqlstate", pgErr.Code))
+	}
+	return append(fields, extra...)
+}
+
+// isPermanent reports errors that retrying cannot fix.
+func isPermanent(err error) bool {
+	if errors.Is(err, replication.ErrWALLevel) || errors.Is(err, replication.ErrPublication) ||
+		errors.Is(err, replication.ErrNoReplicaIdentity) || errors.Is(err, replication.ErrHostTable) ||
+		errors.Is(err, replication.ErrMissingColumn) || errors.Is(err, replication.ErrColumnType) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "42501", // insufficient_privilege: e.g. no REPLICATION attribute
+			"28000", "28P01", // invalid authorization / password
+			"3D000", // database does not exist
+			"42P01", // undefined_table
+			"42703": // undefined_column
+			return true
+		}
+	}
+	return false
+}
+
+// session is one connection's life: lead, choose the start state, stream, shut down.
+func (p *pipeline) session(ctx context.Context) error {
+	cfg := p.cfg
+	cfg.Observer.StateChanged(StateStarting)
+	conn, err := connectFlush(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	// One replica leads per slot. The lock lives as long as this connection, so a replica that
+	// dies (even by kill -9) frees it as soon as the server sees the socket close.
+	var leader bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+		LeaderLockKey(cfg.Slot)).Scan(&leader); err != nil {
+		return fmt.Errorf("take leader lock: %w", err)
+	}
+	if !leader {
+		return errStandby
+	}
+	if err := replication.CheckServer(ctx, conn); err != nil {
+		return err
+	}
+	if !cfg.SkipMigrations && !p.migrated {
+		if err := migrations.Apply(ctx, conn, cfg.Log.Named("migrations")); err != nil {
+			return err
+		}
+		p.migrated = true
+	}
+
+	repl, err := replication.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.WithoutCancel(ctx))
+
+	start, err := p.prepare(ctx, conn, repl)
+	if err != nil {
+		return err
+	}
+	stream, err := replication.Start(ctx, repl, cfg.Slot, cfg.Publication, start, cfg.Log.Named("replication"))
+	if err != nil {
+		return err
+	}
+	// START_REPLICATION silently starts at confirmed_flush_lsn when that is ahead of the
+	// requested position; everything in between would be lost.
+	slot, err := replication.InspectSlot(ctx, conn, cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if slot.ConfirmedFlush > start {
+		_ = repl.Close(ctx)
+		p.log.Error("slot was confirmed past the stored LSN by another consumer; recreating it and catching up",
+			zap.Stringer("stored_lsn", start), zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush))
+		if err := replication.DropSlot(ctx, conn, cfg.Slot); err != nil {
+			return err
+		}
+		return errSlotAhead
+	}
+	p.log.Info("streaming", zap.String("slot", cfg.Slot), zap.Stringer("from_lsn", start))
+	cfg.Observer.StateChanged(StateStreaming)
+	l := newLoop(cfg, stream, conn, start, p.resetBackoff)
+	return l.run(ctx)
+}
+
+// connectFlush opens the connection that holds the leader lock and runs the flushes. It names
+// itself so operators (and fault tests) can find it in pg_stat_activity.
+func connectFlush(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	if _, set := cfg.RuntimeParams["application_name"]; !set {
+		cfg.RuntimeParams["application_name"] = FlushApplicationName
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return conn, nil
+}
+
+// FlushApplicationName is the application_name of the flush connection.
+const FlushApplicationName = "challenge-stream-flush"
+
+// prepare decides where the stream starts (SPEC §5) and, for a new slot, catches up inside the
+// slot's exported snapshot, so the catch-up and the stream meet without gap or overlap.
+func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn) (pglogrepl.LSN, error) {
+	cfg := p.cfg
+	stored, found, err := checkpoints.LoadLSN(ctx, conn, cfg.Slot)
+	if err != nil {
+		return 0, err
+	}
+	slot, err := replication.InspectSlot(ctx, conn, cfg.Slot)
+	if err != nil {
+		return 0, err
+	}
+	if err := replication.EnsurePublication(ctx, conn, cfg.Publication); err != nil {
+		return 0, err
+	}
+	opts := processors.CatchUpOptions{PlayIDMargin: cfg.PlayIDMargin}
+	switch {
+	case slot.Exists && !slot.Lost() && found:
+		return stored, nil
+	case found:
+		reason := "missing"
+		if slot.Exists {
+			reason = "lost"
+		}
+		p.log.Error("replication slot is gone; recreating it and catching up from the legacy checkpoints",
+			zap.String("slot", cfg.Slot), zap.String("reason", reason), zap.Stringer("stored_lsn", stored))
+		cfg.Observer.SlotRecreated(reason)
+	case slot.Exists:
+		// A slot without a stored position: a first start that died before its catch-up
+		// committed. Nothing was applied from it; start over.
+		p.log.Warn("slot has no stored position (interrupted first start); recreating it", zap.String("slot", cfg.Slot))
+	default:
+		opts.FromScratch = cfg.Backfill
+		p.log.Info("first start: creating the slot", zap.String("slot", cfg.Slot), zap.Bool("backfill", cfg.Backfill))
+	}
+	if slot.Exists {
+		if err := replication.DropSlot(ctx, conn, cfg.Slot); err != nil {
+			return 0, err
+		}
+	}
+	created, err := replication.CreateSlot(ctx, repl, cfg.Slot)
+	if err != nil {
+		return 0, err
+	}
+	cfg.Observer.StateChanged(StateCatchingUp)
+	res, err := catchUpInSnapshot(ctx, conn, created, cfg.Slot, opts)
+	if err != nil {
+		return 0, err
+	}
+	p.log.Info("caught up inside the slot's snapshot",
+		zap.Stringer("consistent_point", created.ConsistentPoint),
+		zap.Int64("plays_scanned", res.PlaysScanned), zap.Int64("comments_scanned", res.CommentsScanned),
+		zap.Int("artists", res.Artists), zap.Int("commenters", res.Users))
+	return created.ConsistentPoint, nil
+}
+
+var snapshotName = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
+
+// catchUpInSnapshot runs the catch-up in one REPEATABLE READ transaction that sees exactly what
+// committed before the slot's consistent point, and stores that point with its results.
+func catchUpInSnapshot(ctx context.Context, conn *pgx.Conn, slot replication.NewSlot, slotName string,
+	opts processors.CatchUpOptions) (processors.CatchUpResult, error) {
+	if !snapshotName.MatchString(slot.Snapshot) {
+		return processors.CatchUpResult{}, fmt.Errorf("unexpected snapshot name %q", slot.Snapshot)
+	}
+	var res processors.CatchUpResult
+	err := pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+slot.Snapshot+"'"); err != nil {
+			return fmt.Errorf("import snapshot: %w", err)
+		}
+		var err error
+		if res, err = processors.CatchUp(ctx, tx, opts); err != nil {
+			return err
+		}
+		return checkpoints.StoreLSN(ctx, tx, slotName, slot.ConsistentPoint)
+	})
+	if err != nil {
+		return processors.CatchUpResult{}, fmt.Errorf("catch up in snapshot: %w", err)
+	}
+	return res, nil
+}

@@ -1,0 +1,231 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Sentinel errors for conditions an operator must fix; the pipeline stops on them instead of
+// retrying.
+var (
+	ErrWALLevel          = errors.New("wal_level is not logical")
+	ErrPublication       = errors.New("publication unusable")
+	ErrNoReplicaIdentity = errors.New("table has no replica identity")
+	ErrHostTable         = errors.New("host table missing")
+)
+
+// Tables are the host tables the publication carries, in the host's public schema.
+var Tables = []string{"plays", "comments"}
+
+var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// ValidIdentifier reports whether name is a plain lower-case Postgres identifier. Slot and
+// publication names must be: the replication protocol commands take them unquoted.
+func ValidIdentifier(name string) bool { return identifier.MatchString(name) }
+
+// Querier is the part of a pgx connection or transaction the slot functions need.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// CheckServer returns ErrWALLevel unless the server decodes logical replication, and
+// ErrHostTable when a source table is missing.
+func CheckServer(ctx context.Context, q Querier) error {
+	var level string
+	if err := q.QueryRow(ctx, "SHOW wal_level").Scan(&level); err != nil {
+		return fmt.Errorf("show wal_level: %w", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("%w: it is %q; set wal_level = logical and restart Postgres", ErrWALLevel, level)
+	}
+	for _, table := range Tables {
+		var exists bool
+		if err := q.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", "public."+table).Scan(&exists); err != nil {
+			return fmt.Errorf("look up table %s: %w", table, err)
+		}
+		if !exists {
+			return fmt.Errorf("%w: public.%s", ErrHostTable, table)
+		}
+	}
+	return nil
+}
+
+// EnsurePublication creates the publication FOR TABLE plays, comments publishing inserts and
+// updates, or checks that an existing one (perhaps made by a DBA) carries both. It refuses to
+// publish UPDATE for a table without replica identity, because that would make the host's own
+// UPDATEs on it fail.
+func EnsurePublication(ctx context.Context, q Querier, publication string) error {
+	var exists, inserts, updates bool
+	err := q.QueryRow(ctx, "SELECT true, pubinsert, pubupdate FROM pg_publication WHERE pubname = $1",
+		publication).Scan(&exists, &inserts, &updates)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("look up publication %s: %w", publication, err)
+	}
+	if exists {
+		if !inserts || !updates {
+			return fmt.Errorf("%w: publication %s must publish insert and update", ErrPublication, publication)
+		}
+		for _, table := range Tables {
+			var published bool
+			err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables
+				WHERE pubname = $1 AND schemaname = 'public' AND tablename = $2)`, publication, table).Scan(&published)
+			if err != nil {
+				return fmt.Errorf("look up publication %s: %w", publication, err)
+			}
+			if !published {
+				return fmt.Errorf("%w: publication %s does not include table public.%s", ErrPublication, publication, table)
+			}
+		}
+		return nil
+	}
+	for _, table := range Tables {
+		if err := checkReplicaIdentity(ctx, q, table); err != nil {
+			return err
+		}
+	}
+	sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE public.plays, public.comments WITH (publish = 'insert, update')",
+		pgx.Identifier{publication}.Sanitize())
+	if _, err := q.Exec(ctx, sql); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			return fmt.Errorf("%w: not allowed to create publication %s (a table owner must run: %s): %w",
+				ErrPublication, publication, sql, err)
+		}
+		return fmt.Errorf("create publication %s: %w", publication, err)
+	}
+	return nil
+}
+
+// checkReplicaIdentity fails unless UPDATEs of table can be published: replica identity
+// FULL, USING INDEX, or DEFAULT with a primary key.
+func checkReplicaIdentity(ctx context.Context, q Querier, table string) error {
+	var identity string
+	var hasPK bool
+	err := q.QueryRow(ctx, `SELECT c.relreplident::text,
+		EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+		FROM pg_class c WHERE c.oid = to_regclass($1)`, "public."+table).Scan(&identity, &hasPK)
+	if err != nil {
+		return fmt.Errorf("look up replica identity of %s: %w", table, err)
+	}
+	if identity == "n" || (identity == "d" && !hasPK) {
+		return fmt.Errorf("%w: public.%s (publishing its updates would make the host's UPDATEs fail; "+
+			"add a primary key or ALTER TABLE ... REPLICA IDENTITY)", ErrNoReplicaIdentity, table)
+	}
+	return nil
+}
+
+// SlotInfo is what the server says about a replication slot.
+type SlotInfo struct {
+	Exists         bool
+	Active         bool
+	ActivePID      int32
+	WALStatus      string // reserved, extended, unreserved or lost
+	ConfirmedFlush pglogrepl.LSN
+	// RetainedBytes is the WAL the slot keeps on the server's disk (current position − restart_lsn).
+	RetainedBytes int64
+	// LagBytes is how far the slot's confirmed position trails the server (current − confirmed_flush_lsn).
+	LagBytes int64
+}
+
+// Lost reports whether the server invalidated the slot (it fell behind max_slot_wal_keep_size).
+func (s SlotInfo) Lost() bool { return s.WALStatus == "lost" }
+
+// InspectSlot reads the slot's row from pg_replication_slots; Exists is false when there is none.
+func InspectSlot(ctx context.Context, q Querier, slot string) (SlotInfo, error) {
+	var info SlotInfo
+	var pid *int32
+	var walStatus, confirmed *string
+	var retained, lag *int64
+	err := q.QueryRow(ctx, `SELECT active, active_pid, wal_status, confirmed_flush_lsn::text,
+			(pg_current_wal_lsn() - restart_lsn)::bigint, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).
+		Scan(&info.Active, &pid, &walStatus, &confirmed, &retained, &lag)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return SlotInfo{}, nil
+	}
+	if err != nil {
+		return SlotInfo{}, fmt.Errorf("inspect slot %s: %w", slot, err)
+	}
+	info.Exists = true
+	if pid != nil {
+		info.ActivePID = *pid
+	}
+	if walStatus != nil {
+		info.WALStatus = *walStatus
+	}
+	if confirmed != nil {
+		if info.ConfirmedFlush, err = pglogrepl.ParseLSN(*confirmed); err != nil {
+			return SlotInfo{}, fmt.Errorf("inspect slot %s: %w", slot, err)
+		}
+	}
+	if retained != nil {
+		info.RetainedBytes = *retained
+	}
+	if lag != nil {
+		info.LagBytes = *lag
+	}
+	return info, nil
+}
+
+// DropSlot drops the slot if it exists. It fails with SQLSTATE 55006 while another session
+// streams from it.
+func DropSlot(ctx context.Context, q Querier, slot string) error {
+	_, err := q.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+	if err != nil {
+		return fmt.Errorf("drop slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+// DropPublication drops the publication if it exists.
+func DropPublication(ctx context.Context, q Querier, publication string) error {
+	if _, err := q.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{publication}.Sanitize()); err != nil {
+		return fmt.Errorf("drop publication %s: %w", publication, err)
+	}
+	return nil
+}
+
+// Connect opens a logical replication connection (replication=database) to the URL's database.
+// TLS settings in the URL (sslmode, sslrootcert, …) apply as for any pgx connection.
+func Connect(ctx context.Context, databaseURL string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = "challenge-stream"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open replication connection: %w", err)
+	}
+	return conn, nil
+}
+
+// NewSlot is a freshly created slot: the position from which its stream starts and the
+// exported snapshot in which everything committed before that position is visible. The
+// snapshot stays importable only while the replication connection that created it is idle.
+type NewSlot struct {
+	ConsistentPoint pglogrepl.LSN
+	Snapshot        string
+}
+
+// CreateSlot creates a pgoutput slot on the replication connection and exports its snapshot.
+func CreateSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (NewSlot, error) {
+	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if err != nil {
+		return NewSlot{}, fmt.Errorf("create slot %s: %w", slot, err)
+	}
+	lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return NewSlot{}, fmt.Errorf("create slot %s: consistent point: %w", slot, err)
+	}
+	return NewSlot{ConsistentPoint: lsn, Snapshot: res.SnapshotName}, nil
+}
