@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+)
+
+// runTool runs a command in-process with an empty environment and returns its stdout and
+// exit code.
+func runTool(t *testing.T, cmd func(context.Context, env) error, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := cmd(context.Background(), env{args: args, stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }})
+	t.Log(errOut.String())
+	return out.String(), exitCode(err, io.Discard)
+}
+
+// tinyData makes the synthetic database small enough to generate in a blink.
+var tinyData = []string{"--artists", "100", "--tracks-per-artist", "4", "--listeners", "200", "--comments", "300"}
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own PostgreSQL")
+	}
+	t.Parallel()
+	args := append([]string{"--duration", "2s", "--rate", "300", "--window", "200ms", "--block", "100ms"}, tinyData...)
+	out, code := runTool(t, demoCommand, args...)
+	t.Log(out)
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "summary")
+	require.Contains(t, out, "milestone latency")
+	require.Contains(t, out, "verify    no differences")
+}
+
+func TestBench(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	args := append([]string{"--database-url", db.URL, "--only", "latency", "--duration", "1s", "--rate", "200",
+		"--windows", "200ms", "--block", "100ms"}, tinyData...)
+	out, code := runTool(t, benchCommand, args...)
+	t.Log(out)
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "milestone p50 / p99, window 200ms")
+	require.Contains(t, out, "0 differences in 1 databases")
+}
+
+func TestDemoAndBenchUsage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cmd  func(context.Context, env) error
+		args []string
+	}{
+		{benchCommand, []string{"--only", "drain,nope"}},
+		{benchCommand, []string{"--plays", "100000,0"}},
+		{benchCommand, []string{"--windows", "1s,soon"}},
+		{benchCommand, []string{"--rate", "-5"}},
+		{benchCommand, []string{"--artists", "many"}},
+		{benchCommand, []string{"extra"}},
+		{demoCommand, []string{"--rate", "0"}},
+		{demoCommand, []string{"--duration", "-1s"}},
+		{demoCommand, []string{"--log-level", "loud"}},
+	} {
+		_, code := runTool(t, tc.cmd, tc.args...)
+		require.Equal(t, exitUsage, code, "%v", tc.args)
+	}
+}

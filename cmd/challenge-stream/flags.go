@@ -1,0 +1,156 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/challenge-stream/challenge-stream/pipeline"
+)
+
+// flagSet is a flag.FlagSet whose flags also read an environment variable. The environment
+// gives the default; a flag on the command line wins.
+type flagSet struct {
+	*flag.FlagSet
+	e    env
+	errs []error
+}
+
+func newFlagSet(name string, e env) *flagSet {
+	fs := flag.NewFlagSet("challenge-stream "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return &flagSet{FlagSet: fs, e: e}
+}
+
+func (f *flagSet) envOr(envName, def string) string {
+	if envName != "" {
+		if v := f.e.getenv(envName); v != "" {
+			return v
+		}
+	}
+	return def
+}
+
+func envHelp(usage, envName string) string {
+	if envName == "" {
+		return usage
+	}
+	return usage + " [$" + envName + "]"
+}
+
+func (f *flagSet) string(p *string, name, envName, def, usage string) {
+	f.StringVar(p, name, f.envOr(envName, def), envHelp(usage, envName))
+}
+
+func (f *flagSet) bool(p *bool, name, envName string, usage string) {
+	def := false
+	if v := f.envOr(envName, ""); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("$%s=%q is not a boolean", envName, v))
+		}
+		def = b
+	}
+	f.BoolVar(p, name, def, envHelp(usage, envName))
+}
+
+func (f *flagSet) duration(p *time.Duration, name, envName string, def time.Duration, usage string) {
+	if v := f.envOr(envName, ""); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("$%s=%q is not a duration (e.g. 500ms, 1s)", envName, v))
+		}
+		def = d
+	}
+	f.DurationVar(p, name, def, envHelp(usage, envName))
+}
+
+// parse parses the arguments; any problem is a usage error naming the bad value. -h prints
+// the flags and returns errHelp.
+func (f *flagSet) parse(args []string) error {
+	if err := f.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			f.SetOutput(f.e.stderr)
+			f.PrintDefaults()
+			return errHelp
+		}
+		return usageError{err.Error()}
+	}
+	if len(f.errs) > 0 {
+		return usageError{f.errs[0].Error()}
+	}
+	if f.NArg() > 0 {
+		return usagef("unexpected argument %q", f.Arg(0))
+	}
+	return nil
+}
+
+// errHelp: the user asked for help; exit 0.
+var errHelp = errors.New("help requested")
+
+// commonFlags are shared by the commands that talk to the database.
+type commonFlags struct {
+	databaseURL string
+	slot        string
+	publication string
+	logFormat   string
+	logLevel    string
+}
+
+func (c *commonFlags) register(f *flagSet) {
+	f.string(&c.databaseURL, "database-url", "DATABASE_URL", "", "Postgres URL of the host database (required)")
+	f.string(&c.slot, "slot", "CHALLENGE_STREAM_SLOT", pipeline.DefaultName, "replication slot name")
+	f.string(&c.publication, "publication", "CHALLENGE_STREAM_PUBLICATION", pipeline.DefaultName, "publication name")
+	f.string(&c.logFormat, "log-format", "CHALLENGE_STREAM_LOG_FORMAT", "json", "log format: json or console")
+	f.string(&c.logLevel, "log-level", "CHALLENGE_STREAM_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+}
+
+// validate checks what every database command needs, before connecting.
+func (c *commonFlags) validate() error {
+	cfg := pipeline.Config{DatabaseURL: c.databaseURL, Slot: c.slot, Publication: c.publication}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	if c.logFormat != "json" && c.logFormat != "console" {
+		return usagef("log format %q must be json or console", c.logFormat)
+	}
+	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
+		return usagef("log level %q must be debug, info, warn or error", c.logLevel)
+	}
+	return nil
+}
+
+// logger builds the process's logger; it writes to stderr.
+func (c *commonFlags) logger(e env) *zap.Logger {
+	level, _ := zapcore.ParseLevel(c.logLevel)
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if c.logFormat == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(e.stderr), level))
+}
+
+// validAddr accepts host:port or "off".
+func validAddr(addr string) bool {
+	if addr == "off" {
+		return true
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n < 65536
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/challenge-stream/challenge-stream/internal/redact"
+	"github.com/challenge-stream/challenge-stream/pipeline"
+)
+
+// runFlags are the flags of `run`.
+type runFlags struct {
+	commonFlags
+	cfg         pipeline.Config
+	metricsAddr string
+	opsFlags    opsFlags // --ready-max-lag-bytes (ops.go)
+}
+
+func parseRunFlags(e env) (runFlags, error) {
+	var rf runFlags
+	f := newFlagSet("run", e)
+	rf.register(f)
+	f.duration(&rf.cfg.Window, "window", "CHALLENGE_STREAM_WINDOW", pipeline.DefaultWindow, "how long a window gathers changes before it is flushed")
+	f.string(&rf.metricsAddr, "metrics-addr", "CHALLENGE_STREAM_METRICS_ADDR", "127.0.0.1:9464", "address of /metrics, /livez and /readyz, or off")
+	rf.opsFlags.register(f)
+	f.bool(&rf.cfg.Backfill, "backfill", "CHALLENGE_STREAM_BACKFILL", "on the first start, derive all history instead of starting from now")
+	f.bool(&rf.cfg.SkipMigrations, "skip-migrations", "CHALLENGE_STREAM_SKIP_MIGRATIONS", "do not apply the project's own migrations at start")
+	if err := f.parse(e.args); err != nil {
+		return rf, err
+	}
+	if err := rf.validate(); err != nil {
+		return rf, err
+	}
+	if rf.cfg.Window <= 0 {
+		return rf, usagef("window %s must be positive", rf.cfg.Window)
+	}
+	if !validAddr(rf.metricsAddr) {
+		return rf, usagef("metrics address %q must be host:port or off", rf.metricsAddr)
+	}
+	if err := rf.opsFlags.check(); err != nil {
+		return rf, err
+	}
+	rf.cfg.DatabaseURL, rf.cfg.Slot, rf.cfg.Publication = rf.databaseURL, rf.slot, rf.publication
+	return rf, nil
+}
+
+// runCommand is the sidecar: it streams until SIGTERM/SIGINT, then flushes, confirms and exits 0.
+func runCommand(ctx context.Context, e env) error {
+	rf, err := parseRunFlags(e)
+	if err != nil {
+		return err
+	}
+	log := rf.logger(e)
+	defer func() { _ = log.Sync() }()
+	cfg := rf.cfg
+	cfg.Log = log
+	cfg.Failpoint = failpoint(e.getenv("CHALLENGE_STREAM_FAILPOINT"), log)
+	log.Info("starting", zap.String("database", redact.URL(cfg.DatabaseURL)), zap.String("slot", cfg.Slot),
+		zap.String("publication", cfg.Publication), zap.Duration("window", cfg.Window))
+
+	ops, err := startOps(ctx, rf.opsConfig(), log)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
+	cfg.Observer = ops.observer
+	return pipeline.Run(ctx, cfg)
+}
+
+// failpoint supports fault tests: CHALLENGE_STREAM_FAILPOINT=after-flush-commit:N kills this
+// process with SIGKILL the Nth time the pipeline passes that point (after a flush committed,
+// before its LSN is confirmed). Unset in production.
+func failpoint(spec string, log *zap.Logger) func(string) {
+	name, nth, ok := strings.Cut(spec, ":")
+	n, err := strconv.Atoi(nth)
+	if spec == "" || !ok || err != nil || n < 1 {
+		return nil
+	}
+	var seen atomic.Int64
+	return func(point string) {
+		if point == name && seen.Add(1) == int64(n) {
+			log.Warn("failpoint reached: killing the process", zap.String("point", point))
+			_ = log.Sync()
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/replication"
+)
+
+// statusReport is what `status` shows; its JSON form is a stable interface for scripts.
+type statusReport struct {
+	Slot       string `json:"slot"`
+	SlotExists bool   `json:"slot_exists"`
+	Active     bool   `json:"active"`
+	// ActivePID is the walsender's PID while a sidecar streams from the slot, else null.
+	ActivePID         *int32 `json:"active_pid"`
+	WALStatus         string `json:"wal_status,omitempty"`
+	ConfirmedFlushLSN string `json:"confirmed_flush_lsn,omitempty"`
+	// LagBytes is the server's WAL position minus confirmed_flush_lsn.
+	LagBytes int64 `json:"lag_bytes"`
+	// RetainedWALBytes is the WAL the slot keeps on the server's disk.
+	RetainedWALBytes int64  `json:"retained_wal_bytes"`
+	ServerWALLSN     string `json:"server_wal_lsn"`
+
+	// Migrated is false when the challenge_stream schema is missing; the stored LSN is then
+	// unknown.
+	Migrated  bool    `json:"migrated"`
+	StoredLSN *string `json:"stored_lsn"`
+	// StoredLSNAgeSeconds is how long ago the stored LSN was last written (the last flush),
+	// by the server's clock.
+	StoredLSNAgeSeconds *float64   `json:"stored_lsn_age_seconds"`
+	LastFlush           *time.Time `json:"last_flush"`
+
+	LegacyLastPlayID       *int64 `json:"legacy_last_play_id"`
+	LegacyLastCommentBlock *int64 `json:"legacy_last_comment_block"`
+}
+
+// statusCommand shows the slot, its lag and retained WAL, the stored LSN and the legacy
+// checkpoints, as a table or (--json) as JSON.
+func statusCommand(ctx context.Context, e env) error {
+	var c commonFlags
+	var asJSON bool
+	f := newFlagSet("status", e)
+	c.register(f)
+	f.bool(&asJSON, "json", "", "print JSON instead of a table")
+	if err := f.parse(e.args); err != nil {
+		return err
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	conn, err := connect(ctx, c.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	r, err := readStatus(ctx, conn, c.slot)
+	if err != nil {
+		return redacted(err, c.databaseURL)
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	return r.print(e.stdout)
+}
+
+func readStatus(ctx context.Context, conn *pgx.Conn, slot string) (statusReport, error) {
+	r := statusReport{Slot: slot}
+	var serverNow time.Time
+	var walText string
+	if err := conn.QueryRow(ctx, "SELECT now(), pg_current_wal_lsn()::text").Scan(&serverNow, &walText); err != nil {
+		return r, fmt.Errorf("read server position: %w", err)
+	}
+	r.ServerWALLSN = walText
+
+	info, err := replication.InspectSlot(ctx, conn, slot)
+	if err != nil {
+		return r, err
+	}
+	r.SlotExists, r.Active, r.WALStatus = info.Exists, info.Active, info.WALStatus
+	r.LagBytes, r.RetainedWALBytes = info.LagBytes, info.RetainedBytes
+	if info.Active {
+		r.ActivePID = &info.ActivePID
+	}
+	if info.ConfirmedFlush != 0 {
+		r.ConfirmedFlushLSN = info.ConfirmedFlush.String()
+	}
+
+	state, err := checkpoints.ReadState(ctx, conn, slot)
+	switch {
+	case errors.Is(err, checkpoints.ErrNotMigrated):
+	case err != nil:
+		return r, err
+	default:
+		r.Migrated = true
+	}
+	if state.Found {
+		lsn := state.LSN.String()
+		age := serverNow.Sub(state.UpdatedAt).Seconds()
+		updated := state.UpdatedAt.UTC()
+		r.StoredLSN, r.StoredLSNAgeSeconds, r.LastFlush = &lsn, &age, &updated
+	}
+
+	legacy, err := checkpoints.ReadLegacy(ctx, conn)
+	if err != nil {
+		return r, err
+	}
+	if legacy.HasPlayID {
+		r.LegacyLastPlayID = &legacy.LastPlayID
+	}
+	if legacy.HasCommentBlock {
+		r.LegacyLastCommentBlock = &legacy.LastCommentBlock
+	}
+	return r, nil
+}
+
+// print writes the report as an aligned two-column table.
+func (r statusReport) print(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("slot", r.Slot)
+	if !r.SlotExists {
+		row("exists", "no")
+	} else {
+		active := "no"
+		if r.ActivePID != nil {
+			active = fmt.Sprintf("yes (pid %d)", *r.ActivePID)
+		}
+		row("exists", "yes")
+		row("active", active)
+		row("wal_status", orNone(r.WALStatus))
+		row("confirmed_flush_lsn", orNone(r.ConfirmedFlushLSN))
+		row("lag", formatBytes(r.LagBytes))
+		row("retained WAL", formatBytes(r.RetainedWALBytes))
+	}
+	row("server WAL position", r.ServerWALLSN)
+	switch {
+	case !r.Migrated:
+		row("stored LSN", "unknown (migrations not applied: run challenge-stream migrate)")
+	case r.StoredLSN == nil:
+		row("stored LSN", "(none)")
+	default:
+		row("stored LSN", fmt.Sprintf("%s (written %s ago)", *r.StoredLSN, formatAge(*r.StoredLSNAgeSeconds)))
+	}
+	if r.LastFlush != nil {
+		row("last flush", r.LastFlush.Format(time.RFC3339))
+	} else {
+		row("last flush", "(never)")
+	}
+	row("legacy last play id", optInt(r.LegacyLastPlayID))
+	row("legacy last comment block", optInt(r.LegacyLastCommentBlock))
+	return tw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func optInt(p *int64) string {
+	if p == nil {
+		return "(none)"
+	}
+	return strconv.FormatInt(*p, 10)
+}
+
+// formatBytes shows an exact count and, above a KiB, a readable size.
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%d bytes (%.1f %ciB)", n, float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func formatAge(seconds float64) string {
+	return (time.Duration(seconds * float64(time.Second))).Round(time.Second).String()
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"testing"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/migrations"
+	"github.com/challenge-stream/challenge-stream/replication"
+)
+
+// deployed is a database as a running sidecar leaves it: migrated, with its publication, its
+// slot and a stored LSN.
+type deployed struct {
+	db  *pgtest.DB
+	lsn pglogrepl.LSN // the slot's consistent point, stored as the slot's LSN
+}
+
+func setupDeployed(t *testing.T) deployed {
+	t.Helper()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	conn, err := pgx.Connect(ctx, db.URL)
+	require.NoError(t, err)
+	require.NoError(t, migrations.Apply(ctx, conn, zaptest.NewLogger(t)))
+	require.NoError(t, conn.Close(ctx))
+	require.NoError(t, replication.EnsurePublication(ctx, db.Pool, db.Publication))
+	var text string
+	require.NoError(t, db.Pool.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+		db.Slot).Scan(&text))
+	lsn, err := pglogrepl.ParseLSN(text)
+	require.NoError(t, err)
+	require.NoError(t, checkpoints.StoreLSN(ctx, db.Pool, db.Slot, lsn))
+	return deployed{db: db, lsn: lsn}
+}
+
+// runCmd runs a command in-process and returns its output and exit code.
+func runCmd(t *testing.T, cmd func(context.Context, env) error, args ...string) (stdout string, code int, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err = cmd(context.Background(), env{args: args, stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }})
+	return out.String(), exitCode(err, io.Discard), err
+}
+
+func TestStatusJSON(t *testing.T) {
+	t.Parallel()
+	d := setupDeployed(t)
+	require.NoError(t, checkpoints.AdvanceLegacy(context.Background(), d.db.Pool,
+		checkpoints.Legacy{LastPlayID: 42, HasPlayID: true, LastCommentBlock: 7, HasCommentBlock: true}))
+
+	out, code, err := runCmd(t, statusCommand, "--database-url", d.db.URL, "--slot", d.db.Slot, "--json")
+	require.NoError(t, err)
+	require.Equal(t, exitOK, code)
+	var r statusReport
+	require.NoError(t, json.Unmarshal([]byte(out), &r), out)
+
+	require.Equal(t, d.db.Slot, r.Slot)
+	require.True(t, r.SlotExists)
+	require.False(t, r.Active)
+	require.Nil(t, r.ActivePID)
+	require.Equal(t, "reserved", r.WALStatus)
+	require.Equal(t, d.lsn.String(), r.ConfirmedFlushLSN)
+	require.GreaterOrEqual(t, r.LagBytes, int64(0))
+	require.GreaterOrEqual(t, r.RetainedWALBytes, int64(0))
+	require.NotEmpty(t, r.ServerWALLSN)
+	require.True(t, r.Migrated)
+	require.NotNil(t, r.StoredLSN)
+	require.Equal(t, d.lsn.String(), *r.StoredLSN)
+	require.NotNil(t, r.StoredLSNAgeSeconds)
+	require.NotNil(t, r.LastFlush)
+	require.Equal(t, int64(42), *r.LegacyLastPlayID)
+	require.Equal(t, int64(7), *r.LegacyLastCommentBlock)
+
+	// The JSON keys are the interface scripts use.
+	var raw map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &raw))
+	for _, key := range []string{"slot", "slot_exists", "active", "active_pid", "wal_status", "confirmed_flush_lsn",
+		"lag_bytes", "retained_wal_bytes", "stored_lsn", "stored_lsn_age_seconds", "last_flush",
+		"legacy_last_play_id", "legacy_last_comment_block"} {
+		require.Contains(t, raw, key)
+	}
+}
+
+func TestStatusTable(t *testing.T) {
+	t.Parallel()
+	d := setupDeployed(t)
+	out, code, err := runCmd(t, statusCommand, "--database-url", d.db.URL, "--slot", d.db.Slot)
+	require.NoError(t, err)
+	require.Equal(t, exitOK, code)
+	require.Regexp(t, `(?m)^slot +`+d.db.Slot+`$`, out)
+	require.Regexp(t, `(?m)^active +no$`, out)
+	require.Regexp(t, `(?m)^stored LSN +`+d.lsn.String()+` \(written \S+ ago\)$`, out)
+	require.Regexp(t, `(?m)^legacy last play id +\(none\)$`, out)
+}
+
+func TestStatusWithoutSlotOrMigrations(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	out, _, err := runCmd(t, statusCommand, "--database-url", db.URL, "--slot", db.Slot, "--json")
+	require.NoError(t, err)
+	var r statusReport
+	require.NoError(t, json.Unmarshal([]byte(out), &r))
+	require.False(t, r.SlotExists)
+	require.False(t, r.Migrated)
+	require.Nil(t, r.StoredLSN)
+	require.Nil(t, r.LastFlush)
+
+	out, _, err = runCmd(t, statusCommand, "--database-url", db.URL, "--slot", db.Slot)
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^exists +no$`, out)
+	require.Contains(t, out, "migrations not applied")
+}
+
+func TestStatusBadConfig(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{}, // no database URL
+		{"--database-url", "postgres://x/y", "--slot", "Bad-Name"},
+		{"--database-url", "postgres://x/y", "--jsn"},
+	} {
+		_, code, err := runCmd(t, statusCommand, args...)
+		require.Error(t, err)
+		require.Equal(t, exitUsage, code, "%v: %v", args, err)
+	}
+}

@@ -1,0 +1,278 @@
+// Package metrics exports what the pipeline does, and what the server says about its slot, as
+// Prometheus metrics. Everything lives on a registry of the Metrics value's own: nothing is
+// registered globally, so tests and several pipelines in one process never collide.
+//
+// Metrics implements pipeline.Observer; a SlotPoller adds the server's view of the slot (WAL
+// retained, lag), which the pipeline cannot see while it is down or standing by.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/challenge-stream/challenge-stream/pipeline"
+	"github.com/challenge-stream/challenge-stream/replication"
+)
+
+const namespace = "challenge_stream"
+
+// Label values of challenge_stream_events_total. A transaction counts comments without telling
+// inserts from updates, hence the combined operation.
+const (
+	tablePlays            = "plays"
+	tableComments         = "comments"
+	operationInsert       = "insert"
+	operationInsertUpdate = "insert_or_update"
+)
+
+// Slot-recreation reasons the pipeline reports; pre-declared so the series exist at zero and
+// alerts on increase() see the first one.
+var slotRecreatedReasons = []string{"missing", "lost"}
+
+// walStatuses are the values of pg_replication_slots.wal_status.
+var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}
+
+var states = []pipeline.State{
+	pipeline.StateStarting, pipeline.StateStandby, pipeline.StateCatchingUp,
+	pipeline.StateStreaming, pipeline.StateReconnecting, pipeline.StateStopped,
+}
+
+// Metrics holds the collectors. Its methods are safe for concurrent use.
+type Metrics struct {
+	registry *prometheus.Registry
+
+	events        *prometheus.CounterVec
+	truncates     prometheus.Counter
+	transactions  prometheus.Counter
+	flushes       prometheus.Counter
+	flushDuration prometheus.Histogram
+	dirtySetSize  prometheus.Histogram
+	upserts       *prometheus.CounterVec
+	commitToFlush prometheus.Histogram
+	lastFlush     prometheus.Gauge
+
+	receivedLSN   prometheus.Gauge
+	storedLSN     prometheus.Gauge
+	confirmedLSN  prometheus.Gauge
+	lag           prometheus.Gauge
+	statusUpdates prometheus.Counter
+
+	reconnects    prometheus.Counter
+	slotRecreated *prometheus.CounterVec
+	state         *prometheus.GaugeVec
+
+	slotExists     prometheus.Gauge
+	slotActive     prometheus.Gauge
+	slotWALStatus  *prometheus.GaugeVec
+	slotRetained   prometheus.Gauge
+	slotLag        prometheus.Gauge
+	slotPollErrors prometheus.Counter
+}
+
+var _ pipeline.Observer = (*Metrics)(nil)
+
+// New creates the metrics on a new registry, with the Go runtime and process collectors.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := promauto.With(reg)
+	m := &Metrics{
+		registry: reg,
+
+		events: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "events_total",
+			Help: "Row changes received from committed transactions, by source table and operation.",
+		}, []string{"table", "operation"}),
+		truncates: f.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "truncates_total",
+			Help: "TRUNCATEs of plays or comments received (they change no reward and are only counted).",
+		}),
+		transactions: f.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "transactions_total",
+			Help: "Committed source transactions received from the slot.",
+		}),
+		flushes: f.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "flushes_total",
+			Help: "Windows flushed (committed together with their LSN), including LSN-only flushes.",
+		}),
+		flushDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "flush_duration_seconds",
+			Help:    "Time to apply one window in its database transaction.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15), // 1ms .. 16s
+		}),
+		dirtySetSize: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "dirty_set_size",
+			Help:    "Distinct IDs (tracks plus commenters) in a flushed window.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 .. 65536
+		}),
+		upserts: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upserts_total",
+			Help: "user_challenges rows recomputed, by challenge and outcome (inserted, updated, unchanged).",
+		}, []string{"challenge", "outcome"}),
+		commitToFlush: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "commit_to_flush_seconds",
+			Help:    "From the commit of a window's oldest source transaction to the commit of its flush.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300, 1800},
+		}),
+		lastFlush: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "last_flush_timestamp_seconds",
+			Help: "Unix time of the last committed flush.",
+		}),
+
+		receivedLSN: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "received_lsn",
+			Help: "Last WAL position received from the server, as a number (exact below 2^53).",
+		}),
+		storedLSN: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "stored_lsn",
+			Help: "Position stored with the last flush: everything before it is applied.",
+		}),
+		confirmedLSN: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "confirmed_lsn",
+			Help: "Flush position sent in the last standby status update.",
+		}),
+		lag: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "replication_lag_bytes",
+			Help: "Server WAL end (last keepalive) minus the confirmed position, at the last status update.",
+		}),
+		statusUpdates: f.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "status_updates_total",
+			Help: "Standby status updates sent to the server.",
+		}),
+
+		reconnects: f.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "reconnects_total",
+			Help: "Sessions that ended with an error and were retried.",
+		}),
+		slotRecreated: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "slot_recreated_total",
+			Help: "Times the slot was found gone (missing, or lost to max_slot_wal_keep_size) and recreated.",
+		}, []string{"reason"}),
+		state: f.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "state",
+			Help: "1 for the pipeline's current state, 0 for the others.",
+		}, []string{"state"}),
+
+		slotExists: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "slot_exists",
+			Help: "1 when the replication slot exists on the server (polled).",
+		}),
+		slotActive: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "slot_active",
+			Help: "1 when a walsender streams from the slot (polled).",
+		}),
+		slotWALStatus: f.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "slot_wal_status",
+			Help: "1 for the slot's pg_replication_slots.wal_status, 0 for the others (polled).",
+		}, []string{"status"}),
+		slotRetained: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "slot_wal_retained_bytes",
+			Help: "WAL kept on the server's disk for the slot: current WAL position minus restart_lsn (polled).",
+		}),
+		slotLag: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "slot_lag_bytes",
+			Help: "Current WAL position minus the slot's confirmed_flush_lsn (polled).",
+		}),
+		slotPollErrors: f.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "slot_poll_errors_total",
+			Help: "Failed attempts to read the slot's row from pg_replication_slots.",
+		}),
+	}
+	m.events.WithLabelValues(tablePlays, operationInsert)
+	m.events.WithLabelValues(tableComments, operationInsertUpdate)
+	for _, r := range slotRecreatedReasons {
+		m.slotRecreated.WithLabelValues(r)
+	}
+	for _, s := range walStatuses {
+		m.slotWALStatus.WithLabelValues(s)
+	}
+	m.StateChanged(pipeline.StateStarting)
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      m.registry, // counts its own errors
+	})
+}
+
+// StateChanged implements pipeline.Observer.
+func (m *Metrics) StateChanged(s pipeline.State) {
+	for _, st := range states {
+		m.state.WithLabelValues(st.String()).Set(boolFloat(st == s))
+	}
+}
+
+// TransactionReceived implements pipeline.Observer.
+func (m *Metrics) TransactionReceived(tx *replication.Transaction) {
+	m.transactions.Inc()
+	if tx.Plays > 0 {
+		m.events.WithLabelValues(tablePlays, operationInsert).Add(float64(tx.Plays))
+	}
+	if tx.Comments > 0 {
+		m.events.WithLabelValues(tableComments, operationInsertUpdate).Add(float64(tx.Comments))
+	}
+	if tx.Truncates > 0 {
+		m.truncates.Add(float64(tx.Truncates))
+	}
+}
+
+// Flushed implements pipeline.Observer.
+func (m *Metrics) Flushed(r pipeline.FlushResult) {
+	m.flushes.Inc()
+	m.flushDuration.Observe(r.Duration.Seconds())
+	m.dirtySetSize.Observe(float64(r.Tracks + r.Commenters))
+	for challenge, c := range r.Stats {
+		m.upserts.WithLabelValues(challenge, "inserted").Add(float64(c.Inserted))
+		m.upserts.WithLabelValues(challenge, "updated").Add(float64(c.Updated))
+		m.upserts.WithLabelValues(challenge, "unchanged").Add(float64(c.Unchanged))
+	}
+	// LSN-only flushes (idle confirmation) carry no commit time: they measure nothing.
+	if !r.FirstCommit.IsZero() && !r.CommittedAt.IsZero() {
+		m.commitToFlush.Observe(max(r.CommittedAt.Sub(r.FirstCommit).Seconds(), 0))
+	}
+	if !r.CommittedAt.IsZero() {
+		m.lastFlush.Set(float64(r.CommittedAt.UnixNano()) / 1e9)
+	}
+	m.storedLSN.Set(lsnFloat(r.LSN))
+}
+
+// StatusSent implements pipeline.Observer.
+func (m *Metrics) StatusSent(received, applied, serverWALEnd pglogrepl.LSN) {
+	m.statusUpdates.Inc()
+	m.receivedLSN.Set(lsnFloat(received))
+	m.confirmedLSN.Set(lsnFloat(applied))
+	m.lag.Set(float64(lagBytes(applied, serverWALEnd)))
+}
+
+// Reconnecting implements pipeline.Observer.
+func (m *Metrics) Reconnecting(error) { m.reconnects.Inc() }
+
+// SlotRecreated implements pipeline.Observer.
+func (m *Metrics) SlotRecreated(reason string) { m.slotRecreated.WithLabelValues(reason).Inc() }
+
+// lagBytes is how far applied trails the server's WAL end; zero when the WAL end is not known
+// yet (no keepalive so far) or not ahead.
+func lagBytes(applied, serverWALEnd pglogrepl.LSN) uint64 {
+	if serverWALEnd <= applied {
+		return 0
+	}
+	return uint64(serverWALEnd - applied)
+}
+
+// lsnFloat exports an LSN as a gauge value; float64 is exact up to 2^53 bytes of WAL (8 PiB).
+func lsnFloat(lsn pglogrepl.LSN) float64 { return float64(uint64(lsn)) }
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

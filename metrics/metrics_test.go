@@ -1,0 +1,222 @@
+package metrics
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/challenge-stream/challenge-stream/pipeline"
+	"github.com/challenge-stream/challenge-stream/processors"
+	"github.com/challenge-stream/challenge-stream/replication"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// scrape returns the handler's exposition and its samples by series ("name{labels}" → value).
+func scrape(t *testing.T, m *Metrics) (string, map[string]float64) {
+	t.Helper()
+	body, values, err := gather(m)
+	require.NoError(t, err)
+	return body, values
+}
+
+// gather is scrape without assertions, for use off the test's goroutine.
+func gather(m *Metrics) (string, map[string]float64, error) {
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		return "", nil, fmt.Errorf("status %d", rec.Code)
+	}
+	body := rec.Body.String()
+	values := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return "", nil, fmt.Errorf("line %q: %w", line, err)
+		}
+		values[line[:i]] = v
+	}
+	return body, values, sc.Err()
+}
+
+func TestHandlerExposesFamilies(t *testing.T) {
+	t.Parallel()
+	body, values := scrape(t, New())
+	for _, family := range []string{
+		"challenge_stream_events_total counter",
+		"challenge_stream_truncates_total counter",
+		"challenge_stream_transactions_total counter",
+		"challenge_stream_flushes_total counter",
+		"challenge_stream_flush_duration_seconds histogram",
+		"challenge_stream_dirty_set_size histogram",
+		"challenge_stream_commit_to_flush_seconds histogram",
+		"challenge_stream_last_flush_timestamp_seconds gauge",
+		"challenge_stream_received_lsn gauge",
+		"challenge_stream_stored_lsn gauge",
+		"challenge_stream_confirmed_lsn gauge",
+		"challenge_stream_replication_lag_bytes gauge",
+		"challenge_stream_status_updates_total counter",
+		"challenge_stream_reconnects_total counter",
+		"challenge_stream_slot_recreated_total counter",
+		"challenge_stream_state gauge",
+		"challenge_stream_slot_exists gauge",
+		"challenge_stream_slot_active gauge",
+		"challenge_stream_slot_wal_status gauge",
+		"challenge_stream_slot_wal_retained_bytes gauge",
+		"challenge_stream_slot_lag_bytes gauge",
+		"challenge_stream_slot_poll_errors_total counter",
+		"go_goroutines gauge",
+		"process_resident_memory_bytes gauge",
+	} {
+		require.Contains(t, body, "# TYPE "+family+"\n")
+	}
+	// Labelled series exist at zero before anything happens, so rate() and increase() see the
+	// first event.
+	require.Equal(t, 0.0, values[`challenge_stream_events_total{operation="insert",table="plays"}`])
+	require.Contains(t, values, `challenge_stream_events_total{operation="insert_or_update",table="comments"}`)
+	require.Contains(t, values, `challenge_stream_slot_recreated_total{reason="lost"}`)
+	require.Contains(t, values, `challenge_stream_slot_recreated_total{reason="missing"}`)
+	require.Equal(t, 1.0, values[`challenge_stream_state{state="starting"}`])
+	require.Equal(t, 0.0, values[`challenge_stream_state{state="streaming"}`])
+}
+
+func TestObserverMovesCounters(t *testing.T) {
+	t.Parallel()
+	m := New()
+	m.StateChanged(pipeline.StateStreaming)
+	m.TransactionReceived(&replication.Transaction{Plays: 3, Comments: 2})
+	m.TransactionReceived(&replication.Transaction{Plays: 1, Truncates: 1})
+	committed := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	m.Flushed(pipeline.FlushResult{
+		LSN:    pglogrepl.LSN(0x1_0000_0010),
+		Tracks: 4, Commenters: 2,
+		Stats: processors.Stats{
+			"p1": {Inserted: 2, Updated: 1},
+			"c":  {Unchanged: 5},
+		},
+		Duration:    250 * time.Millisecond,
+		FirstCommit: committed.Add(-1500 * time.Millisecond),
+		CommittedAt: committed,
+	})
+	m.StatusSent(0x2000, 0x1000, 0x1800)
+	m.Reconnecting(nil)
+	m.SlotRecreated("lost")
+	m.SlotPolled(replication.SlotInfo{Exists: true, Active: true, WALStatus: "extended", RetainedBytes: 4096, LagBytes: 100})
+
+	_, v := scrape(t, m)
+	for series, want := range map[string]float64{
+		`challenge_stream_state{state="streaming"}`:                                    1,
+		`challenge_stream_state{state="starting"}`:                                     0,
+		`challenge_stream_transactions_total`:                                          2,
+		`challenge_stream_events_total{operation="insert",table="plays"}`:              4,
+		`challenge_stream_events_total{operation="insert_or_update",table="comments"}`: 2,
+		`challenge_stream_truncates_total`:                                             1,
+		`challenge_stream_flushes_total`:                                               1,
+		`challenge_stream_flush_duration_seconds_count`:                                1,
+		`challenge_stream_flush_duration_seconds_sum`:                                  0.25,
+		`challenge_stream_dirty_set_size_sum`:                                          6,
+		`challenge_stream_upserts_total{challenge="p1",outcome="inserted"}`:            2,
+		`challenge_stream_upserts_total{challenge="p1",outcome="updated"}`:             1,
+		`challenge_stream_upserts_total{challenge="c",outcome="unchanged"}`:            5,
+		`challenge_stream_commit_to_flush_seconds_count`:                               1,
+		`challenge_stream_commit_to_flush_seconds_sum`:                                 1.5,
+		`challenge_stream_last_flush_timestamp_seconds`:                                float64(committed.Unix()),
+		`challenge_stream_stored_lsn`:                                                  float64(0x1_0000_0010),
+		`challenge_stream_received_lsn`:                                                0x2000,
+		`challenge_stream_confirmed_lsn`:                                               0x1000,
+		`challenge_stream_replication_lag_bytes`:                                       0x800,
+		`challenge_stream_status_updates_total`:                                        1,
+		`challenge_stream_reconnects_total`:                                            1,
+		`challenge_stream_slot_recreated_total{reason="lost"}`:                         1,
+		`challenge_stream_slot_recreated_total{reason="missing"}`:                      0,
+		`challenge_stream_slot_exists`:                                                 1,
+		`challenge_stream_slot_active`:                                                 1,
+		`challenge_stream_slot_wal_status{status="extended"}`:                          1,
+		`challenge_stream_slot_wal_status{status="reserved"}`:                          0,
+		`challenge_stream_slot_wal_retained_bytes`:                                     4096,
+		`challenge_stream_slot_lag_bytes`:                                              100,
+	} {
+		require.Contains(t, v, series)
+		require.InDelta(t, want, v[series], 1e-9, series)
+	}
+}
+
+func TestLSNOnlyFlushMeasuresNoLatency(t *testing.T) {
+	t.Parallel()
+	m := New()
+	m.Flushed(pipeline.FlushResult{LSN: 0x10, CommittedAt: time.Unix(100, 0)})
+	_, v := scrape(t, m)
+	require.Equal(t, 1.0, v[`challenge_stream_flushes_total`])
+	require.Equal(t, 0.0, v[`challenge_stream_commit_to_flush_seconds_count`])
+	require.Equal(t, 1.0, v[`challenge_stream_dirty_set_size_bucket{le="1"}`])
+}
+
+func TestMissingSlotClearsGauges(t *testing.T) {
+	t.Parallel()
+	m := New()
+	m.SlotPolled(replication.SlotInfo{Exists: true, Active: true, WALStatus: "lost", RetainedBytes: 10, LagBytes: 10})
+	m.SlotPolled(replication.SlotInfo{})
+	_, v := scrape(t, m)
+	require.Equal(t, 0.0, v[`challenge_stream_slot_exists`])
+	require.Equal(t, 0.0, v[`challenge_stream_slot_active`])
+	require.Equal(t, 0.0, v[`challenge_stream_slot_wal_status{status="lost"}`])
+	require.Equal(t, 0.0, v[`challenge_stream_slot_wal_retained_bytes`])
+}
+
+func TestLagBytes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name            string
+		applied, walEnd pglogrepl.LSN
+		want            uint64
+	}{
+		{"behind", 0x100, 0x180, 0x80},
+		{"caught up", 0x100, 0x100, 0},
+		{"no keepalive yet", 0x100, 0, 0},
+	} {
+		require.Equal(t, tc.want, lagBytes(tc.applied, tc.walEnd), tc.name)
+	}
+}
+
+func TestSlotPollerRejectsBadURL(t *testing.T) {
+	t.Parallel()
+	_, err := New().NewSlotPoller("postgres://u:secret@host:notaport/db", "s", 0, nil)
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "secret")
+}
+
+func TestSlotPollerSurvivesUnreachableDatabase(t *testing.T) {
+	t.Parallel()
+	m := New()
+	// Port 1 on loopback refuses connections at once.
+	p, err := m.NewSlotPoller("postgres://u:secret@127.0.0.1:1/db?connect_timeout=2", "s", time.Hour, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Run(ctx)
+	}()
+	require.Eventually(t, func() bool {
+		_, v, err := gather(m)
+		return err == nil && v[`challenge_stream_slot_poll_errors_total`] == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	<-done
+}
