@@ -54,8 +54,9 @@ type Config struct {
 	Observer Observer
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time
-	// Failpoint, when set, is called at named points ("after-flush-commit") so fault tests can
-	// kill the process exactly there.
+	// Failpoint, when set, is called at named points so fault tests can kill the process
+	// exactly there: "after-flush-commit" after a window with changes committed, before its
+	// LSN is confirmed.
 	Failpoint func(name string)
 }
 
