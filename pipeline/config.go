@@ -147,9 +147,9 @@ type State int
 
 // The pipeline states.
 const (
-	StateStarting State = iota
-	StateStandby        // another replica holds the slot; this one waits
-	StateCatchingUp     // scanning the source tables inside a new slot's snapshot
+	StateStarting   State = iota
+	StateStandby          // another replica holds the slot; this one waits
+	StateCatchingUp       // scanning the source tables inside a new slot's snapshot
 	StateStreaming
 	StateReconnecting
 	StateStopped

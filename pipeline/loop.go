@@ -48,12 +48,12 @@ type loop struct {
 }
 
 type summary struct {
-	at                   time.Time
-	transactions, plays  int
-	comments, flushes    int
-	inserted, updated    int
-	unchanged            int
-	maxFlush             time.Duration
+	at                  time.Time
+	transactions, plays int
+	comments, flushes   int
+	inserted, updated   int
+	unchanged           int
+	maxFlush            time.Duration
 }
 
 func newLoop(cfg Config, stream *replication.Stream, conn *pgx.Conn, stored pglogrepl.LSN, resetBackoff func()) *loop {
