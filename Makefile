@@ -1,0 +1,49 @@
+# challenge-stream — see README.md. Every test target starts its own throw-away Postgres.
+GO        ?= go
+BIN       := bin/challenge-stream
+PKGS      := $(shell $(GO) list ./... | grep -v /faults)
+# The 1,000,000-row transaction runs at full size in test-large; test keeps it brief.
+LARGE_TX_ROWS ?= 100000
+FAULT_CYCLES  ?= 8
+
+.PHONY: build test test-large test-faults fuzz bench bench-smoke demo vet clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/challenge-stream
+
+vet:
+	$(GO) vet ./...
+
+## test: vet and the whole suite against real Postgres (what CI runs).
+test: vet
+	LARGE_TX_ROWS=$(LARGE_TX_ROWS) $(GO) test -count=1 -timeout 20m $(PKGS)
+
+## test-large: the 1,000,000-row transaction at full size.
+test-large:
+	LARGE_TX_ROWS=1000000 $(GO) test -count=1 -timeout 30m -run TestMillionRowTransaction -v ./pipeline/ | grep -E 'peak heap|^(ok|FAIL|---)'
+
+## test-faults: the fault-injection loop; FAULT_CYCLES=100 for a long local run.
+test-faults:
+	FAULT_CYCLES=$(FAULT_CYCLES) $(GO) test -count=1 -timeout 60m -v ./faults/
+
+## fuzz: each fuzz target briefly (FUZZTIME=10m for a long local run).
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test ./replication/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/challenge-stream/ -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME)
+
+## bench: the full benchmark table (takes a while).
+bench: build
+	./$(BIN) bench
+
+## bench-smoke: every benchmark once at tiny sizes, so they never rot.
+bench-smoke: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./replication/ ./internal/bench/
+	./$(BIN) bench --smoke
+
+## demo: the whole pipeline on a throw-away local Postgres with synthetic traffic (~30 s).
+demo: build
+	./$(BIN) demo
+
+clean:
+	rm -rf bin
