@@ -33,7 +33,7 @@ var errSlotAhead = errors.New("slot confirmed past the stored LSN")
 func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
-		return backoff.Permanent(err)
+		return err
 	}
 	p := &pipeline{cfg: cfg, log: cfg.Log.Named("pipeline")}
 
@@ -96,7 +96,10 @@ func (p *pipeline) errFields(err error, extra ...zap.Field) []zap.Field {
 func isPermanent(err error) bool {
 	if errors.Is(err, replication.ErrWALLevel) || errors.Is(err, replication.ErrPublication) ||
 		errors.Is(err, replication.ErrNoReplicaIdentity) || errors.Is(err, replication.ErrHostTable) ||
-		errors.Is(err, replication.ErrMissingColumn) || errors.Is(err, replication.ErrColumnType) {
+		errors.Is(err, replication.ErrMissingColumn) || errors.Is(err, replication.ErrColumnType) ||
+		errors.Is(err, replication.ErrBadTuple) {
+		// The same bytes would fail the same way after a reconnect: stop, and confirm nothing
+		// past them, until an operator looks.
 		return true
 	}
 	var pgErr *pgconn.PgError
