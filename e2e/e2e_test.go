@@ -87,7 +87,10 @@ func setup(t *testing.T) *env {
 func (e *env) run(extraEnv []string, flags ...string) *proc {
 	e.t.Helper()
 	args := append([]string{"run", "--database-url", e.db.URL, "--slot", e.db.Slot, "--publication", e.db.Publication,
-		"--metrics-addr", "off", "--log-level", "debug"}, flags...)
+		"--metrics-addr", "off", "--log-level", "debug",
+		// Confirm any idle movement, so caughtUp can wait for the server's insert position
+		// while other tests' databases write.
+		"--idle-confirm-bytes", "1"}, flags...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), extraEnv...)
 	out := &syncBuffer{}

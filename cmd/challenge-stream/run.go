@@ -31,6 +31,9 @@ func parseRunFlags(e env) (runFlags, error) {
 	rf.opsFlags.register(f)
 	f.bool(&rf.cfg.Backfill, "backfill", "CHALLENGE_STREAM_BACKFILL", "on the first start, derive all history instead of starting from now")
 	f.bool(&rf.cfg.SkipMigrations, "skip-migrations", "CHALLENGE_STREAM_SKIP_MIGRATIONS", "do not apply the project's own migrations at start")
+	var idleConfirm int64
+	f.bytes(&idleConfirm, "idle-confirm-bytes", "CHALLENGE_STREAM_IDLE_CONFIRM_BYTES", pipeline.DefaultIdleConfirmBytes,
+		"WAL an idle slot may hold before the sidecar stores and confirms the server's WAL end")
 	if err := f.parse(e.args); err != nil {
 		return rf, err
 	}
@@ -40,6 +43,10 @@ func parseRunFlags(e env) (runFlags, error) {
 	if rf.cfg.Window <= 0 {
 		return rf, usagef("window %s must be positive", rf.cfg.Window)
 	}
+	if idleConfirm <= 0 {
+		return rf, usagef("idle confirm bytes %d must be positive", idleConfirm)
+	}
+	rf.cfg.IdleConfirmBytes = uint64(idleConfirm)
 	if !validAddr(rf.metricsAddr) {
 		return rf, usagef("metrics address %q must be host:port or off", rf.metricsAddr)
 	}
