@@ -11,27 +11,39 @@ import (
 
 // migrateCommand applies the project's own migrations and exits.
 func migrateCommand(ctx context.Context, e env) error {
+	return withDB(ctx, e, "migrate", nil, func(c commonFlags, conn *pgx.Conn) error {
+		log := c.logger(e)
+		defer func() { _ = log.Sync() }()
+		if err := migrations.Apply(ctx, conn, log.Named("migrations")); err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, "migrations applied")
+		return nil
+	})
+}
+
+// withDB is the frame of a command that talks to the database: parse its flags (the common
+// ones plus those extra registers), validate them before connecting, connect, run fn, and keep
+// the password out of whatever error comes back.
+func withDB(ctx context.Context, e env, name string, extra func(*flagSet), fn func(commonFlags, *pgx.Conn) error) error {
 	var c commonFlags
-	f := newFlagSet("migrate", e)
+	f := newFlagSet(name, e)
 	c.register(f)
+	if extra != nil {
+		extra(f)
+	}
 	if err := f.parse(e.args); err != nil {
 		return err
 	}
 	if err := c.validate(); err != nil {
 		return err
 	}
-	log := c.logger(e)
-	defer func() { _ = log.Sync() }()
 	conn, err := connect(ctx, c.databaseURL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if err := migrations.Apply(ctx, conn, log.Named("migrations")); err != nil {
-		return redacted(err, c.databaseURL)
-	}
-	fmt.Fprintln(e.stdout, "migrations applied")
-	return nil
+	return redacted(fn(c, conn), c.databaseURL)
 }
 
 // connect opens an ordinary connection; its errors carry no password.

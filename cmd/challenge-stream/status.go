@@ -47,32 +47,20 @@ type statusReport struct {
 // statusCommand shows the slot, its lag and retained WAL, the stored LSN and the legacy
 // checkpoints, as a table or (--json) as JSON.
 func statusCommand(ctx context.Context, e env) error {
-	var c commonFlags
 	var asJSON bool
-	f := newFlagSet("status", e)
-	c.register(f)
-	f.bool(&asJSON, "json", "", "print JSON instead of a table")
-	if err := f.parse(e.args); err != nil {
-		return err
-	}
-	if err := c.validate(); err != nil {
-		return err
-	}
-	conn, err := connect(ctx, c.databaseURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	r, err := readStatus(ctx, conn, c.slot)
-	if err != nil {
-		return redacted(err, c.databaseURL)
-	}
-	if asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
-	}
-	return r.print(e.stdout)
+	jsonFlag := func(f *flagSet) { f.bool(&asJSON, "json", "", "print JSON instead of a table") }
+	return withDB(ctx, e, "status", jsonFlag, func(c commonFlags, conn *pgx.Conn) error {
+		r, err := readStatus(ctx, conn, c.slot)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(r)
+		}
+		return r.print(e.stdout)
+	})
 }
 
 func readStatus(ctx context.Context, conn *pgx.Conn, slot string) (statusReport, error) {

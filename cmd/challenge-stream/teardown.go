@@ -20,40 +20,27 @@ const stateSchema = "challenge_stream"
 // WAL for it) and the publication, and with --drop-state the challenge_stream schema. Without
 // --yes it only says what it would drop.
 func teardownCommand(ctx context.Context, e env) error {
-	var c commonFlags
 	var yes, dropState bool
-	f := newFlagSet("teardown", e)
-	c.register(f)
-	f.bool(&yes, "yes", "", "really drop them")
-	f.bool(&dropState, "drop-state", "", "also drop the challenge_stream schema (stored LSNs, migration history)")
-	if err := f.parse(e.args); err != nil {
-		return err
+	flags := func(f *flagSet) {
+		f.bool(&yes, "yes", "", "really drop them")
+		f.bool(&dropState, "drop-state", "", "also drop the challenge_stream schema (stored LSNs, migration history)")
 	}
-	if err := c.validate(); err != nil {
-		return err
-	}
-	conn, err := connect(ctx, c.databaseURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	p, err := inspectTeardown(ctx, conn, c.slot, c.publication)
-	if err != nil {
-		return redacted(err, c.databaseURL)
-	}
-	if !yes {
-		fmt.Fprintln(e.stdout, "teardown would:")
-		fmt.Fprintln(e.stdout, "  "+plan("replication slot", c.slot, p.slot.Exists))
-		fmt.Fprintln(e.stdout, "  "+plan("publication", c.publication, p.pubExists))
-		if dropState {
-			fmt.Fprintln(e.stdout, "  "+plan("schema", stateSchema, p.schemaExists))
+	return withDB(ctx, e, "teardown", flags, func(c commonFlags, conn *pgx.Conn) error {
+		p, err := inspectTeardown(ctx, conn, c.slot, c.publication)
+		if err != nil {
+			return err
 		}
-		return usagef("--yes is required: teardown dropped nothing")
-	}
-	if err := p.apply(ctx, conn, e.stdout, dropState); err != nil {
-		return redacted(err, c.databaseURL)
-	}
-	return nil
+		if !yes {
+			fmt.Fprintln(e.stdout, "teardown would:")
+			fmt.Fprintln(e.stdout, "  "+plan("replication slot", c.slot, p.slot.Exists))
+			fmt.Fprintln(e.stdout, "  "+plan("publication", c.publication, p.pubExists))
+			if dropState {
+				fmt.Fprintln(e.stdout, "  "+plan("schema", stateSchema, p.schemaExists))
+			}
+			return usagef("--yes is required: teardown dropped nothing")
+		}
+		return p.apply(ctx, conn, e.stdout, dropState)
+	})
 }
 
 // teardownPlan is what exists before teardown drops it.
