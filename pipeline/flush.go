@@ -22,6 +22,9 @@ type FlushResult struct {
 	Duration    time.Duration
 	FirstCommit time.Time // commit time of the window's oldest change (zero for LSN-only flushes)
 	CommittedAt time.Time
+	// Oddities are catalog rows the rules had to interpret (a non-numeric amount, a missing
+	// row); the loop logs them when they change.
+	Oddities []string
 }
 
 // Flush applies a window in one database transaction: resolve its tracks to eligible artists,
@@ -32,11 +35,15 @@ func Flush(ctx context.Context, conn *pgx.Conn, slot string, w *Window, now func
 	res := FlushResult{LSN: w.EndLSN, Tracks: len(w.Tracks), Commenters: len(w.Commenters), FirstCommit: w.FirstCommit}
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if w.HasChanges() {
-			stats, artists, err := applyChanges(ctx, tx, w)
+			catalog, err := processors.LoadCatalog(ctx, tx)
 			if err != nil {
 				return err
 			}
-			res.Stats, res.Artists = stats, artists
+			stats, artists, err := applyChanges(ctx, tx, catalog, w)
+			if err != nil {
+				return err
+			}
+			res.Stats, res.Artists, res.Oddities = stats, artists, catalog.Oddities
 			if err := checkpoints.AdvanceLegacy(ctx, tx, w.Legacy); err != nil {
 				return err
 			}
@@ -51,11 +58,7 @@ func Flush(ctx context.Context, conn *pgx.Conn, slot string, w *Window, now func
 	return res, nil
 }
 
-func applyChanges(ctx context.Context, tx pgx.Tx, w *Window) (processors.Stats, int, error) {
-	catalog, err := processors.LoadCatalog(ctx, tx)
-	if err != nil {
-		return nil, 0, err
-	}
+func applyChanges(ctx context.Context, tx pgx.Tx, catalog processors.Catalog, w *Window) (processors.Stats, int, error) {
 	stats := processors.Stats{}
 	artists, err := processors.ArtistsForTracks(ctx, tx, IDs(w.Tracks))
 	if err != nil {

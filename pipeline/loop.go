@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -42,6 +43,7 @@ type loop struct {
 	done     chan flushOutcome
 
 	lastStatus   time.Time
+	oddities     *oddityLog
 	resetBackoff func()
 	streamedAt   time.Time
 	summary      summary
@@ -56,7 +58,7 @@ type summary struct {
 	maxFlush            time.Duration
 }
 
-func newLoop(cfg Config, stream *replication.Stream, conn *pgx.Conn, stored pglogrepl.LSN, resetBackoff func()) *loop {
+func newLoop(cfg Config, stream *replication.Stream, conn *pgx.Conn, stored pglogrepl.LSN, oddities *oddityLog, resetBackoff func()) *loop {
 	now := cfg.Now()
 	return &loop{
 		cfg:          cfg,
@@ -67,6 +69,7 @@ func newLoop(cfg Config, stream *replication.Stream, conn *pgx.Conn, stored pglo
 		stored:       stored,
 		work:         make(chan *Window),
 		done:         make(chan flushOutcome, 1),
+		oddities:     oddities,
 		resetBackoff: resetBackoff,
 		streamedAt:   now,
 		summary:      summary{at: now},
@@ -129,10 +132,12 @@ func (l *loop) step(ctx context.Context) error {
 	case l.flushing && l.window.Size() >= l.cfg.MaxWindowSize:
 		// Full while the previous window is still flushing: wait for it (backpressure) rather
 		// than grow without bound.
-		if err := l.collect(true); err != nil {
+		if err := l.waitForFlusher(ctx); err != nil {
 			return err
 		}
-		l.handOver()
+		if !l.flushing {
+			l.handOver()
+		}
 	case !l.flushing && !l.window.HasChanges() && l.statusDue(now):
 		l.confirmIdle()
 	}
@@ -184,6 +189,44 @@ func (l *loop) collect(wait bool) error {
 	}
 }
 
+// oddityLog logs the catalog's oddities once, and again only when they change: a catalog
+// typo should not repeat on every flush.
+type oddityLog struct {
+	log  *zap.Logger
+	last []string
+}
+
+func (o *oddityLog) note(oddities []string) {
+	if slices.Equal(oddities, o.last) {
+		return
+	}
+	o.last = oddities
+	if len(oddities) > 0 {
+		o.log.Warn("challenge catalog has rows the rules interpret", zap.Strings("oddities", oddities))
+	}
+}
+
+// waitForFlusher waits for the flush in flight — which may sit behind a lock for minutes —
+// while still sending status updates, so the server does not drop the connection after
+// wal_sender_timeout. It returns early, still flushing, when ctx is cancelled: shutdown waits.
+func (l *loop) waitForFlusher(ctx context.Context) error {
+	for {
+		timer := time.NewTimer(max(l.lastStatus.Add(l.cfg.StatusInterval).Sub(l.cfg.Now()), 0))
+		select {
+		case o := <-l.done:
+			timer.Stop()
+			return l.finish(o)
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-timer.C:
+			if err := l.sendStatus(ctx, false); err != nil {
+				return err
+			}
+		}
+	}
+}
+
 // finish records a flush's outcome: from now on its LSN may be confirmed.
 func (l *loop) finish(o flushOutcome) error {
 	l.flushing = false
@@ -194,6 +237,9 @@ func (l *loop) finish(o flushOutcome) error {
 		l.cfg.Failpoint("after-flush-commit")
 	}
 	l.stored = o.res.LSN
+	if o.res.Tracks+o.res.Commenters > 0 {
+		l.oddities.note(o.res.Oddities)
+	}
 	l.cfg.Observer.Flushed(o.res)
 	l.note(o.res)
 	l.log.Debug("flushed window",

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"regexp"
@@ -36,6 +38,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	p := &pipeline{cfg: cfg, log: cfg.Log.Named("pipeline")}
+	p.oddities = &oddityLog{log: p.log}
 
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 250 * time.Millisecond
@@ -78,6 +81,7 @@ type pipeline struct {
 	cfg          Config
 	log          *zap.Logger
 	migrated     bool
+	oddities     *oddityLog
 	resetBackoff func()
 }
 
@@ -101,6 +105,12 @@ func isPermanent(err error) bool {
 		// The same bytes would fail the same way after a reconnect: stop, and confirm nothing
 		// past them, until an operator looks.
 		return true
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var badCert *tls.CertificateVerificationError
+	if errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &badCert) {
+		return true // the server's certificate will not verify on the next try either
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -177,7 +187,7 @@ func (p *pipeline) session(ctx context.Context) error {
 	}
 	p.log.Info("streaming", zap.String("slot", cfg.Slot), zap.Stringer("from_lsn", start))
 	cfg.Observer.StateChanged(StateStreaming)
-	l := newLoop(cfg, stream, conn, start, p.resetBackoff)
+	l := newLoop(cfg, stream, conn, start, p.oddities, p.resetBackoff)
 	return l.run(ctx)
 }
 
@@ -254,6 +264,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		zap.Stringer("consistent_point", created.ConsistentPoint),
 		zap.Int64("plays_scanned", res.PlaysScanned), zap.Int64("comments_scanned", res.CommentsScanned),
 		zap.Int("artists", res.Artists), zap.Int("commenters", res.Users))
+	p.oddities.note(res.Oddities)
 	return created.ConsistentPoint, nil
 }
 

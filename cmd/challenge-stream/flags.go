@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/challenge-stream/challenge-stream/internal/redact"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 )
 
@@ -87,7 +88,8 @@ func (f *flagSet) parse(args []string) error {
 		return usageError{f.errs[0].Error()}
 	}
 	if f.NArg() > 0 {
-		return usagef("unexpected argument %q", f.Arg(0))
+		// A URL given by position would carry its password: mask it.
+		return usagef("unexpected argument %q", redact.String(f.Arg(0), f.Arg(0)))
 	}
 	return nil
 }
@@ -106,6 +108,10 @@ type commonFlags struct {
 
 func (c *commonFlags) register(f *flagSet) {
 	f.string(&c.databaseURL, "database-url", "DATABASE_URL", "", "Postgres URL of the host database (required)")
+	if fl := f.Lookup("database-url"); fl.DefValue != "" {
+		// The environment's URL is the flag's default, which -h prints: mask its password.
+		fl.DefValue = redact.URL(fl.DefValue)
+	}
 	f.string(&c.slot, "slot", "CHALLENGE_STREAM_SLOT", pipeline.DefaultName, "replication slot name")
 	f.string(&c.publication, "publication", "CHALLENGE_STREAM_PUBLICATION", pipeline.DefaultName, "publication name")
 	f.string(&c.logFormat, "log-format", "CHALLENGE_STREAM_LOG_FORMAT", "json", "log format: json or console")

@@ -1,0 +1,26 @@
+// Package faults is the fault-injection suite (`make test-faults`). It holds no production code:
+// its test runs the real challenge-stream binary against its own throw-away Postgres cluster
+// under continuous plays and comments traffic and breaks things on purpose, one fault per cycle,
+// chosen at random from a seeded generator:
+//
+//   - kill -9 of the sidecar at a random moment, or exactly between a flush's COMMIT and the
+//     standby status update that confirms it (the after-flush-commit failpoint);
+//   - an immediate (crash) restart of Postgres;
+//   - pg_terminate_backend of the walsender or of the flush connection;
+//   - a TCP proxy between the sidecar and Postgres that cuts every connection, or stalls them
+//     for a few seconds;
+//   - a transaction holding row locks on the user_challenges rows the flush needs;
+//   - the polling reference (processors.CatchUp, 5,000 rows per tick, advancing the legacy
+//     checkpoints) running concurrently against the same rows.
+//
+// A supervisor restarts the sidecar whenever it dies, as systemd or Kubernetes would. After
+// every fault the suite waits until the sidecar stores a position past the fault; after the last
+// one it stops the traffic, waits until the sidecar has applied everything, and requires that a
+// from-scratch recompute (processors.Verify) finds no difference and that no reward row was
+// written twice (one notification per complete row: the host's trigger fires on every write).
+//
+// FAULT_CYCLES sets the number of cycles (default: one of each kind, for CI) and FAULT_SEED the
+// seed (default: the clock; the seed is printed so a failure can be replayed). A long local run:
+//
+//	FAULT_CYCLES=100 go test ./faults/ -count=1 -v -timeout 60m
+package faults

@@ -1,0 +1,207 @@
+package faults
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// supervisor keeps one challenge-stream process running, restarting it whenever it is killed,
+// the way systemd (Restart=always) or a Kubernetes pod would. Any exit that is not a SIGKILL the
+// suite caused — an exit 1 on a "permanent" error, a panic, an exit 0 nobody asked for — is a
+// defect: it is recorded and the supervisor stops restarting.
+type supervisor struct {
+	t    *testing.T
+	args []string
+	dir  string // one log file per run
+
+	mu         sync.Mutex
+	cur        *exec.Cmd
+	runs       int      // processes started
+	nextEnv    []string // extra environment for the next start only
+	stopping   bool
+	unexpected error
+	finalCode  int
+	done       chan struct{}
+}
+
+// startSupervisor starts the first process. Stop it with stop; the test's cleanup kills it in
+// any case.
+func startSupervisor(t *testing.T, args []string) *supervisor {
+	t.Helper()
+	s := &supervisor{t: t, args: args, dir: t.TempDir(), done: make(chan struct{}), finalCode: -1}
+	go s.loop()
+	t.Cleanup(func() {
+		s.mu.Lock()
+		s.stopping = true
+		cmd := s.cur
+		s.mu.Unlock()
+		if cmd != nil {
+			_ = cmd.Process.Kill()
+		}
+		<-s.done
+		if t.Failed() {
+			t.Logf("last sidecar logs:\n%s", s.tail(3, 60))
+		}
+	})
+	return s
+}
+
+func (s *supervisor) loop() {
+	defer close(s.done)
+	for {
+		s.mu.Lock()
+		if s.stopping {
+			s.mu.Unlock()
+			return
+		}
+		s.runs++
+		run := s.runs
+		cmd := exec.Command(binary, s.args...)
+		cmd.Env = append(os.Environ(), s.nextEnv...)
+		s.nextEnv = nil
+		f, err := os.Create(s.logPath(run))
+		if err == nil {
+			cmd.Stdout, cmd.Stderr = f, f
+			err = cmd.Start()
+		}
+		if err != nil {
+			s.unexpected = fmt.Errorf("start sidecar run %d: %w", run, err)
+			s.mu.Unlock()
+			return
+		}
+		s.cur = cmd
+		s.mu.Unlock()
+
+		werr := cmd.Wait()
+		_ = f.Close()
+
+		s.mu.Lock()
+		stopping := s.stopping
+		s.cur = nil
+		if stopping {
+			s.finalCode = cmd.ProcessState.ExitCode()
+			s.mu.Unlock()
+			return
+		}
+		if !killedBySIGKILL(werr) {
+			s.unexpected = fmt.Errorf("sidecar run %d exited on its own (%v); its log ends:\n%s",
+				run, werr, lastLines(s.logPath(run), 30))
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		time.Sleep(100 * time.Millisecond) // a supervisor's restart delay
+	}
+}
+
+func killedBySIGKILL(err error) bool {
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) {
+		return false
+	}
+	ws, ok := exitErr.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+func (s *supervisor) logPath(run int) string {
+	return filepath.Join(s.dir, fmt.Sprintf("run-%03d.log", run))
+}
+
+// failed returns the recorded unexpected exit, if any.
+func (s *supervisor) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unexpected
+}
+
+// runCount is the number of processes started so far.
+func (s *supervisor) runCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runs
+}
+
+// running reports whether a process is up.
+func (s *supervisor) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur != nil
+}
+
+// kill9 sends SIGKILL to the running process; the supervisor starts the next one, with env
+// added to its environment.
+func (s *supervisor) kill9(env ...string) {
+	s.mu.Lock()
+	s.nextEnv = env
+	cmd := s.cur
+	s.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+	}
+}
+
+// stop sends SIGTERM and returns the exit code of the last process.
+func (s *supervisor) stop(within time.Duration) (int, error) {
+	s.mu.Lock()
+	s.stopping = true
+	cmd := s.cur
+	s.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(within):
+		return -1, fmt.Errorf("sidecar did not stop within %s", within)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.finalCode, s.unexpected
+}
+
+// countInLogs counts the log lines of every run containing substr.
+func (s *supervisor) countInLogs(substr string) int {
+	n := 0
+	for run := 1; run <= s.runCount(); run++ {
+		b, err := os.ReadFile(s.logPath(run))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, substr) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// tail returns the last lines of the last runs' logs.
+func (s *supervisor) tail(runs, lines int) string {
+	var b strings.Builder
+	last := s.runCount()
+	for run := max(1, last-runs+1); run <= last; run++ {
+		fmt.Fprintf(&b, "--- run %d\n%s\n", run, lastLines(s.logPath(run), lines))
+	}
+	return b.String()
+}
+
+func lastLines(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
