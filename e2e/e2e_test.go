@@ -6,10 +6,8 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,29 +19,14 @@ import (
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/hostdb"
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/testbin"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 
 // binary is the challenge-stream executable built for this test run.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "challenge-stream-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "challenge-stream")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/challenge-stream")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build challenge-stream:", err)
-		os.Exit(1)
-	}
-	code := pgtest.Run(m)
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // proc is one challenge-stream process.
 type proc struct {

@@ -7,8 +7,6 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +24,7 @@ import (
 	"github.com/challenge-stream/challenge-stream/internal/hostdb"
 	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/testbin"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
@@ -34,23 +33,7 @@ import (
 var binary string
 
 // TestMain builds the binary and gives this package its own cluster: the suite restarts it.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "challenge-stream-faults-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "challenge-stream")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/challenge-stream")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build challenge-stream:", err)
-		os.Exit(1)
-	}
-	code := pgtest.Run(m)
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // fault is one kind of thing the suite breaks. inject returns once the fault is over (a stall
 // lifted, a lock released, a restarted server up); the sidecar's recovery is awaited afterwards.
