@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,7 +32,16 @@ type benchFlags struct {
 	pollRows    string
 	txRows      string
 	writers     string
+	smoke       bool
 	workload    workloadFlags
+}
+
+// smokeSizes are the values --smoke gives the flags not set on the command line: every
+// section in well under a minute, so CI proves they work (timings mean nothing there).
+var smokeSizes = map[string]string{
+	"plays": "2000", "rate": "300", "duration": "2s", "windows": "200ms,1s", "block": "100ms",
+	"poll-rates": "50,500", "poll-tick": "1s", "poll-rows": "167", "poll-duration": "2s",
+	"memory-rows": "5000", "artists": "200", "tracks-per-artist": "4", "listeners": "300", "comments": "500",
 }
 
 // workloadFlags size the synthetic host database of `demo` and `bench`.
@@ -93,9 +103,21 @@ func parseBenchFlags(e env) (benchFlags, error) {
 	f.duration(&bf.cfg.PollDuration, "poll-duration", p+"POLL_DURATION", 0, "polling: how long the job's load lasts (default two ticks)")
 	f.string(&bf.memoryRows, "memory-rows", p+"MEMORY_ROWS", "1000000", "memory: rows of the one big transaction")
 	f.string(&bf.logLevel, "log-level", p+"LOG_LEVEL", "warn", "level of the pipelines' logs on stderr: debug, info, warn or error")
+	f.bool(&bf.smoke, "smoke", p+"SMOKE", "run every section at tiny sizes (CI): proves they work, measures nothing")
 	bf.workload.register(f, p)
 	if err := f.parse(e.args); err != nil {
 		return bf, err
+	}
+	if bf.smoke {
+		set := map[string]bool{}
+		f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+		for name, v := range smokeSizes {
+			if !set[name] {
+				if err := f.Set(name, v); err != nil {
+					return bf, usageError{err.Error()}
+				}
+			}
+		}
 	}
 	var err error
 	if bf.cfg.Workload, err = bf.workload.config(); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -11,14 +10,14 @@ import (
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
 )
 
-// runTool runs a command in-process with an empty environment and returns its stdout and
-// exit code.
-func runTool(t *testing.T, cmd func(context.Context, env) error, args ...string) (string, int) {
+// runTool runs a command in-process with an empty environment and returns its stdout, its
+// stderr (with the error line main would print) and exit code.
+func runTool(t *testing.T, cmd func(context.Context, env) error, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	err := cmd(context.Background(), env{args: args, stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }})
-	t.Log(errOut.String())
-	return out.String(), exitCode(err, io.Discard)
+	code := exitCode(err, &errOut)
+	return out.String(), errOut.String(), code
 }
 
 // tinyData makes the synthetic database small enough to generate in a blink.
@@ -30,9 +29,9 @@ func TestDemo(t *testing.T) {
 	}
 	t.Parallel()
 	args := append([]string{"--duration", "2s", "--rate", "300", "--window", "200ms", "--block", "100ms"}, tinyData...)
-	out, code := runTool(t, demoCommand, args...)
+	out, stderr, code := runTool(t, demoCommand, args...)
 	t.Log(out)
-	require.Equal(t, exitOK, code)
+	require.Equal(t, exitOK, code, "stderr:\n%s", stderr)
 	require.Contains(t, out, "summary")
 	require.Contains(t, out, "milestone latency")
 	require.Contains(t, out, "verify    no differences")
@@ -43,9 +42,9 @@ func TestBench(t *testing.T) {
 	db := pgtest.NewDB(t)
 	args := append([]string{"--database-url", db.URL, "--only", "latency", "--duration", "1s", "--rate", "200",
 		"--windows", "200ms", "--block", "100ms"}, tinyData...)
-	out, code := runTool(t, benchCommand, args...)
+	out, stderr, code := runTool(t, benchCommand, args...)
 	t.Log(out)
-	require.Equal(t, exitOK, code)
+	require.Equal(t, exitOK, code, "stderr:\n%s", stderr)
 	require.Contains(t, out, "milestone p50 / p99, window 200ms")
 	require.Contains(t, out, "0 differences in 1 databases")
 }
@@ -66,7 +65,7 @@ func TestDemoAndBenchUsage(t *testing.T) {
 		{demoCommand, []string{"--duration", "-1s"}},
 		{demoCommand, []string{"--log-level", "loud"}},
 	} {
-		_, code := runTool(t, tc.cmd, tc.args...)
-		require.Equal(t, exitUsage, code, "%v", tc.args)
+		_, stderr, code := runTool(t, tc.cmd, tc.args...)
+		require.Equal(t, exitUsage, code, "%v: %s", tc.args, stderr)
 	}
 }

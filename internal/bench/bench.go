@@ -1,0 +1,388 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/challenge-stream/challenge-stream/internal/workload"
+	"github.com/challenge-stream/challenge-stream/processors"
+)
+
+// The sections of the benchmark, in the order they run.
+const (
+	SectionDrain   = "drain"   // backlog drain vs pg_recvlogical
+	SectionLatency = "latency" // milestone latency under steady load, per window
+	SectionPolling = "polling" // streaming vs the 30 s polling job, per rate
+	SectionWrites  = "writes"  // user_challenges writes per 1,000 plays vs the reference upsert
+	SectionMemory  = "memory"  // peak RSS while a huge transaction streams through
+)
+
+// Sections lists every section in running order.
+func Sections() []string {
+	return []string{SectionDrain, SectionLatency, SectionPolling, SectionWrites, SectionMemory}
+}
+
+// Config sizes a benchmark run. Zero fields take the defaults, which finish in about ten
+// minutes on a small machine; `make bench` asks for the sizes of the issue.
+type Config struct {
+	// ServerURL is a superuser URL of any database on a server with wal_level = logical. The
+	// benchmark creates its own databases there (prefix csb) and drops them.
+	ServerURL string
+	// BinDir holds pg_recvlogical; empty means PATH. Without it the drain has no reference.
+	BinDir string
+	// Sections to run; nil means all.
+	Sections []string
+	// Workload sizes the synthetic host database (see workload.Config).
+	Workload workload.Config
+
+	// DrainPlays are the backlog sizes. Default 100,000.
+	DrainPlays []int
+	// DrainTxRows is the size of the backlog's transactions. Default 100 (a block).
+	DrainTxRows int
+	// DrainWriters is how many connections write the backlog at once. Default 2.
+	DrainWriters int
+	// CPUProfile, when set, receives a CPU profile of the sidecar draining the largest backlog.
+	CPUProfile string
+
+	// Rate is the steady load of the latency and writes sections, plays/s. Default 500.
+	Rate float64
+	// Duration is how long each streaming run's traffic lasts. Default 20s.
+	Duration time.Duration
+	// Windows are the window lengths of the latency section. Default 200ms and 1s.
+	Windows []time.Duration
+	// BlockInterval is the time between the load's blocks. Default 500ms.
+	BlockInterval time.Duration
+
+	// PollRates are the loads of the polling comparison, plays/s. Default 50, 500, 5,000.
+	PollRates []float64
+	// PollTick and PollRows are the polling job: a tick every PollTick reading at most
+	// PollRows source rows. Default 30s and 5,000, the production job. Shorten both by the same
+	// factor to keep its capacity (PollRows/PollTick plays/s) and run faster.
+	PollTick time.Duration
+	PollRows int64
+	// PollDuration is how long the polling runs' traffic lasts. Default two ticks.
+	PollDuration time.Duration
+
+	// MemoryRows is the size of the memory section's transaction. Default 1,000,000. A tenth
+	// of it runs too, to show the peak does not grow with the rows.
+	MemoryRows int64
+
+	// Log receives the pipelines' logs (default none).
+	Log *zap.Logger
+	// Progress receives a line per step (default none).
+	Progress io.Writer
+}
+
+func (c Config) withDefaults() Config {
+	if c.Sections == nil {
+		c.Sections = Sections()
+	}
+	if c.DrainPlays == nil {
+		c.DrainPlays = []int{100_000}
+	}
+	if c.DrainTxRows == 0 {
+		c.DrainTxRows = 100
+	}
+	if c.DrainWriters == 0 {
+		c.DrainWriters = 2
+	}
+	if c.Rate == 0 {
+		c.Rate = 500
+	}
+	if c.Duration == 0 {
+		c.Duration = 20 * time.Second
+	}
+	if c.Windows == nil {
+		c.Windows = []time.Duration{200 * time.Millisecond, time.Second}
+	}
+	if c.BlockInterval == 0 {
+		c.BlockInterval = workload.DefaultBlockInterval
+	}
+	if c.PollRates == nil {
+		c.PollRates = []float64{50, 500, 5000}
+	}
+	if c.PollTick == 0 {
+		c.PollTick = 30 * time.Second
+	}
+	if c.PollRows == 0 {
+		c.PollRows = 5000
+	}
+	if c.PollDuration == 0 {
+		c.PollDuration = 2 * c.PollTick
+	}
+	if c.MemoryRows == 0 {
+		c.MemoryRows = 1_000_000
+	}
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	return c
+}
+
+// Validate checks the configuration after defaults; errors name the bad value.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.ServerURL == "" {
+		return errors.New("server URL is required")
+	}
+	for _, s := range c.Sections {
+		if !slices.Contains(Sections(), s) {
+			return fmt.Errorf("unknown section %q (sections: %s)", s, strings.Join(Sections(), ", "))
+		}
+	}
+	for _, n := range c.DrainPlays {
+		if n <= 0 {
+			return fmt.Errorf("backlog size %d must be positive", n)
+		}
+	}
+	for _, w := range c.Windows {
+		if w <= 0 {
+			return fmt.Errorf("window %s must be positive", w)
+		}
+	}
+	for _, r := range c.PollRates {
+		if r <= 0 {
+			return fmt.Errorf("rate %g must be positive", r)
+		}
+	}
+	switch {
+	case c.DrainTxRows <= 0 || c.DrainWriters <= 0:
+		return errors.New("backlog transaction size and writers must be positive")
+	case c.Rate <= 0:
+		return fmt.Errorf("rate %g must be positive", c.Rate)
+	case c.Duration <= 0 || c.PollDuration <= 0 || c.PollTick <= 0 || c.BlockInterval <= 0:
+		return errors.New("durations must be positive")
+	case c.PollRows <= 0:
+		return fmt.Errorf("polling batch %d must be positive", c.PollRows)
+	case c.MemoryRows <= 0:
+		return fmt.Errorf("memory transaction size %d must be positive", c.MemoryRows)
+	}
+	return c.Workload.Validate()
+}
+
+// ErrDifferences means a run left user_challenges different from a from-scratch derivation.
+var ErrDifferences = errors.New("verify found differences after a benchmark run")
+
+type bench struct {
+	cfg     Config
+	log     *zap.Logger
+	prefix  string
+	tpl     string
+	host    *workload.Host
+	report  *Report
+	dbs     int // databases verified
+	diffs   int
+	created []string
+}
+
+// Run runs the selected sections and returns their table. Each section works on copies of one
+// generated database, so every comparison sees the same data. Every run ends with
+// processors.Verify on its database: Run returns ErrDifferences (with the report) if any
+// differ. On another error the report holds the rows measured so far.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	b := &bench{cfg: cfg, log: cfg.Log, prefix: "csb" + randomHex(3) + "_", report: &Report{}}
+	defer b.cleanup(ctx)
+	if err := b.run(ctx); err != nil {
+		return b.report, err
+	}
+	if b.diffs > 0 {
+		return b.report, ErrDifferences
+	}
+	return b.report, nil
+}
+
+func (b *bench) run(ctx context.Context) error {
+	if err := b.environment(ctx); err != nil {
+		return err
+	}
+	b.progress("generating the synthetic host database")
+	b.tpl = b.prefix + "tpl"
+	b.created = append(b.created, b.tpl)
+	_, host, sizes, err := workload.Setup(ctx, b.cfg.ServerURL, b.tpl, b.cfg.Workload)
+	if err != nil {
+		return err
+	}
+	b.host = host
+	b.report.Environment = append(b.report.Environment, fmt.Sprintf(
+		"data: %s users, %s tracks (%s eligible artists), %s aggregate rows, %s comments, %s reward rows; generated in %s",
+		count(sizes.Users), count(sizes.Tracks), count(int64(sizes.EligibleArtists)), count(sizes.Aggregates),
+		count(sizes.Comments), count(sizes.Rewards), seconds(sizes.Took)))
+
+	for _, s := range b.cfg.Sections {
+		var err error
+		switch s {
+		case SectionDrain:
+			err = b.drainSection(ctx)
+		case SectionLatency:
+			err = b.latencySection(ctx)
+		case SectionPolling:
+			err = b.pollingSection(ctx)
+		case SectionWrites:
+			err = b.writesSection(ctx)
+		case SectionMemory:
+			err = b.memorySection(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	met := "yes"
+	if b.diffs > 0 {
+		met = "NO"
+	}
+	b.report.add(Row{
+		Section: "parity", Measure: "processors.Verify after every run",
+		Sidecar: fmt.Sprintf("%d differences in %d databases", b.diffs, b.dbs), Target: "0", Met: met,
+	})
+	return nil
+}
+
+func (b *bench) environment(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, b.cfg.ServerURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var version string
+	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&version); err != nil {
+		return fmt.Errorf("server version: %w", err)
+	}
+	host, _ := os.Hostname()
+	b.report.Environment = append(b.report.Environment,
+		fmt.Sprintf("machine: %s, %d CPUs (%s), %s RAM; %s %s/%s; PostgreSQL %s on the same machine",
+			host, runtime.NumCPU(), cpuModel(), memTotal(), runtime.Version(), runtime.GOOS, runtime.GOARCH, version),
+		fmt.Sprintf("run: %s, load average %s at the start (the ratios hold only if nothing else competes for the CPUs)",
+			time.Now().UTC().Format(time.RFC3339), loadAverage()))
+	return nil
+}
+
+func (b *bench) progress(format string, args ...any) {
+	fmt.Fprintf(b.cfg.Progress, "bench: "+format+"\n", args...)
+}
+
+// clone makes a copy of the generated database and of its model.
+func (b *bench) clone(ctx context.Context, tag string) (name, url string, host *workload.Host, err error) {
+	name = b.prefix + tag
+	b.created = append(b.created, name)
+	// Autovacuum may be looking at the template for a moment; CREATE DATABASE then fails
+	// with object_in_use. Try again briefly.
+	for attempt := 0; ; attempt++ {
+		url, err = workload.CreateDatabase(ctx, b.cfg.ServerURL, name, b.tpl)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt == 50 || !errors.As(err, &pgErr) || pgErr.Code != "55006" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return "", "", nil, err
+	}
+	return name, url, b.host.Clone(), nil
+}
+
+// drop drops a database now (they are large), even when ctx is done.
+func (b *bench) drop(ctx context.Context, name string) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if err := workload.DropDatabase(dctx, b.cfg.ServerURL, name); err != nil {
+		b.log.Warn("drop benchmark database", zap.String("database", name), zap.Error(err))
+		return
+	}
+	b.created = slices.DeleteFunc(b.created, func(n string) bool { return n == name })
+}
+
+func (b *bench) cleanup(ctx context.Context) {
+	for _, name := range slices.Clone(b.created) {
+		b.drop(ctx, name)
+	}
+}
+
+// verify runs processors.Verify on a database and counts its differences.
+func (b *bench) verify(ctx context.Context, url, what string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	diffs, err := processors.Verify(ctx, conn)
+	if err != nil {
+		return err
+	}
+	b.dbs++
+	b.diffs += len(diffs)
+	if len(diffs) > 0 {
+		b.progress("%s: verify found %d differences, e.g. %s", what, len(diffs), diffs[0])
+		b.report.Notes = append(b.report.Notes, fmt.Sprintf("%s: verify found %d differences, e.g. %s", what, len(diffs), diffs[0]))
+	}
+	return nil
+}
+
+// recvlogical is the path of pg_recvlogical, or "" when it is not installed.
+func (b *bench) recvlogical() string {
+	if b.cfg.BinDir != "" {
+		p := filepath.Join(b.cfg.BinDir, "pg_recvlogical")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath("pg_recvlogical")
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+func randomHex(n int) string {
+	buf := make([]byte, n)
+	_, _ = rand.Read(buf)
+	return hex.EncodeToString(buf)
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "?"
+	}
+	var kb int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			_, _ = fmt.Sscan(rest, &kb)
+		}
+	}
+	return fmt.Sprintf("%.0f GB", float64(kb)/(1<<20))
+}

@@ -1,0 +1,98 @@
+package bench_test
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/challenge-stream/challenge-stream/pipeline"
+	"github.com/challenge-stream/challenge-stream/replication"
+)
+
+// blocks returns n transactions of perTx plays each on tracks drawn from 1..tracks, as a block
+// indexer commits them.
+func blocks(n, perTx int, tracks int64) []*replication.Transaction {
+	rng := rand.New(rand.NewPCG(1, 2))
+	txs := make([]*replication.Transaction, n)
+	var id int64
+	for i := range txs {
+		tx := &replication.Transaction{
+			EndLSN:     pglogrepl.LSN(1000 * (i + 1)),
+			CommitTime: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC),
+			Tracks:     map[int64]struct{}{},
+			Commenters: map[int64]struct{}{},
+			Plays:      perTx,
+			HasPlayID:  true,
+		}
+		for range perTx {
+			id++
+			tx.Tracks[1+rng.Int64N(tracks)] = struct{}{}
+		}
+		tx.MaxPlayID = id
+		txs[i] = tx
+	}
+	return txs
+}
+
+// BenchmarkWindowAdd merges 100-play transactions into a window, as the stream does for every
+// committed block, starting a new window after 500 of them (a busy second). Run with
+//
+//	go test ./internal/bench/ -run '^$' -bench Window
+func BenchmarkWindowAdd(b *testing.B) {
+	txs := blocks(500, 100, 50_000)
+	now := time.Now()
+	w := pipeline.NewWindow()
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		if i == len(txs) {
+			w, i = pipeline.NewWindow(), 0
+		}
+		w.Add(txs[i], now)
+		i++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/play")
+}
+
+// BenchmarkWindowAddSameTracks merges transactions whose tracks the window already holds: the
+// steady state of a window over a popular catalogue. It should not allocate.
+func BenchmarkWindowAddSameTracks(b *testing.B) {
+	txs := blocks(8, 100, 500)
+	now := time.Now()
+	w := pipeline.NewWindow()
+	for _, tx := range txs {
+		w.Add(tx, now)
+	}
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		w.Add(txs[i%len(txs)], now)
+		i++
+	}
+}
+
+// BenchmarkWindowAddHuge merges one transaction that touched 50,000 distinct tracks (what a
+// 1,000,000-row transaction reduces to) into an empty window.
+func BenchmarkWindowAddHuge(b *testing.B) {
+	tx := blocks(1, 200_000, 50_000)[0]
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		w := pipeline.NewWindow()
+		w.Add(tx, now)
+	}
+}
+
+// BenchmarkWindowAddEmpty merges a transaction that changed nothing of ours (only its LSN
+// matters). It must not allocate.
+func BenchmarkWindowAddEmpty(b *testing.B) {
+	tx := &replication.Transaction{EndLSN: 42, Tracks: map[int64]struct{}{}, Commenters: map[int64]struct{}{}}
+	now := time.Now()
+	w := pipeline.NewWindow()
+	b.ReportAllocs()
+	for b.Loop() {
+		w.Add(tx, now)
+	}
+}

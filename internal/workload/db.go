@@ -1,0 +1,106 @@
+package workload
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/challenge-stream/challenge-stream/internal/hostdb"
+	"github.com/challenge-stream/challenge-stream/migrations"
+)
+
+// DatabaseURL returns serverURL (a URL of any database on the server) pointing at database name.
+func DatabaseURL(serverURL, name string) (string, error) {
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return "", fmt.Errorf("parse server URL: %w", err)
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+// CreateDatabase creates database name, as a copy of template when that is not empty, and
+// returns its URL. serverURL must be a superuser's.
+//
+// Commits in the new database wait for their WAL to be flushed (synchronous_commit = on, as on
+// a production primary): logical decoding only sends flushed WAL, so with asynchronous commits
+// every change would wait up to wal_writer_delay before the stream sees it, and the latencies
+// measured would be the WAL writer's.
+func CreateDatabase(ctx context.Context, serverURL, name, template string) (string, error) {
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return "", fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	stmt := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
+	if template != "" {
+		stmt += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
+	}
+	if _, err := conn.Exec(ctx, stmt); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{name}.Sanitize()+" SET synchronous_commit = on"); err != nil {
+		return "", fmt.Errorf("configure database %s: %w", name, err)
+	}
+	return DatabaseURL(serverURL, name)
+}
+
+// DropDatabase drops database name and the replication slots on it (a logical slot keeps its
+// database from being dropped).
+func DropDatabase(ctx context.Context, serverURL, name string) error {
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var last error
+	for range 50 {
+		_, last = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+			WHERE database = $1 AND active_pid IS NOT NULL`, name)
+		if last == nil {
+			_, last = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+				WHERE database = $1`, name)
+		}
+		if last == nil {
+			_, last = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		}
+		if last == nil {
+			return nil
+		}
+		// A terminated walsender releases its slot asynchronously.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("drop database %s: %w", name, last)
+}
+
+// Setup creates database name with the host schema and the project's migrations applied,
+// generates the synthetic data into it and returns its URL and model.
+func Setup(ctx context.Context, serverURL, name string, cfg Config) (string, *Host, Sizes, error) {
+	dbURL, err := CreateDatabase(ctx, serverURL, name, "")
+	if err != nil {
+		return "", nil, Sizes{}, err
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return "", nil, Sizes{}, fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := hostdb.Create(ctx, conn); err != nil {
+		return "", nil, Sizes{}, err
+	}
+	if err := migrations.Apply(ctx, conn, nil); err != nil {
+		return "", nil, Sizes{}, err
+	}
+	host, sizes, err := Generate(ctx, conn, cfg)
+	if err != nil {
+		return "", nil, Sizes{}, err
+	}
+	return dbURL, host, sizes, nil
+}

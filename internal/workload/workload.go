@@ -1,0 +1,457 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/challenge-stream/challenge-stream/processors"
+)
+
+// Config sizes the synthetic host database. Zero fields take the defaults.
+type Config struct {
+	// Seed makes the database and the traffic reproducible. Default 1.
+	Seed uint64
+	// Artists is the number of users who own tracks. Default 5,000.
+	Artists int
+	// VerifiedShare is the share of artists that are verified (a few of those are
+	// deactivated). Default 0.4.
+	VerifiedShare float64
+	// TracksPerArtist is the mean number of tracks per artist. Default 10.
+	TracksPerArtist int
+	// Listeners is the number of users who only play and comment. Default 20,000.
+	Listeners int
+	// Comments is the number of comments in the history, spread over the last year.
+	// Default 30,000.
+	Comments int
+	// MilestoneGap: most eligible artists start between 1 and MilestoneGap plays below one of
+	// the milestones. Default 20.
+	MilestoneGap int
+}
+
+// Defaults for Config.
+const (
+	DefaultSeed            = 1
+	DefaultArtists         = 5_000
+	DefaultVerifiedShare   = 0.4
+	DefaultTracksPerArtist = 10
+	DefaultListeners       = 20_000
+	DefaultComments        = 30_000
+	DefaultMilestoneGap    = 20
+)
+
+func (c Config) withDefaults() Config {
+	if c.Seed == 0 {
+		c.Seed = DefaultSeed
+	}
+	if c.Artists == 0 {
+		c.Artists = DefaultArtists
+	}
+	if c.VerifiedShare == 0 {
+		c.VerifiedShare = DefaultVerifiedShare
+	}
+	if c.TracksPerArtist == 0 {
+		c.TracksPerArtist = DefaultTracksPerArtist
+	}
+	if c.Listeners == 0 {
+		c.Listeners = DefaultListeners
+	}
+	if c.Comments == 0 {
+		c.Comments = DefaultComments
+	}
+	if c.MilestoneGap == 0 {
+		c.MilestoneGap = DefaultMilestoneGap
+	}
+	return c
+}
+
+// Validate checks the configuration after defaults.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Artists < 0, c.TracksPerArtist < 0, c.Listeners < 0, c.Comments < 0, c.MilestoneGap < 0:
+		return errors.New("workload sizes must not be negative")
+	case c.VerifiedShare < 0 || c.VerifiedShare > 1:
+		return fmt.Errorf("verified share %g must be between 0 and 1", c.VerifiedShare)
+	}
+	return nil
+}
+
+// Tier is a milestone as the model tracks it.
+type Tier struct {
+	ChallengeID string
+	Suffix      string
+	Step        int64
+}
+
+// Host is the model of a generated database: what counts for whom, and every eligible artist's
+// play count. It is safe for concurrent use.
+type Host struct {
+	mu  sync.Mutex
+	pcg *rand.PCG
+	rng *rand.Rand // draws from pcg
+
+	artists, listeners int64 // artist ids are 1..artists, listener ids follow
+	maxTrack           int64
+	// owner is the eligible artist a play of the track counts for (index = track id), 0 when
+	// the track is deleted or its owner is not eligible.
+	owner []int32
+	// hot lists the live tracks of each eligible artist that has some.
+	hot   [][]int32
+	count map[int64]int64 // eligible artist → plays counted by the milestone rule
+	tiers []Tier
+
+	nextComment int64
+	nextBlock   int64
+}
+
+// Clone returns an independent copy of the model, for a copy of its database (CREATE
+// DATABASE … TEMPLATE). The copy draws the same random traffic as the original would.
+func (h *Host) Clone() *Host {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := &Host{
+		artists: h.artists, listeners: h.listeners, maxTrack: h.maxTrack,
+		owner: h.owner, hot: h.hot, tiers: h.tiers,
+		nextComment: h.nextComment, nextBlock: h.nextBlock,
+		count: make(map[int64]int64, len(h.count)),
+	}
+	for k, v := range h.count {
+		c.count[k] = v
+	}
+	// The PCG state is a plain value: a copy continues the same stream independently.
+	pcg := *h.pcg
+	c.pcg = &pcg
+	c.rng = rand.New(c.pcg)
+	return c
+}
+
+// Count is the play count the milestone rule sees for an eligible artist.
+func (h *Host) Count(artist int64) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.count[artist]
+}
+
+// EligibleArtists is the number of verified, active artists.
+func (h *Host) EligibleArtists() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.count)
+}
+
+// Tracks is the highest track id.
+func (h *Host) Tracks() int64 { return h.maxTrack }
+
+// Tiers are the active milestones, as read from the catalog.
+func (h *Host) Tiers() []Tier { return h.tiers }
+
+// Sizes reports what Generate wrote.
+type Sizes struct {
+	Users, Tracks, Aggregates, Comments int64
+	EligibleArtists                     int
+	Rewards                             int64 // user_challenges rows derived from the history
+	Took                                time.Duration
+}
+
+// Generate fills the host tables of an empty host schema (see internal/hostdb) in conn's
+// database, derives the reward rows of the history and sets the legacy checkpoints, as the
+// polling job would have left them. It returns the model of what it wrote.
+func Generate(ctx context.Context, conn *pgx.Conn, cfg Config) (*Host, Sizes, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, Sizes{}, err
+	}
+	cfg = cfg.withDefaults()
+	start := time.Now()
+	cat, err := processors.LoadCatalog(ctx, conn)
+	if err != nil {
+		return nil, Sizes{}, fmt.Errorf("generate: %w", err)
+	}
+	g := newGenerator(cfg, cat)
+	g.build(start)
+	sizes := Sizes{EligibleArtists: len(g.host.count)}
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, t := range g.tables() {
+			n, err := tx.CopyFrom(ctx, pgx.Identifier{t.name}, t.columns, pgx.CopyFromRows(t.rows))
+			if err != nil {
+				return fmt.Errorf("copy %s: %w", t.name, err)
+			}
+			switch t.name {
+			case "users":
+				sizes.Users = n
+			case "tracks":
+				sizes.Tracks = n
+			case "aggregate_monthly_plays":
+				sizes.Aggregates = n
+			case "comments":
+				sizes.Comments = n
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, Sizes{}, fmt.Errorf("generate: %w", err)
+	}
+	// The history's rewards, as the polling job would have derived them; this also sets the
+	// legacy checkpoints, so a sidecar started here cuts over from them.
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		res, err := processors.CatchUp(ctx, tx, processors.CatchUpOptions{FromScratch: true})
+		if err != nil {
+			return err
+		}
+		t := res.Stats.Total()
+		sizes.Rewards = int64(t.Inserted + t.Updated + t.Unchanged)
+		return nil
+	})
+	if err != nil {
+		return nil, Sizes{}, fmt.Errorf("generate: derive history: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "ANALYZE"); err != nil {
+		return nil, Sizes{}, fmt.Errorf("generate: analyze: %w", err)
+	}
+	sizes.Took = time.Since(start)
+	return g.host, sizes, nil
+}
+
+type table struct {
+	name    string
+	columns []string
+	rows    [][]any
+}
+
+type generator struct {
+	cfg   Config
+	rng   *rand.Rand
+	host  *Host
+	users table
+	track table
+	aggs  table
+	aggp  table
+	comm  table
+}
+
+func newGenerator(cfg Config, cat processors.Catalog) *generator {
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15))
+	h := &Host{
+		artists:   int64(cfg.Artists),
+		listeners: int64(cfg.Listeners),
+		count:     map[int64]int64{},
+	}
+	for _, t := range cat.Milestones {
+		h.tiers = append(h.tiers, Tier{ChallengeID: t.ChallengeID, Suffix: t.Suffix, Step: t.Step})
+	}
+	return &generator{
+		cfg:   cfg,
+		rng:   rng,
+		host:  h,
+		users: table{name: "users", columns: []string{"user_id", "handle", "is_current", "is_verified", "is_deactivated", "blocknumber", "txhash"}},
+		track: table{name: "tracks", columns: []string{"track_id", "title", "owner_id", "is_current", "is_delete", "blocknumber", "txhash"}},
+		aggs:  table{name: "aggregate_monthly_plays", columns: []string{"play_item_id", "timestamp", "country", "count"}},
+		aggp:  table{name: "aggregate_plays", columns: []string{"play_item_id", "count"}},
+		comm: table{name: "comments", columns: []string{"comment_id", "text", "user_id", "entity_id", "entity_type",
+			"created_at", "updated_at", "is_delete", "is_visible", "txhash", "blockhash", "blocknumber"}},
+	}
+}
+
+func (g *generator) tables() []table {
+	return []table{g.users, g.track, g.aggs, g.aggp, g.comm}
+}
+
+func (g *generator) chance(p float64) bool { return g.rng.Float64() < p }
+
+func (g *generator) build(now time.Time) {
+	cfg, h, rng := g.cfg, g.host, g.rng
+	h.owner = []int32{0}
+	var trackID int64
+	for a := int64(1); a <= h.artists; a++ {
+		verified := g.chance(cfg.VerifiedShare)
+		deactivated := verified && g.chance(0.03)
+		eligible := verified && !deactivated
+		g.users.rows = append(g.users.rows, []any{a, "artist" + strconv.FormatInt(a, 10), true, verified, deactivated, int32(a), txhash(a, 2)})
+		if g.chance(0.2) {
+			// An older version of the row, disagreeing about verification: only the current
+			// row may decide eligibility.
+			g.users.rows = append(g.users.rows, []any{a, "artist" + strconv.FormatInt(a, 10), false, !verified, false, int32(a), txhash(a, 1)})
+		}
+
+		n := 1 + rng.IntN(2*cfg.TracksPerArtist-1)
+		var live []int32
+		for range n {
+			trackID++
+			deleted := g.chance(0.03)
+			g.track.rows = append(g.track.rows, []any{trackID, "track " + strconv.FormatInt(trackID, 10), a, true, deleted, int32(trackID), txhash(trackID, 2)})
+			if g.chance(0.1) {
+				// An older version owned by someone else: plays must resolve through the live row.
+				other := 1 + rng.Int64N(h.artists)
+				g.track.rows = append(g.track.rows, []any{trackID, "old title", other, false, false, int32(trackID), txhash(trackID, 1)})
+			}
+			owner := int32(0)
+			if eligible && !deleted {
+				owner = int32(a)
+				live = append(live, int32(trackID))
+			}
+			h.owner = append(h.owner, owner)
+			g.aggregates(trackID, deleted || !eligible, 0, now)
+		}
+		if eligible && len(live) > 0 {
+			h.hot = append(h.hot, live)
+			target := g.startingCount()
+			h.count[a] = target
+			g.spread(live, target, now)
+		}
+	}
+	h.maxTrack = trackID
+	for l := h.artists + 1; l <= h.artists+h.listeners; l++ {
+		g.users.rows = append(g.users.rows, []any{l, "listener" + strconv.FormatInt(l, 10), true, false, false, int32(l), txhash(l, 2)})
+	}
+	g.comments(now)
+	g.sumAggregates()
+	h.pcg = rand.NewPCG(cfg.Seed^0x5bd1e995, 0x2545f4914f6cdd1d)
+	h.rng = rand.New(h.pcg)
+}
+
+// startingCount puts most eligible artists just below a milestone, the rest anywhere.
+func (g *generator) startingCount() int64 {
+	tiers := g.host.tiers
+	if len(tiers) == 0 || g.chance(0.3) {
+		return g.rng.Int64N(12_000)
+	}
+	// Lower tiers are more common, as in production.
+	i := 0
+	switch r := g.rng.Float64(); {
+	case r < 0.5:
+		i = 0
+	case r < 0.85:
+		i = 1
+	default:
+		i = 2
+	}
+	i = min(i, len(tiers)-1)
+	return max(0, tiers[i].Step-1-g.rng.Int64N(int64(g.cfg.MilestoneGap)))
+}
+
+var countries = []string{"US", "DE", "BR", "JP", "NG"}
+
+// aggregates writes a track's history: plays before 2025 (which the rule ignores) and, when
+// since2025 > 0 or the track does not count, plays since 2025.
+func (g *generator) aggregates(track int64, noise bool, since2025 int64, now time.Time) {
+	if since2025 == 0 && g.chance(0.5) {
+		month := time.Date(2024, time.Month(1+g.rng.IntN(12)), 1, 0, 0, 0, 0, time.UTC)
+		g.aggs.rows = append(g.aggs.rows, []any{track, month, "", int32(1 + g.rng.IntN(500))})
+	}
+	if noise {
+		g.aggs.rows = append(g.aggs.rows, []any{track, g.month2025(now), "", int32(1 + g.rng.IntN(400))})
+	}
+	if since2025 > 0 {
+		// Split between two countries now and then: the rule sums all of them.
+		if since2025 > 1 && g.chance(0.3) {
+			part := 1 + g.rng.Int64N(since2025-1)
+			g.aggs.rows = append(g.aggs.rows, []any{track, g.month2025(now), countries[g.rng.IntN(len(countries))], int32(part)})
+			since2025 -= part
+		}
+		g.aggs.rows = append(g.aggs.rows, []any{track, g.month2025(now), "", int32(since2025)})
+	}
+}
+
+// month2025 is a random month from January 2025 up to last month.
+func (g *generator) month2025(now time.Time) time.Time {
+	months := max(1, (now.Year()-2025)*12+int(now.Month())-1)
+	m := g.rng.IntN(months)
+	return time.Date(2025+m/12, time.Month(1+m%12), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// spread distributes an artist's count over their live tracks; one aggregate row per track and
+// month (the primary key is (track, month, country)), so a track gets one month here.
+func (g *generator) spread(live []int32, total int64, now time.Time) {
+	weights := make([]int64, len(live))
+	var sum int64
+	for i := range weights {
+		weights[i] = 1 + g.rng.Int64N(10)
+		sum += weights[i]
+	}
+	left := total
+	for i, t := range live {
+		share := total * weights[i] / sum
+		if i == len(live)-1 {
+			share = left
+		}
+		left -= share
+		if share > 0 {
+			g.aggregates(int64(t), false, share, now)
+		}
+	}
+}
+
+// sumAggregates derives aggregate_plays from the monthly rows, merging duplicate keys.
+func (g *generator) sumAggregates() {
+	type key struct {
+		track   int64
+		month   time.Time
+		country string
+	}
+	seen := map[key]int{}
+	var rows [][]any
+	totals := map[int64]int64{}
+	var order []int64
+	for _, r := range g.aggs.rows {
+		k := key{r[0].(int64), r[1].(time.Time), r[2].(string)}
+		n := r[3].(int32)
+		if _, ok := totals[k.track]; !ok {
+			order = append(order, k.track)
+		}
+		totals[k.track] += int64(n)
+		if i, ok := seen[k]; ok {
+			rows[i][3] = rows[i][3].(int32) + n
+			continue
+		}
+		seen[k] = len(rows)
+		rows = append(rows, r)
+	}
+	g.aggs.rows = rows
+	for _, t := range order {
+		g.aggp.rows = append(g.aggp.rows, []any{t, totals[t]})
+	}
+}
+
+// comments writes a year of comment history in ascending block order, and leaves the model's
+// next comment id and block number after it.
+func (g *generator) comments(now time.Time) {
+	h, n := g.host, g.cfg.Comments
+	year := int64(365 * 24 * time.Hour)
+	at := make([]time.Time, n)
+	for i := range at {
+		at[i] = now.Add(-time.Duration(g.rng.Int64N(year))).UTC().Truncate(time.Microsecond)
+	}
+	slices.SortFunc(at, time.Time.Compare)
+	for i, created := range at {
+		id := int64(i + 1)
+		g.comm.rows = append(g.comm.rows, []any{
+			id, "comment " + strconv.FormatInt(id, 10), g.commenter(), 1 + g.rng.Int64N(max(1, h.maxTrack)), "Track",
+			created, created, g.chance(0.04), !g.chance(0.02), txhash(id, 0), blockhash(id), int32(id),
+		})
+	}
+	h.nextComment = int64(n) + 1
+	h.nextBlock = int64(n) + 1
+}
+
+// commenter is a listener most of the time, an artist otherwise.
+func (g *generator) commenter() int64 {
+	h := g.host
+	if h.listeners > 0 && g.chance(0.8) {
+		return h.artists + 1 + g.rng.Int64N(h.listeners)
+	}
+	return 1 + g.rng.Int64N(max(1, h.artists))
+}
+
+func txhash(id int64, version int) string {
+	return "0x" + strconv.FormatInt(id, 16) + "-" + strconv.Itoa(version)
+}
+
+func blockhash(block int64) string { return "0xb" + strconv.FormatInt(block, 16) }
