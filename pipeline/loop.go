@@ -17,6 +17,16 @@ import (
 // flushPoll is how often the loop looks for a finished flush while nothing arrives.
 const flushPoll = 10 * time.Millisecond
 
+// When a flush takes more than half a window the flusher is saturated (a backlog after
+// downtime, a burst): the next window stretches to flushStretch times that flush, at most
+// maxStretch windows. A flush's cost grows with the distinct artists it recomputes, not with
+// plays, so fewer, larger flushes leave the CPU to decoding. At steady state flushes are far
+// shorter than the window and windows keep their configured length.
+const (
+	flushStretch = 4
+	maxStretch   = 8
+)
+
 // summaryInterval is how often an info line summarises the work.
 const summaryInterval = 10 * time.Second
 
@@ -44,6 +54,7 @@ type loop struct {
 
 	lastStatus   time.Time
 	oddities     *oddityLog
+	lastFlush    time.Duration // how long the last flush with changes took
 	resetBackoff func()
 	streamedAt   time.Time
 	summary      summary
@@ -127,7 +138,7 @@ func (l *loop) step(ctx context.Context) error {
 	}
 	now := l.cfg.Now()
 	switch {
-	case !l.flushing && l.window.Due(now, l.cfg.Window, l.cfg.MaxWindowSize):
+	case !l.flushing && l.window.Due(now, l.windowLength(), l.cfg.MaxWindowSize):
 		l.handOver()
 	case l.flushing && l.window.Size() >= l.cfg.MaxWindowSize:
 		// Full while the previous window is still flushing: wait for it (backpressure) rather
@@ -164,6 +175,14 @@ func (l *loop) confirmIdle() {
 		l.window.EndLSN = target
 		l.handOver()
 	}
+}
+
+// windowLength is the configured window, stretched while the flusher is saturated.
+func (l *loop) windowLength() time.Duration {
+	if l.lastFlush <= l.cfg.Window/2 {
+		return l.cfg.Window
+	}
+	return min(flushStretch*l.lastFlush, maxStretch*l.cfg.Window)
 }
 
 func (l *loop) handOver() {
@@ -239,6 +258,7 @@ func (l *loop) finish(o flushOutcome) error {
 	l.stored = o.res.LSN
 	if o.res.Tracks+o.res.Commenters > 0 {
 		l.oddities.note(o.res.Oddities)
+		l.lastFlush = o.res.Duration
 	}
 	l.cfg.Observer.Flushed(o.res)
 	l.note(o.res)
@@ -275,7 +295,7 @@ func (l *loop) sendStatus(ctx context.Context, replyRequested bool) error {
 // receive waits for the next message until the next thing the loop must do on time.
 func (l *loop) receive(ctx context.Context, now time.Time) error {
 	deadline := l.lastStatus.Add(l.cfg.StatusInterval)
-	if due := l.window.DueAt(l.cfg.Window); !due.IsZero() && due.Before(deadline) {
+	if due := l.window.DueAt(l.windowLength()); !due.IsZero() && due.Before(deadline) {
 		deadline = due
 	}
 	if l.flushing && now.Add(flushPoll).Before(deadline) {
@@ -295,6 +315,9 @@ func (l *loop) receive(ctx context.Context, now time.Time) error {
 		l.summary.plays += msg.Transaction.Plays
 		l.summary.comments += msg.Transaction.Comments
 	case replication.MessageKeepalive:
+		// The walsender sends keepalives when it waits for WAL: the stream has caught up, so a
+		// stretched window goes back to its length.
+		l.lastFlush = 0
 		l.walEnd = max(l.walEnd, msg.ServerWALEnd)
 		if msg.ReplyRequested {
 			return l.sendStatus(ctx, false)
