@@ -34,7 +34,7 @@ fuzz:
 
 ## bench: the full benchmark table (takes a while).
 bench: build
-	./$(BIN) bench
+	./$(BIN) bench --plays 100000,1000000
 
 ## bench-smoke: every benchmark once at tiny sizes, so they never rot.
 bench-smoke: build

@@ -133,7 +133,7 @@ func (l *loop) streamUntilStopped(ctx context.Context) error {
 
 // step does one round: collect a finished flush, start the next, confirm, receive.
 func (l *loop) step(ctx context.Context) error {
-	if err := l.collect(false); err != nil {
+	if err := l.collect(); err != nil {
 		return err
 	}
 	now := l.cfg.Now()
@@ -192,13 +192,10 @@ func (l *loop) handOver() {
 	l.work <- w
 }
 
-// collect takes a finished flush's outcome, waiting for it when wait is set.
-func (l *loop) collect(wait bool) error {
+// collect takes a finished flush's outcome, if there is one.
+func (l *loop) collect() error {
 	if !l.flushing {
 		return nil
-	}
-	if wait {
-		return l.finish(<-l.done)
 	}
 	select {
 	case o := <-l.done:
