@@ -13,19 +13,7 @@ func RecomputeWeeklyComments(ctx context.Context, q Querier, cat Catalog, userID
 }
 
 func recomputeWeeklyComments(ctx context.Context, q Querier, cat Catalog, userIDs []int64, up UpsertFunc) (Stats, error) {
-	stats := Stats{}
-	err := chunks(userIDs, idBatchSize, func(batch []int64) error {
-		rows, err := WeeklyCommentRows(ctx, q, cat, batch)
-		if err != nil {
-			return err
-		}
-		s, err := up(ctx, q, rows)
-		if err != nil {
-			return err
-		}
-		stats.Add(s)
-		return nil
-	})
+	stats, err := recompute(ctx, q, cat, userIDs, WeeklyCommentRows, up)
 	if err != nil {
 		return nil, fmt.Errorf("recompute weekly comments: %w", err)
 	}

@@ -60,19 +60,7 @@ func RecomputeMilestones(ctx context.Context, q Querier, cat Catalog, artistIDs 
 }
 
 func recomputeMilestones(ctx context.Context, q Querier, cat Catalog, artistIDs []int64, up UpsertFunc) (Stats, error) {
-	stats := Stats{}
-	err := chunks(artistIDs, idBatchSize, func(batch []int64) error {
-		rows, err := MilestoneRows(ctx, q, cat, batch)
-		if err != nil {
-			return err
-		}
-		s, err := up(ctx, q, rows)
-		if err != nil {
-			return err
-		}
-		stats.Add(s)
-		return nil
-	})
+	stats, err := recompute(ctx, q, cat, artistIDs, MilestoneRows, up)
 	if err != nil {
 		return nil, fmt.Errorf("recompute play milestones: %w", err)
 	}

@@ -60,3 +60,25 @@ func chunks[T any](ids []T, size int, fn func([]T) error) error {
 	}
 	return nil
 }
+
+// rowsFunc computes a rule's rows for a batch of IDs without writing them.
+type rowsFunc func(ctx context.Context, q Querier, cat Catalog, ids []int64) ([]Row, error)
+
+// recompute is the shape every rule shares: compute the rows of a batch of IDs, upsert them,
+// next batch. Batching bounds each statement's size and memory.
+func recompute(ctx context.Context, q Querier, cat Catalog, ids []int64, rows rowsFunc, up UpsertFunc) (Stats, error) {
+	stats := Stats{}
+	err := chunks(ids, idBatchSize, func(batch []int64) error {
+		r, err := rows(ctx, q, cat, batch)
+		if err != nil {
+			return err
+		}
+		s, err := up(ctx, q, r)
+		if err != nil {
+			return err
+		}
+		stats.Add(s)
+		return nil
+	})
+	return stats, err
+}
