@@ -1,4 +1,7 @@
 # challenge-stream — see README.md. Every test target starts its own throw-away Postgres.
+# pipefail: a target that filters go test's output must still fail when the tests do.
+SHELL        := /bin/bash
+.SHELLFLAGS  := -o pipefail -ec
 GO        ?= go
 BIN       := bin/challenge-stream
 PKGS      := $(shell $(GO) list ./... | grep -v /faults)
