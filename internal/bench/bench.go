@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
+	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
 	"github.com/challenge-stream/challenge-stream/internal/workload"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
@@ -306,7 +307,7 @@ func (b *bench) clone(ctx context.Context, tag string) (name, url string, host *
 func (b *bench) drop(ctx context.Context, name string) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	if err := workload.DropDatabase(dctx, b.cfg.ServerURL, name); err != nil {
+	if err := pgcluster.DropDatabase(dctx, b.cfg.ServerURL, name); err != nil {
 		b.log.Warn("drop benchmark database", zap.String("database", name), zap.Error(err))
 		return
 	}

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -94,7 +93,9 @@ func NewDB(t testing.TB) *DB {
 	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 	require.NoError(t, err)
 
-	db := &DB{Name: name, URL: databaseURL(t, name), Slot: "s_" + name, Publication: "p_" + name}
+	dbURL, err := pgcluster.DatabaseURL(server.adminURL, name)
+	require.NoError(t, err)
+	db := &DB{Name: name, URL: dbURL, Slot: "s_" + name, Publication: "p_" + name}
 	t.Cleanup(func() { dropDatabase(t, name) })
 
 	db.Pool, err = pgxpool.New(ctx, db.URL)
@@ -131,37 +132,11 @@ func uniqueName(testName string) string {
 	return "t" + hex.EncodeToString(b) + "_" + strings.Trim(base, "_")
 }
 
-func databaseURL(t testing.TB, name string) string {
-	u, err := url.Parse(server.adminURL)
-	require.NoError(t, err)
-	u.Path = "/" + name
-	return u.String()
-}
-
-// dropDatabase drops the test's slots (logical slots block DROP DATABASE) and the database.
+// dropDatabase drops the test's database and its slots.
 func dropDatabase(t testing.TB, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, server.adminURL)
-	if err != nil {
-		t.Logf("pgtest: drop %s: %v", name, err)
-		return
+	if err := pgcluster.DropDatabase(ctx, server.adminURL, name); err != nil {
+		t.Logf("pgtest: %v", err)
 	}
-	defer admin.Close(ctx)
-	for attempt := 0; attempt < 50; attempt++ {
-		_, err = admin.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
-			WHERE database = $1 AND active_pid IS NOT NULL`, name)
-		if err == nil {
-			_, err = admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-				WHERE database = $1`, name)
-		}
-		if err == nil {
-			_, err = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-		}
-		if err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond) // a terminated walsender releases its slot asynchronously
-	}
-	t.Logf("pgtest: drop %s: %v", name, err)
 }

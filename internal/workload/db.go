@@ -3,24 +3,13 @@ package workload
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/challenge-stream/challenge-stream/internal/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
 	"github.com/challenge-stream/challenge-stream/migrations"
 )
-
-// DatabaseURL returns serverURL (a URL of any database on the server) pointing at database name.
-func DatabaseURL(serverURL, name string) (string, error) {
-	u, err := url.Parse(serverURL)
-	if err != nil {
-		return "", fmt.Errorf("parse server URL: %w", err)
-	}
-	u.Path = "/" + name
-	return u.String(), nil
-}
 
 // CreateDatabase creates database name, as a copy of template when that is not empty, and
 // returns its URL. serverURL must be a superuser's.
@@ -45,39 +34,7 @@ func CreateDatabase(ctx context.Context, serverURL, name, template string) (stri
 	if _, err := conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{name}.Sanitize()+" SET synchronous_commit = on"); err != nil {
 		return "", fmt.Errorf("configure database %s: %w", name, err)
 	}
-	return DatabaseURL(serverURL, name)
-}
-
-// DropDatabase drops database name and the replication slots on it (a logical slot keeps its
-// database from being dropped).
-func DropDatabase(ctx context.Context, serverURL, name string) error {
-	conn, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var last error
-	for range 50 {
-		_, last = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
-			WHERE database = $1 AND active_pid IS NOT NULL`, name)
-		if last == nil {
-			_, last = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-				WHERE database = $1`, name)
-		}
-		if last == nil {
-			_, last = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-		}
-		if last == nil {
-			return nil
-		}
-		// A terminated walsender releases its slot asynchronously.
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("drop database %s: %w", name, last)
+	return pgcluster.DatabaseURL(serverURL, name)
 }
 
 // Setup creates database name with the host schema and the project's migrations applied,
