@@ -165,7 +165,7 @@ func TestPasswordNeverLogged(t *testing.T) {
 
 	// Nobody listens: retried, with warnings naming the failure.
 	refused := *u
-	refused.Host = freeLocalAddr(t)
+	refused.Host = freeAddr(t)
 	p = e.run(nil, "--database-url", refused.String())
 	eventually(t, "a reconnect warning", func() bool {
 		return strings.Contains(p.out.String(), "session ended; reconnecting")
@@ -322,14 +322,4 @@ func randomHex(t *testing.T) string {
 	_, err := rand.Read(b)
 	require.NoError(t, err)
 	return hex.EncodeToString(b)
-}
-
-// freeLocalAddr is a 127.0.0.1 address nobody listens on (for as long as nobody takes the port).
-func freeLocalAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
 }
