@@ -94,7 +94,6 @@ type Stream struct {
 	tx       Transaction
 	inTx     bool
 	received pglogrepl.LSN
-	replayed int
 }
 
 // Start sends START_REPLICATION for the slot from startLSN with pgoutput protocol version 1.
@@ -124,9 +123,6 @@ func (s *Stream) InTransaction() bool { return s.inTx }
 
 // Received is the highest WAL position received.
 func (s *Stream) Received() pglogrepl.LSN { return s.received }
-
-// Replayed counts transactions skipped because they ended at or before the start position.
-func (s *Stream) Replayed() int { return s.replayed }
 
 // Next receives until a transaction commits, a keepalive arrives or ctx's deadline passes
 // (MessageTimeout, nil). Any other error ends the session.
@@ -198,8 +194,7 @@ func (s *Stream) handleEvent(walData []byte, at pglogrepl.LSN) (Message, bool, e
 		s.inTx = false
 		s.tx.EndLSN, s.tx.CommitTime = ev.EndLSN, ev.CommitTime
 		if ev.EndLSN <= s.startLSN {
-			s.replayed++
-			return Message{}, false, nil
+			return Message{}, false, nil // a replay: already applied and stored
 		}
 		if s.tx.Truncates > 0 {
 			s.log.Warn("truncate of a source table: nothing to recompute (aggregates and rewards are not derived from deleted rows)",
