@@ -306,11 +306,7 @@ func (l *loop) receive(ctx context.Context, now time.Time) error {
 	}
 	switch msg.Kind {
 	case replication.MessageTransaction:
-		l.cfg.Observer.TransactionReceived(msg.Transaction)
-		l.window.Add(msg.Transaction, l.cfg.Now())
-		l.summary.transactions++
-		l.summary.plays += msg.Transaction.Plays
-		l.summary.comments += msg.Transaction.Comments
+		l.take(msg.Transaction)
 	case replication.MessageKeepalive:
 		// The walsender sends keepalives when it waits for WAL: the stream has caught up, so a
 		// stretched window goes back to its length.
@@ -321,6 +317,15 @@ func (l *loop) receive(ctx context.Context, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// take adds a committed transaction to the window and counts it.
+func (l *loop) take(tx *replication.Transaction) {
+	l.cfg.Observer.TransactionReceived(tx)
+	l.window.Add(tx, l.cfg.Now())
+	l.summary.transactions++
+	l.summary.plays += tx.Plays
+	l.summary.comments += tx.Comments
 }
 
 // shutdown finishes the open transaction (briefly), flushes the window, confirms and returns.
@@ -336,7 +341,7 @@ func (l *loop) shutdown(ctx context.Context, cancelFlush context.CancelFunc) err
 			break
 		}
 		if msg.Kind == replication.MessageTransaction {
-			l.window.Add(msg.Transaction, l.cfg.Now())
+			l.take(msg.Transaction)
 		}
 		if msg.Kind == replication.MessageTimeout {
 			l.log.Warn("stopping without the open transaction; it will be replayed on the next start")
