@@ -249,14 +249,12 @@ func (l *loop) finish(o flushOutcome) error {
 	if o.err != nil {
 		return o.err
 	}
-	if o.res.Tracks+o.res.Commenters > 0 {
+	if o.res.Tracks+o.res.Commenters > 0 { // a window with changes, not an LSN-only one
 		l.cfg.Failpoint("after-flush-commit")
-	}
-	l.stored = o.res.LSN
-	if o.res.Tracks+o.res.Commenters > 0 {
 		l.oddities.note(o.res.Oddities)
 		l.lastFlush = o.res.Duration
 	}
+	l.stored = o.res.LSN
 	l.cfg.Observer.Flushed(o.res)
 	l.note(o.res)
 	l.log.Debug("flushed window",
