@@ -272,8 +272,12 @@ func TestSIGTERMFlushesOpenWindow(t *testing.T) {
 	require.EqualValues(t, 2, e.count(`SELECT count(*) FROM user_challenges`))
 	stored, _, err := checkpoints.LoadLSN(e.ctx, e.db.Pool, e.db.Slot)
 	require.NoError(t, err)
-	confirmed := e.lsn(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`)
-	require.Equal(t, stored, confirmed, "the final window was confirmed")
+	// The walsender handles the last status update after the process has gone: wait for it.
+	confirmedLSN := func() pglogrepl.LSN {
+		return e.lsn(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`)
+	}
+	eventually(t, "the walsender to apply the final status update", func() bool { return confirmedLSN() >= stored })
+	require.Equal(t, stored, confirmedLSN(), "the final window was confirmed, and nothing past it")
 	e.verified()
 }
 
