@@ -75,25 +75,25 @@ func checkEvent(t *testing.T, msg []byte, ev Event) {
 			t.Fatalf("commit from %q", msg)
 		}
 	case EventPlay:
-		if msg[0] != 'I' || ev.Op != 'I' || ev.Table != tablePlaysName {
+		if msg[0] != 'I' {
 			t.Fatalf("play %+v from %q", ev, msg)
 		}
 		if !ev.HasPlayID && ev.PlayID != 0 {
 			t.Fatalf("play without id has id %d", ev.PlayID)
 		}
 	case EventComment:
-		if msg[0] != ev.Op || (ev.Op != 'I' && ev.Op != 'U') || ev.Table != tableCommentsName {
+		if msg[0] != 'I' && msg[0] != 'U' {
 			t.Fatalf("comment %+v from %q", ev, msg)
 		}
 		if !ev.HasBlockNumber && ev.BlockNumber != 0 {
 			t.Fatalf("comment without blocknumber has blocknumber %d", ev.BlockNumber)
 		}
 	case EventTruncate:
-		if msg[0] != 'T' || ev.Op != 'T' || ev.Table == "" {
+		if msg[0] != 'T' {
 			t.Fatalf("truncate %+v from %q", ev, msg)
 		}
 	case EventIgnored:
-		if ev.Op != 0 && ev.Op != msg[0] {
+		if ev != (Event{}) {
 			t.Fatalf("ignored %+v from %q", ev, msg)
 		}
 	default:

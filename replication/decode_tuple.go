@@ -1,0 +1,312 @@
+package replication
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// This file is the hand-written hot path: every row of a change message goes
+// through it. It allocates nothing unless it fails (BenchmarkDecodeInsert and
+// BenchmarkDecodeCommentUpdate report 0 allocs/op, TestDecodeAllocs holds it
+// there), where pglogrepl.Parse allocates a message, a TupleData and a copy of
+// every column per row. Deletes share the tuple walker: pglogrepl allocates a
+// value's declared length before checking it against the message, so a tuple
+// must be walked here before pglogrepl could safely see it, and then nothing
+// is left for pglogrepl to do.
+
+func (d *Decoder) decodeInsert(b []byte) (Event, error) {
+	c := cursor{b: b}
+	relid, ok := c.u32()
+	var tag byte
+	if ok {
+		tag, ok = c.u8()
+	}
+	if !ok || tag != 'N' {
+		return Event{}, fmt.Errorf("decode insert: %w: bad header", errMalformed)
+	}
+	rel, found := d.rels[relid]
+	if !found {
+		return Event{}, fmt.Errorf("decode insert: %w: %d", ErrUnknownRelation, relid)
+	}
+	ev, err := decodeNewTuple(&c, rel, 'I')
+	if err != nil {
+		return Event{}, fmt.Errorf("decode insert: %w", err)
+	}
+	return ev, nil
+}
+
+func (d *Decoder) decodeUpdate(b []byte) (Event, error) {
+	c := cursor{b: b}
+	relid, ok := c.u32()
+	var tag byte
+	if ok {
+		tag, ok = c.u8()
+	}
+	if !ok {
+		return Event{}, fmt.Errorf("decode update: %w: bad header", errMalformed)
+	}
+	rel, found := d.rels[relid]
+	if !found {
+		return Event{}, fmt.Errorf("decode update: %w: %d", ErrUnknownRelation, relid)
+	}
+	if tag == 'K' || tag == 'O' {
+		// The old key or row is of no use: the pipeline only needs who
+		// changed, which the new tuple says.
+		if err := skipTuple(&c); err != nil {
+			return Event{}, fmt.Errorf("decode update: old tuple: %w", err)
+		}
+		tag, ok = c.u8()
+		if !ok {
+			return Event{}, fmt.Errorf("decode update: %w: no new tuple", errMalformed)
+		}
+	}
+	if tag != 'N' {
+		return Event{}, fmt.Errorf("decode update: %w: tuple tag %q", errMalformed, tag)
+	}
+	ev, err := decodeNewTuple(&c, rel, 'U')
+	if err != nil {
+		return Event{}, fmt.Errorf("decode update: %w", err)
+	}
+	return ev, nil
+}
+
+func (d *Decoder) decodeDelete(b []byte) (Event, error) {
+	c := cursor{b: b}
+	relid, ok := c.u32()
+	var tag byte
+	if ok {
+		tag, ok = c.u8()
+	}
+	if !ok || (tag != 'K' && tag != 'O') {
+		return Event{}, fmt.Errorf("decode delete: %w: bad header", errMalformed)
+	}
+	if _, found := d.rels[relid]; !found {
+		return Event{}, fmt.Errorf("decode delete: %w: %d", ErrUnknownRelation, relid)
+	}
+	// Deletes never earn or revoke anything, but walking the tuple still
+	// catches a corrupt message.
+	if err := skipTuple(&c); err != nil {
+		return Event{}, fmt.Errorf("decode delete: %w", err)
+	}
+	if !c.done() {
+		return Event{}, fmt.Errorf("decode delete: %w: %d trailing bytes", errMalformed, c.left())
+	}
+	return Event{Kind: EventIgnored}, nil
+}
+
+// decodeNewTuple reads the new tuple of an Insert or Update, which must be
+// the rest of the message, and builds the Event. This is the hot path: it
+// allocates nothing unless it fails.
+func decodeNewTuple(c *cursor, rel relation, op byte) (Event, error) {
+	var want [2]int
+	if rel.kind == tableOther {
+		want = [2]int{-1, -1}
+	} else {
+		want = [2]int{int(rel.first), int(rel.second)}
+	}
+	vals, ncols, err := readTuple(c, want)
+	if err != nil {
+		return Event{}, err
+	}
+	if ncols != rel.ncols {
+		// The cached column positions would point at the wrong values.
+		return Event{}, fmt.Errorf("%w: %d columns, relation has %d", ErrBadTuple, ncols, rel.ncols)
+	}
+	if !c.done() {
+		return Event{}, fmt.Errorf("%w: %d trailing bytes", errMalformed, c.left())
+	}
+
+	ev := Event{Kind: EventIgnored}
+	switch rel.kind {
+	case tablePlays:
+		if op != 'I' {
+			return ev, nil
+		}
+		id, hasID, err := vals[0].int64()
+		if err != nil {
+			return Event{}, fmt.Errorf("plays.id: %w", err)
+		}
+		track, hasTrack, err := vals[1].int64()
+		if err != nil {
+			return Event{}, fmt.Errorf("plays.play_item_id: %w", err)
+		}
+		if !hasTrack {
+			return Event{}, fmt.Errorf("%w: plays.play_item_id is %s", ErrBadTuple, vals[1].kindName())
+		}
+		ev.Kind, ev.PlayID, ev.HasPlayID, ev.TrackID = EventPlay, id, hasID, track
+	case tableComments:
+		user, hasUser, err := vals[0].int64()
+		if err != nil {
+			return Event{}, fmt.Errorf("comments.user_id: %w", err)
+		}
+		if !hasUser {
+			return Event{}, fmt.Errorf("%w: comments.user_id is %s", ErrBadTuple, vals[0].kindName())
+		}
+		block, hasBlock, err := vals[1].int64()
+		if err != nil {
+			return Event{}, fmt.Errorf("comments.blocknumber: %w", err)
+		}
+		ev.Kind, ev.UserID, ev.BlockNumber, ev.HasBlockNumber = EventComment, user, block, hasBlock
+	}
+	return ev, nil
+}
+
+// value is one column of a TupleData. data aliases the message buffer.
+type value struct {
+	kind byte // 'n', 'u' or 't'; 0 when the column was not reached
+	data []byte
+}
+
+// int64 returns the column as an integer; present is false for NULL and for
+// an unchanged TOASTed value (never sent).
+func (v value) int64() (n int64, present bool, err error) {
+	if v.kind != 't' {
+		return 0, false, nil
+	}
+	n, ok := parseInt(v.data)
+	if !ok {
+		const maxShown = 32
+		shown := v.data
+		if len(shown) > maxShown {
+			shown = shown[:maxShown]
+		}
+		return 0, false, fmt.Errorf("%w: %q is not an int64", ErrBadTuple, shown)
+	}
+	return n, true, nil
+}
+
+func (v value) kindName() string {
+	switch v.kind {
+	case 'n':
+		return "NULL"
+	case 'u':
+		return "unchanged TOAST"
+	default:
+		return "missing"
+	}
+}
+
+// readTuple walks one TupleData and returns the values at the column indexes
+// in want (-1 for none) and the column count. It rejects binary values: the
+// session asks for text, so binary means a misconfigured stream.
+func readTuple(c *cursor, want [2]int) (vals [2]value, ncols uint16, err error) {
+	// Locals instead of cursor methods keep b and pos in registers in this
+	// loop, which runs once per column of every row.
+	b, pos := c.b, c.pos
+	if len(b)-pos < 2 {
+		return vals, 0, fmt.Errorf("%w: tuple has no column count", errMalformed)
+	}
+	ncols = binary.BigEndian.Uint16(b[pos:])
+	pos += 2
+	for i := range int(ncols) {
+		if pos >= len(b) {
+			return vals, 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
+		}
+		kind := b[pos]
+		pos++
+		var data []byte
+		switch kind {
+		case 't':
+			if len(b)-pos < 4 {
+				return vals, 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
+			}
+			n := uint64(binary.BigEndian.Uint32(b[pos:]))
+			pos += 4
+			if uint64(len(b)-pos) < n {
+				return vals, 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
+			}
+			data = b[pos : pos+int(n)]
+			pos += int(n)
+		case 'n', 'u':
+		case 'b':
+			return vals, 0, fmt.Errorf("%w: column %d is in binary format", ErrBadTuple, i)
+		default:
+			return vals, 0, fmt.Errorf("%w: column %d has kind %q", errMalformed, i, kind)
+		}
+		switch i {
+		case want[0]:
+			vals[0] = value{kind: kind, data: data}
+		case want[1]:
+			vals[1] = value{kind: kind, data: data}
+		}
+	}
+	c.pos = pos
+	return vals, ncols, nil
+}
+
+// skipTuple walks a TupleData whose values are not needed.
+func skipTuple(c *cursor) error {
+	_, _, err := readTuple(c, [2]int{-1, -1})
+	return err
+}
+
+// parseInt parses a Postgres integer output ([-]digits) without allocating.
+// strconv.ParseInt would need a string, which costs a copy per row.
+func parseInt(b []byte) (int64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+		if len(b) == 0 {
+			return 0, false
+		}
+	}
+	var n uint64
+	if len(b) <= 18 {
+		// Up to 18 digits cannot overflow, so the common case skips the
+		// per-digit limit check.
+		for _, ch := range b {
+			digit := uint64(ch - '0')
+			if digit > 9 {
+				return 0, false
+			}
+			n = n*10 + digit
+		}
+	} else {
+		limit := uint64(1<<63 - 1)
+		if neg {
+			limit = 1 << 63
+		}
+		for _, ch := range b {
+			digit := uint64(ch - '0')
+			if digit > 9 || n > (limit-digit)/10 {
+				return 0, false
+			}
+			n = n*10 + digit
+		}
+	}
+	if neg {
+		return int64(-n), true // -(1<<63) wraps to itself, which is MinInt64
+	}
+	return int64(n), true
+}
+
+// cursor reads big-endian protocol fields with bounds checks. Every method
+// reports false instead of panicking when the message is too short.
+type cursor struct {
+	b   []byte
+	pos int
+}
+
+func (c *cursor) left() int  { return len(c.b) - c.pos }
+func (c *cursor) done() bool { return c.pos == len(c.b) }
+
+func (c *cursor) u8() (byte, bool) {
+	if c.left() < 1 {
+		return 0, false
+	}
+	v := c.b[c.pos]
+	c.pos++
+	return v, true
+}
+
+func (c *cursor) u32() (uint32, bool) {
+	if c.left() < 4 {
+		return 0, false
+	}
+	v := binary.BigEndian.Uint32(c.b[c.pos:])
+	c.pos += 4
+	return v, true
+}
