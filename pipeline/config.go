@@ -54,10 +54,6 @@ type Config struct {
 	Observer Observer
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time
-	// Failpoint, when set, is called at named points so fault tests can kill the process
-	// exactly there: "after-flush-commit" after a window with changes committed, before its
-	// LSN is confirmed.
-	Failpoint func(name string)
 }
 
 // Defaults for Config.
@@ -108,9 +104,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
-	}
-	if c.Failpoint == nil {
-		c.Failpoint = func(string) {}
 	}
 	return c
 }

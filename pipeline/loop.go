@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/challenge-stream/challenge-stream/internal/failpoint"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
@@ -250,7 +251,7 @@ func (l *loop) finish(o flushOutcome) error {
 		return o.err
 	}
 	if o.res.Tracks+o.res.Commenters > 0 { // a window with changes, not an LSN-only one
-		l.cfg.Failpoint("after-flush-commit")
+		failpoint.Hit("after-flush-commit")
 		l.oddities.note(o.res.Oddities)
 		l.lastFlush = o.res.Duration
 	}

@@ -51,12 +51,3 @@ func TestBadConfigExits2(t *testing.T) {
 		})
 	}
 }
-
-// TestFailpointSpec checks the fault-test hook parses only well-formed specs.
-func TestFailpointSpec(t *testing.T) {
-	t.Parallel()
-	for _, spec := range []string{"", "after-flush-commit", "after-flush-commit:0", "after-flush-commit:x"} {
-		require.Nil(t, failpoint(spec, nil), spec)
-	}
-	require.NotNil(t, failpoint("after-flush-commit:3", nil))
-}

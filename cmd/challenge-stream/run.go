@@ -2,11 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
-	"strconv"
-	"strings"
-	"sync/atomic"
-	"syscall"
 
 	"go.uber.org/zap"
 
@@ -67,7 +62,6 @@ func runCommand(ctx context.Context, e env) error {
 	defer func() { _ = log.Sync() }()
 	cfg := rf.cfg
 	cfg.Log = log
-	cfg.Failpoint = failpoint(e.getenv("CHALLENGE_STREAM_FAILPOINT"), log)
 	log.Info("starting", zap.String("database", redact.URL(cfg.DatabaseURL)), zap.String("slot", cfg.Slot),
 		zap.String("publication", cfg.Publication), zap.Duration("window", cfg.Window))
 
@@ -78,23 +72,4 @@ func runCommand(ctx context.Context, e env) error {
 	defer ops.close()
 	cfg.Observer = ops.observer
 	return pipeline.Run(ctx, cfg)
-}
-
-// failpoint supports fault tests: CHALLENGE_STREAM_FAILPOINT=after-flush-commit:N kills this
-// process with SIGKILL the Nth time the pipeline passes that point (after a flush committed,
-// before its LSN is confirmed). Unset in production.
-func failpoint(spec string, log *zap.Logger) func(string) {
-	name, nth, ok := strings.Cut(spec, ":")
-	n, err := strconv.Atoi(nth)
-	if spec == "" || !ok || err != nil || n < 1 {
-		return nil
-	}
-	var seen atomic.Int64
-	return func(point string) {
-		if point == name && seen.Add(1) == int64(n) {
-			log.Warn("failpoint reached: killing the process", zap.String("point", point))
-			_ = log.Sync()
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		}
-	}
 }

@@ -12,8 +12,9 @@ import (
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
 )
 
-// Main builds the binary into a temporary directory, stores its path in *binary, runs the
-// tests with a Postgres (pgtest.Run), removes the binary and exits. Call it from TestMain.
+// Main builds the binary, with the failpoints build tag (internal/failpoint), into a temporary
+// directory, stores its path in *binary, runs the tests with a Postgres (pgtest.Run), removes
+// the binary and exits. Call it from TestMain.
 func Main(m *testing.M, binary *string) {
 	dir, err := os.MkdirTemp("", "challenge-stream-bin-")
 	if err != nil {
@@ -21,7 +22,7 @@ func Main(m *testing.M, binary *string) {
 		os.Exit(1)
 	}
 	*binary = filepath.Join(dir, "challenge-stream")
-	build := exec.Command("go", "build", "-o", *binary, "github.com/challenge-stream/challenge-stream/cmd/challenge-stream")
+	build := exec.Command("go", "build", "-tags", "failpoints", "-o", *binary, "github.com/challenge-stream/challenge-stream/cmd/challenge-stream")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "testbin: build challenge-stream:", err)
