@@ -13,8 +13,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/challenge-stream/challenge-stream/internal/bench"
-	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
-	"github.com/challenge-stream/challenge-stream/internal/redact"
 	"github.com/challenge-stream/challenge-stream/internal/workload"
 )
 
@@ -171,7 +169,7 @@ func parseBenchFlags(e env) (benchFlags, error) {
 	return bf, nil
 }
 
-// benchCommand runs the benchmarks (SPEC §8) and prints one table.
+// benchCommand runs internal/bench (SPEC §8) and prints one table.
 func benchCommand(ctx context.Context, e env) error {
 	bf, err := parseBenchFlags(e)
 	if err != nil {
@@ -180,45 +178,16 @@ func benchCommand(ctx context.Context, e env) error {
 	log := consoleLogger(e, bf.logLevel)
 	defer func() { _ = log.Sync() }()
 	cfg := bf.cfg
-	cfg.Log = log
-	cfg.Progress = e.stderr
-
-	if cfg.ServerURL == "" {
-		fmt.Fprintln(e.stderr, "bench: starting a throw-away PostgreSQL with wal_level=logical")
-		c, err := pgcluster.Start(ctx, pgcluster.Options{})
-		if err != nil {
-			return clusterError(err)
-		}
-		defer func() {
-			if err := c.Stop(); err != nil {
-				fmt.Fprintln(e.stderr, "bench: stop the throw-away PostgreSQL:", err)
-			}
-		}()
-		cfg.ServerURL = c.URL("postgres")
-		cfg.BinDir = c.BinDir()
-	}
-	rep, err := bench.Run(ctx, cfg)
-	if rep != nil {
-		if werr := rep.Write(e.stdout); werr != nil {
-			return werr
-		}
-	}
-	switch {
-	case errors.Is(err, bench.ErrDifferences):
+	cfg.Log, cfg.Progress = log, e.stderr
+	err = bench.RunAndReport(ctx, cfg, e.stdout)
+	if errors.Is(err, bench.ErrDifferences) {
 		fmt.Fprintln(e.stderr, "challenge-stream: bench:", err)
 		return errDifferences
-	case err != nil:
-		return fmt.Errorf("bench: %s", redact.String(err.Error(), cfg.ServerURL))
+	}
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
 	}
 	return nil
-}
-
-// clusterError explains a throw-away cluster that would not start.
-func clusterError(err error) error {
-	if errors.Is(err, pgcluster.ErrNoServer) {
-		return fmt.Errorf("this command runs its own throw-away PostgreSQL, but %w", err)
-	}
-	return fmt.Errorf("start a throw-away PostgreSQL: %w", err)
 }
 
 // consoleLogger is a human-readable logger on stderr at the given level: the demo and the
