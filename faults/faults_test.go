@@ -24,6 +24,7 @@ import (
 	"github.com/challenge-stream/challenge-stream/internal/hostdb"
 	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/pollingjob"
 	"github.com/challenge-stream/challenge-stream/internal/testbin"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
@@ -344,7 +345,7 @@ func (s *suite) lockRewards(rng *rand.Rand) error {
 
 var errRollback = errors.New("rollback")
 
-// concurrentCatchUp runs the polling reference — processors.CatchUp with the polling job's
+// concurrentCatchUp runs the polling reference — pollingjob.Tick with the polling job's
 // 5,000-row limit, each tick in its own transaction, advancing the legacy checkpoints — in a
 // tight loop for a few seconds while the stream flushes the same users.
 func (s *suite) concurrentCatchUp(rng *rand.Rand) error {
@@ -353,7 +354,7 @@ func (s *suite) concurrentCatchUp(rng *rand.Rand) error {
 	var scanned int64
 	for time.Now().Before(until) {
 		err := pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
-			res, err := processors.CatchUp(s.ctx, tx, processors.CatchUpOptions{MaxRows: 5000})
+			res, err := pollingjob.Tick(s.ctx, tx, pollingjob.ProductionMaxRows)
 			scanned += res.PlaysScanned + res.CommentsScanned
 			return err
 		})

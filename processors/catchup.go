@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 )
 
@@ -15,16 +13,11 @@ import (
 const DefaultCatchUpBatchSize = 50_000
 
 // CatchUpOptions tune CatchUp. The zero value catches up from the legacy checkpoints without a
-// row limit and without a margin.
+// margin.
 type CatchUpOptions struct {
 	// BatchSize is the width of one scan range (ids or block numbers, not rows).
 	// 0 means DefaultCatchUpBatchSize.
 	BatchSize int64
-	// MaxRows stops each scan (plays, comments) once it has read this many source rows and
-	// advances its checkpoint only as far as it got; 0 means no limit. The comment scan never
-	// splits a block, so it may read a little more. The polling job was MaxRows = 5,000 per 30 s
-	// tick. Ignored when FromScratch.
-	MaxRows int64
 	// FromScratch ignores the checkpoints and derives every rule over all history, then sets
 	// the checkpoints to the current maxima (the --backfill of a first run). Milestones are
 	// found from aggregate_monthly_plays, not from plays: the counts are computed from the
@@ -35,9 +28,6 @@ type CatchUpOptions struct {
 	// may already be past rows that were still in flight. Re-deriving an artist is idempotent,
 	// so the overlap costs only reads.
 	PlayIDMargin int64
-	// Reference writes with UpsertReference instead of Upsert, emulating the polling job's
-	// write amplification for benchmarks. Final rows are identical.
-	Reference bool
 }
 
 // CatchUpResult says what CatchUp did.
@@ -56,9 +46,6 @@ type CatchUpResult struct {
 	// PlaysSeeded and CommentsSeeded report a checkpoint that was absent and has been seeded
 	// to the current maximum without deriving anything.
 	PlaysSeeded, CommentsSeeded bool
-	// Complete is false when MaxRows stopped a scan before the maximum visible to q; call
-	// again to continue.
-	Complete bool
 	// Oddities are the catalog's, see Catalog.
 	Oddities []string
 }
@@ -81,18 +68,11 @@ type CatchUpResult struct {
 // before the slot's consistent point is applied here and everything after arrives on the
 // stream, with no gap and no overlap.
 func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult, error) {
-	if opts.BatchSize < 0 || opts.MaxRows < 0 || opts.PlayIDMargin < 0 {
-		return CatchUpResult{}, errors.New("catch up: BatchSize, MaxRows and PlayIDMargin must not be negative")
+	if opts.BatchSize < 0 || opts.PlayIDMargin < 0 {
+		return CatchUpResult{}, errors.New("catch up: BatchSize and PlayIDMargin must not be negative")
 	}
 	if opts.BatchSize == 0 {
 		opts.BatchSize = DefaultCatchUpBatchSize
-	}
-	if opts.FromScratch {
-		opts.MaxRows = 0
-	}
-	up := Upsert
-	if opts.Reference {
-		up = UpsertReference
 	}
 
 	cat, err := LoadCatalog(ctx, q)
@@ -111,7 +91,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
 	}
 
-	res := CatchUpResult{Stats: Stats{}, Complete: true, Oddities: cat.Oddities}
+	res := CatchUpResult{Stats: Stats{}, Oddities: cat.Oddities}
 	next := checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true}
 	artistsDone := map[int64]struct{}{}
 	usersDone := map[int64]struct{}{}
@@ -122,7 +102,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 			return err
 		}
 		artists = notYet(artists, artistsDone)
-		s, err := recomputeMilestones(ctx, q, cat, artists, up)
+		s, err := RecomputeMilestones(ctx, q, cat, artists)
 		if err != nil {
 			return err
 		}
@@ -131,7 +111,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	}
 	recomputeUsers := func(userIDs []int64) error {
 		users := notYet(userIDs, usersDone)
-		s, err := recomputeWeeklyComments(ctx, q, cat, users, up)
+		s, err := RecomputeWeeklyComments(ctx, q, cat, users)
 		if err != nil {
 			return err
 		}
@@ -146,7 +126,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
 		}
-		r, err := aggregateScan().run(ctx, q, 0, maxTrack, opts.BatchSize, 0, recomputeTracks)
+		r, err := aggregateScan().run(ctx, q, 0, maxTrack, opts.BatchSize, recomputeTracks)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -157,12 +137,11 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		next.LastPlayID = maxPlayID
 	default:
 		r, err := playScan().run(ctx, q, prev.LastPlayID-opts.PlayIDMargin, maxPlayID,
-			opts.BatchSize, opts.MaxRows, recomputeTracks)
+			opts.BatchSize, recomputeTracks)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
 		res.PlaysScanned = r.rows
-		res.Complete = res.Complete && r.complete
 		next.LastPlayID = max(prev.LastPlayID, r.reached)
 	}
 
@@ -173,7 +152,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
 		}
-		r, err := commentIDScan().run(ctx, q, 0, maxCommentID, opts.BatchSize, 0, recomputeUsers)
+		r, err := commentIDScan().run(ctx, q, 0, maxCommentID, opts.BatchSize, recomputeUsers)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -184,12 +163,11 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		next.LastCommentBlock = maxBlock
 	default:
 		r, err := commentBlockScan().run(ctx, q, prev.LastCommentBlock, maxBlock,
-			opts.BatchSize, opts.MaxRows, recomputeUsers)
+			opts.BatchSize, recomputeUsers)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
 		res.CommentsScanned = r.rows
-		res.Complete = res.Complete && r.complete
 		next.LastCommentBlock = max(prev.LastCommentBlock, r.reached)
 	}
 
@@ -222,9 +200,6 @@ type rangeScan struct {
 	// next returns the smallest key above $1 (NULL when none), so empty stretches of the key
 	// space cost one index probe instead of a query per range.
 	next string
-	// nth returns the key of the row at offset $3 among the rows with keys in ($1, $2], in key
-	// order: where a MaxRows budget runs out.
-	nth string
 	// collect returns (dirty id, rows) for the keys in ($1, $2].
 	collect string
 }
@@ -236,7 +211,6 @@ func playScan() rangeScan {
 	return rangeScan{
 		what:    "plays",
 		next:    `SELECT MIN(id) FROM plays WHERE id > $1::bigint`,
-		nth:     `SELECT id FROM plays WHERE id > $1::bigint AND id <= $2::bigint ORDER BY id OFFSET $3 LIMIT 1`,
 		collect: `SELECT play_item_id, COUNT(*) FROM plays WHERE id > $1::bigint AND id <= $2::bigint GROUP BY play_item_id`,
 	}
 }
@@ -245,8 +219,6 @@ func commentBlockScan() rangeScan {
 	return rangeScan{
 		what: "comments",
 		next: `SELECT MIN(blocknumber) FROM comments WHERE blocknumber > $1::bigint`,
-		nth: `SELECT blocknumber FROM comments WHERE blocknumber > $1::bigint AND blocknumber <= $2::bigint
-              ORDER BY blocknumber OFFSET $3 LIMIT 1`,
 		collect: `SELECT user_id, COUNT(*) FROM comments
                   WHERE blocknumber > $1::bigint AND blocknumber <= $2::bigint GROUP BY user_id`,
 	}
@@ -271,14 +243,12 @@ func commentIDScan() rangeScan {
 }
 
 type scanResult struct {
-	reached  int64 // every key <= reached has been visited
-	rows     int64
-	complete bool // reached the maximum key
+	reached int64 // every key <= reached has been visited
+	rows    int64
 }
 
-// run visits the keys in (lo, maxKey] range by range. With maxRows > 0 it stops once that many
-// rows have been read, cutting the last range at a key boundary.
-func (s rangeScan) run(ctx context.Context, q Querier, lo, maxKey, width, maxRows int64,
+// run visits the keys in (lo, maxKey] range by range.
+func (s rangeScan) run(ctx context.Context, q Querier, lo, maxKey, width int64,
 	visit func(ids []int64) error,
 ) (scanResult, error) {
 	res := scanResult{reached: lo}
@@ -289,24 +259,10 @@ func (s rangeScan) run(ctx context.Context, q Querier, lo, maxKey, width, maxRow
 		}
 		if first == nil || *first > maxKey {
 			res.reached = max(res.reached, maxKey)
-			res.complete = true
 			return res, nil
 		}
 		lo = *first - 1
 		hi := min(lo+width, maxKey)
-		if maxRows > 0 {
-			budget := maxRows - res.rows
-			if budget <= 0 {
-				return res, nil
-			}
-			var cut *int64
-			if err := q.QueryRow(ctx, s.nth, lo, hi, budget-1).Scan(&cut); err != nil && !isNoRows(err) {
-				return res, fmt.Errorf("scan %s after %d: %w", s.what, lo, err)
-			}
-			if cut != nil {
-				hi = *cut
-			}
-		}
 		ids, n, err := s.collectRange(ctx, q, lo, hi)
 		if err != nil {
 			return res, err
@@ -319,8 +275,6 @@ func (s rangeScan) run(ctx context.Context, q Querier, lo, maxKey, width, maxRow
 		lo = hi
 	}
 }
-
-func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 
 func (s rangeScan) collectRange(ctx context.Context, q Querier, lo, hi int64) ([]int64, int64, error) {
 	rows, err := q.Query(ctx, s.collect, lo, hi)

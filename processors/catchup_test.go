@@ -82,7 +82,6 @@ func TestCatchUpMatchesVerify(t *testing.T) {
 	want := checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: maxBlock, HasCommentBlock: true}
 	require.Equal(t, want, res.Legacy)
 	require.Equal(t, want, f.legacy())
-	require.True(t, res.Complete)
 	require.Equal(t, maxPlay, res.PlaysScanned)
 	require.EqualValues(t, 7, res.CommentsScanned)
 	require.Equal(t, 7, res.Artists, "1000, 1001, 1002, 1003, 1006, 1007 and 1009 (whose plays are all before 2025)")
@@ -176,46 +175,6 @@ func TestCatchUpFromScratch(t *testing.T) {
 	require.Equal(t, checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: 1_000_000, HasCommentBlock: true}, f.legacy())
 }
 
-func TestCatchUpMaxRows(t *testing.T) {
-	t.Parallel()
-	f := setup(t)
-	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
-	f.history()
-	maxPlay, maxBlock := f.maxima()
-
-	res := f.catchUp(processors.CatchUpOptions{MaxRows: 5000})
-	require.False(t, res.Complete)
-	require.EqualValues(t, 5000, res.PlaysScanned, "plays are cut at an exact row")
-	require.EqualValues(t, 5000, f.count(`SELECT count(*) FROM plays WHERE id <= $1`, res.Legacy.LastPlayID))
-	require.EqualValues(t, 7, res.CommentsScanned)
-	require.Equal(t, maxBlock, res.Legacy.LastCommentBlock)
-
-	ticks := 1
-	for !res.Complete {
-		res = f.catchUp(processors.CatchUpOptions{MaxRows: 5000, BatchSize: 1234})
-		require.LessOrEqual(t, res.PlaysScanned, int64(5000))
-		ticks++
-	}
-	require.Equal(t, int((maxPlay+4999)/5000), ticks)
-	require.Equal(t, maxPlay, f.legacy().LastPlayID)
-	require.Empty(t, f.verify())
-
-	// Comments are cut at a block boundary: a block is never split.
-	f.setLegacy(checkpoints.Legacy{HasCommentBlock: true}) // no-op: never backwards
-	require.Equal(t, maxBlock, f.legacy().LastCommentBlock)
-	f.comment(comment{id: 50, user: 2005, at: "2025-06-02", block: 300})
-	f.comment(comment{id: 51, user: 2006, at: "2025-06-02", block: 300})
-	f.comment(comment{id: 52, user: 2007, at: "2025-06-02", block: 301})
-	res = f.catchUp(processors.CatchUpOptions{MaxRows: 1})
-	require.EqualValues(t, 2, res.CommentsScanned)
-	require.EqualValues(t, 300, res.Legacy.LastCommentBlock)
-	require.False(t, res.Complete)
-	res = f.catchUp(processors.CatchUpOptions{MaxRows: 1})
-	require.True(t, res.Complete)
-	require.EqualValues(t, 301, res.Legacy.LastCommentBlock)
-	require.Empty(t, f.verify())
-}
-
 // TestCatchUpPlayIDMargin emulates plays committed out of id order: ids 81–100 become visible
 // after the checkpoint already passed 120.
 func TestCatchUpPlayIDMargin(t *testing.T) {
@@ -282,6 +241,6 @@ func TestCatchUpInImportedSnapshot(t *testing.T) {
 
 func TestCatchUpRejectsNegativeOptions(t *testing.T) {
 	t.Parallel()
-	_, err := processors.CatchUp(t.Context(), nil, processors.CatchUpOptions{MaxRows: -1})
+	_, err := processors.CatchUp(t.Context(), nil, processors.CatchUpOptions{BatchSize: -1})
 	require.Error(t, err)
 }

@@ -9,11 +9,7 @@ import (
 // row per ISO week in which the user has a visible, non-deleted comment. Rows are only ever
 // added: a week whose comments were all deleted or hidden later keeps its row.
 func RecomputeWeeklyComments(ctx context.Context, q Querier, cat Catalog, userIDs []int64) (Stats, error) {
-	return recomputeWeeklyComments(ctx, q, cat, userIDs, Upsert)
-}
-
-func recomputeWeeklyComments(ctx context.Context, q Querier, cat Catalog, userIDs []int64, up UpsertFunc) (Stats, error) {
-	stats, err := recompute(ctx, q, cat, userIDs, WeeklyCommentRows, up)
+	stats, err := recompute(ctx, q, cat, userIDs, WeeklyCommentRows)
 	if err != nil {
 		return nil, fmt.Errorf("recompute weekly comments: %w", err)
 	}

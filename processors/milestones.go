@@ -56,11 +56,7 @@ WHERE t.track_id = ANY($1::bigint[]) AND t.is_current = true AND t.is_delete = f
 // them. Ineligible artists and artists without plays since 2025 get nothing; their existing
 // rows are left as they are.
 func RecomputeMilestones(ctx context.Context, q Querier, cat Catalog, artistIDs []int64) (Stats, error) {
-	return recomputeMilestones(ctx, q, cat, artistIDs, Upsert)
-}
-
-func recomputeMilestones(ctx context.Context, q Querier, cat Catalog, artistIDs []int64, up UpsertFunc) (Stats, error) {
-	stats, err := recompute(ctx, q, cat, artistIDs, MilestoneRows, up)
+	stats, err := recompute(ctx, q, cat, artistIDs, MilestoneRows)
 	if err != nil {
 		return nil, fmt.Errorf("recompute play milestones: %w", err)
 	}
@@ -69,7 +65,8 @@ func recomputeMilestones(ctx context.Context, q Querier, cat Catalog, artistIDs 
 
 // MilestoneRows computes the p1–p3 rows of the given artists without writing them: the play
 // counts in one query, then the tier walk. RecomputeMilestones is MilestoneRows followed by
-// Upsert; the split lets a benchmark write the same rows with UpsertReference.
+// Upsert; the split lets the benchmarks write the same rows as the polling job did
+// (internal/pollingjob).
 func MilestoneRows(ctx context.Context, q Querier, cat Catalog, artistIDs []int64) ([]Row, error) {
 	if len(cat.Milestones) == 0 || len(artistIDs) == 0 {
 		return nil, nil

@@ -66,14 +66,14 @@ type rowsFunc func(ctx context.Context, q Querier, cat Catalog, ids []int64) ([]
 
 // recompute is the shape every rule shares: compute the rows of a batch of IDs, upsert them,
 // next batch. Batching bounds each statement's size and memory.
-func recompute(ctx context.Context, q Querier, cat Catalog, ids []int64, rows rowsFunc, up UpsertFunc) (Stats, error) {
+func recompute(ctx context.Context, q Querier, cat Catalog, ids []int64, rows rowsFunc) (Stats, error) {
 	stats := Stats{}
 	err := chunks(ids, idBatchSize, func(batch []int64) error {
 		r, err := rows(ctx, q, cat, batch)
 		if err != nil {
 			return err
 		}
-		s, err := up(ctx, q, r)
+		s, err := Upsert(ctx, q, r)
 		if err != nil {
 			return err
 		}

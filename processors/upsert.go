@@ -64,33 +64,15 @@ const noopSkip = `
 WHERE uc.current_step_count IS DISTINCT FROM EXCLUDED.current_step_count
    OR (NOT uc.is_complete AND (EXCLUDED.is_complete OR uc.amount <> EXCLUDED.amount))`
 
-const (
-	upsertSkipSQL      = upsertSQL + noopSkip + upsertReturning
-	upsertReferenceSQL = upsertSQL + upsertReturning
-)
-
-// UpsertFunc writes rows with the semantics of SPEC §3.1. Upsert and UpsertReference are the
-// two implementations.
-type UpsertFunc func(ctx context.Context, q Querier, rows []Row) (Stats, error)
+const upsertSkipSQL = upsertSQL + noopSkip + upsertReturning
 
 // Upsert writes rows with the semantics of SPEC §3.1 and skips every row whose stored contents
 // would not change. Rows with the same (ChallengeID, Specifier) are merged, the last one
 // winning. created_at takes its column default; completed_blocknumber is never written.
 func Upsert(ctx context.Context, q Querier, rows []Row) (Stats, error) {
-	return upsert(ctx, q, rows, upsertSkipSQL)
-}
-
-// UpsertReference writes the same final rows as Upsert but updates every conflicting row, as
-// the polling job did. It exists so that benchmarks can measure the write amplification the
-// no-op skip saves; production paths use Upsert.
-func UpsertReference(ctx context.Context, q Querier, rows []Row) (Stats, error) {
-	return upsert(ctx, q, rows, upsertReferenceSQL)
-}
-
-func upsert(ctx context.Context, q Querier, rows []Row, sql string) (Stats, error) {
 	stats := Stats{}
 	err := chunks(dedupeRows(rows), upsertBatchSize, func(batch []Row) error {
-		return upsertBatch(ctx, q, batch, sql, stats)
+		return upsertBatch(ctx, q, batch, stats)
 	})
 	if err != nil {
 		return nil, err
@@ -120,7 +102,7 @@ func dedupeRows(rows []Row) []Row {
 	return out
 }
 
-func upsertBatch(ctx context.Context, q Querier, batch []Row, sql string, stats Stats) error {
+func upsertBatch(ctx context.Context, q Querier, batch []Row, stats Stats) error {
 	var (
 		ids     = make([]string, len(batch))
 		users   = make([]int64, len(batch))
@@ -135,7 +117,7 @@ func upsertBatch(ctx context.Context, q Querier, batch []Row, sql string, stats 
 		current[i], steps[i], amounts[i] = r.Current, r.Step, r.Amount
 		sent[r.ChallengeID]++
 	}
-	rows, err := q.Query(ctx, sql, ids, users, specs, current, steps, amounts)
+	rows, err := q.Query(ctx, upsertSkipSQL, ids, users, specs, current, steps, amounts)
 	if err != nil {
 		return fmt.Errorf("upsert user_challenges: %w", err)
 	}

@@ -109,24 +109,4 @@ func TestUpsertUnchangedWritesNothing(t *testing.T) {
 	f.plays(1, 1, in2025)
 	require.Equal(t, processors.Stats{"p1": {Unchanged: 1}, "p2": {Unchanged: 1}, "p3": {Updated: 1}}, f.milestones(1))
 	require.EqualValues(t, 6, writes())
-
-	// The reference upsert rewrites every row (and re-fires the notification trigger), with the
-	// same final contents.
-	before := f.rows()
-	var all []processors.Row
-	f.inTx(func(tx pgxTx) {
-		cat, err := processors.LoadCatalog(f.ctx, tx)
-		require.NoError(t, err)
-		ms, err := processors.MilestoneRows(f.ctx, tx, cat, []int64{400})
-		require.NoError(t, err)
-		cs, err := processors.WeeklyCommentRows(f.ctx, tx, cat, []int64{400})
-		require.NoError(t, err)
-		all = append(ms, cs...)
-	})
-	stats, err := processors.UpsertReference(f.ctx, f.db.Pool, all)
-	require.NoError(t, err)
-	require.Equal(t, processors.Counts{Updated: 5}, stats.Total())
-	require.EqualValues(t, 11, writes())
-	require.EqualValues(t, 8, notifications())
-	require.Equal(t, before, f.rows())
 }

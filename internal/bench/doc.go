@@ -29,14 +29,14 @@
 // row's completed_at (now() of the writing transaction) and the recorded flush intervals. See
 // Latencies.
 //
-// polling: the same load through the polling design — processors.CatchUp with MaxRows every
-// tick, with the reference upsert, as the job ran — and through the sidecar at window 1s. The
+// polling: the same load through the polling design — pollingjob.Tick with the job's row
+// budget every tick, with the reference upsert, as the job ran — and through the sidecar at window 1s. The
 // job keeps up when the first tick after the load stops reaches the last play. Pending
 // milestones count as longer than any measured one, so a percentile that falls on them is a
 // lower bound (">").
 //
 // writes: the sidecar streams a steady load on one copy; the same blocks are then replayed on
-// a second copy window by window, each window applied with processors.UpsertReference (no
+// a second copy window by window, each window applied with pollingjob.UpsertReference (no
 // no-op skip) for the same dirty artists and commenters. Statement-level triggers with
 // transition tables count the rows each wrote to user_challenges; the host's notification
 // trigger shows what each write costs downstream.

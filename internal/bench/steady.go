@@ -8,8 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/challenge-stream/challenge-stream/internal/pollingjob"
 	"github.com/challenge-stream/challenge-stream/internal/workload"
-	"github.com/challenge-stream/challenge-stream/processors"
 )
 
 // steadyRun is one applier under a steady load.
@@ -88,11 +88,11 @@ func (b *bench) streaming(ctx context.Context, tag string, rate float64, window,
 // tick is one run of the polling job.
 type tick struct {
 	Interval
-	res processors.CatchUpResult
+	res pollingjob.Result
 }
 
-// polling runs the polling job — processors.CatchUp with MaxRows every PollTick, using the
-// reference upsert as the job did — under a steady load on a fresh copy of the database. Its
+// polling runs the polling job — pollingjob.Tick with PollRows every PollTick, writing with
+// the reference upsert as the job did — under a steady load on a fresh copy of the database. Its
 // first tick comes half a tick after the load starts (the job's phase is arbitrary); the run
 // ends with the first tick that starts after the load stopped, which decides whether it keeps
 // up: that tick must reach the last play.
@@ -143,7 +143,7 @@ func (b *bench) polling(ctx context.Context, tag string, rate float64) (steadyRu
 			t := tick{Interval: Interval{Start: time.Now()}}
 			err := pgx.BeginFunc(gctx, jobConn, func(tx pgx.Tx) error {
 				var err error
-				t.res, err = processors.CatchUp(gctx, tx, processors.CatchUpOptions{MaxRows: b.cfg.PollRows, Reference: true})
+				t.res, err = pollingjob.Tick(gctx, tx, b.cfg.PollRows)
 				return err
 			})
 			if err != nil {
@@ -193,7 +193,7 @@ func (b *bench) polling(ctx context.Context, tag string, rate float64) (steadyRu
 	// Let the job finish the backlog without a row limit, so verify judges its rows and not
 	// its lag.
 	err = pgx.BeginFunc(ctx, jobConn, func(tx pgx.Tx) error {
-		_, err := processors.CatchUp(ctx, tx, processors.CatchUpOptions{Reference: true})
+		_, err := pollingjob.Tick(ctx, tx, 0)
 		return err
 	})
 	if err != nil {
@@ -264,7 +264,7 @@ func (b *bench) pollingSection(ctx context.Context) error {
 		b.noteOddities(fmt.Sprintf("streaming %s plays/s", rate(r)), stream.lat)
 		b.noteOddities(fmt.Sprintf("polling %s plays/s", rate(r)), poll.lat)
 	}
-	b.report.note("polling job: processors.CatchUp with MaxRows %s every %s (capacity %s plays/s) and the reference upsert; streaming: window 1s; ratio = the job's p99 / the sidecar's p99",
+	b.report.note("polling job: pollingjob.Tick reading %s rows every %s (capacity %s plays/s) and the reference upsert; streaming: window 1s; ratio = the job's p99 / the sidecar's p99",
 		count(b.cfg.PollRows), b.cfg.PollTick, rate(float64(b.cfg.PollRows)/b.cfg.PollTick.Seconds()))
 	return nil
 }

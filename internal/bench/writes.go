@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/challenge-stream/challenge-stream/internal/pollingjob"
 	"github.com/challenge-stream/challenge-stream/internal/workload"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
@@ -51,7 +52,7 @@ func readWrites(ctx context.Context, conn *pgx.Conn) (writeCounts, error) {
 
 // writesSection streams a steady load through the sidecar on one copy of the database, then
 // replays the same blocks on a second copy window by window — the same windows, so the same
-// dirty artists and commenters — writing with processors.UpsertReference, and compares the
+// dirty artists and commenters — writing with pollingjob.UpsertReference, and compares the
 // rows each wrote to user_challenges.
 func (b *bench) writesSection(ctx context.Context) error {
 	b.progress("writes: %s plays/s for %s, then the same windows with the reference upsert", rate(b.cfg.Rate), b.cfg.Duration)
@@ -261,7 +262,6 @@ func replayWindow(ctx context.Context, conn *pgx.Conn, w replayedWindow) error {
 		if err != nil {
 			return err
 		}
-		_, err = processors.UpsertReference(ctx, tx, append(rows, comments...))
-		return err
+		return pollingjob.UpsertReference(ctx, tx, append(rows, comments...))
 	})
 }
