@@ -6,9 +6,7 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,30 +26,14 @@ var binary string
 
 func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
-// proc is one challenge-stream process.
+// proc is one challenge-stream process (internal/testbin.Proc) with the shorthands the tests
+// use: out is its output so far, cmd and done are the process's.
 type proc struct {
+	*testbin.Proc
 	t    *testing.T
 	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	out  *testbin.Output
+	done <-chan struct{}
 }
 
 type env struct {
@@ -74,42 +56,24 @@ func (e *env) run(extraEnv []string, flags ...string) *proc {
 		// Confirm any idle movement, so caughtUp can wait for the server's insert position
 		// while other tests' databases write.
 		"--idle-confirm-bytes", "1"}, flags...)
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), extraEnv...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(e.t, cmd.Start())
-	p := &proc{t: e.t, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	e.t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-		if e.t.Failed() {
-			e.t.Logf("challenge-stream output:\n%s", out.String())
-		}
-	})
-	return p
+	out := &testbin.Output{}
+	tp := testbin.StartT(e.t, binary, args, extraEnv, out)
+	return &proc{Proc: tp, t: e.t, cmd: tp.Cmd, out: out, done: tp.Done()}
 }
 
 func (p *proc) kill9() {
 	p.t.Helper()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
-	<-p.done
+	require.NoError(p.t, p.Kill9())
 }
 
 // exited waits for the process to exit and returns its exit code.
 func (p *proc) exited(within time.Duration) int {
 	p.t.Helper()
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(within):
+	code, ok := p.ExitCode(within)
+	if !ok {
 		p.t.Fatalf("challenge-stream still running after %s", within)
-		return -1
 	}
+	return code
 }
 
 // waitStreaming waits until this process streams from the slot.

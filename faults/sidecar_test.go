@@ -1,16 +1,16 @@
 package faults
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/challenge-stream/challenge-stream/internal/testbin"
 )
 
 // supervisor keeps one challenge-stream process running, restarting it whenever it is killed,
@@ -23,7 +23,7 @@ type supervisor struct {
 	dir  string // one log file per run
 
 	mu         sync.Mutex
-	cur        *exec.Cmd
+	cur        *testbin.Proc
 	runs       int      // processes started
 	nextEnv    []string // extra environment for the next start only
 	stopping   bool
@@ -41,10 +41,10 @@ func startSupervisor(t *testing.T, args []string) *supervisor {
 	t.Cleanup(func() {
 		s.mu.Lock()
 		s.stopping = true
-		cmd := s.cur
+		cur := s.cur
 		s.mu.Unlock()
-		if cmd != nil {
-			_ = cmd.Process.Kill()
+		if cur != nil {
+			_ = cur.Signal(syscall.SIGKILL)
 		}
 		<-s.done
 		if t.Failed() {
@@ -64,34 +64,33 @@ func (s *supervisor) loop() {
 		}
 		s.runs++
 		run := s.runs
-		cmd := exec.Command(binary, s.args...)
-		cmd.Env = append(os.Environ(), s.nextEnv...)
+		env := s.nextEnv
 		s.nextEnv = nil
 		f, err := os.Create(s.logPath(run))
+		var p *testbin.Proc
 		if err == nil {
-			cmd.Stdout, cmd.Stderr = f, f
-			err = cmd.Start()
+			p, err = testbin.Start(binary, s.args, env, f)
 		}
 		if err != nil {
 			s.unexpected = fmt.Errorf("start sidecar run %d: %w", run, err)
 			s.mu.Unlock()
 			return
 		}
-		s.cur = cmd
+		s.cur = p
 		s.mu.Unlock()
 
-		werr := cmd.Wait()
+		werr := p.Wait()
 		_ = f.Close()
 
 		s.mu.Lock()
 		stopping := s.stopping
 		s.cur = nil
 		if stopping {
-			s.finalCode = cmd.ProcessState.ExitCode()
+			s.finalCode = p.Cmd.ProcessState.ExitCode()
 			s.mu.Unlock()
 			return
 		}
-		if !killedBySIGKILL(werr) {
+		if !testbin.KilledBySIGKILL(werr) {
 			s.unexpected = fmt.Errorf("sidecar run %d exited on its own (%v); its log ends:\n%s",
 				run, werr, lastLines(s.logPath(run), 30))
 			s.mu.Unlock()
@@ -100,15 +99,6 @@ func (s *supervisor) loop() {
 		s.mu.Unlock()
 		time.Sleep(100 * time.Millisecond) // a supervisor's restart delay
 	}
-}
-
-func killedBySIGKILL(err error) bool {
-	var exitErr *exec.ExitError
-	if !errors.As(err, &exitErr) {
-		return false
-	}
-	ws, ok := exitErr.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
 func (s *supervisor) logPath(run int) string {
@@ -141,10 +131,10 @@ func (s *supervisor) running() bool {
 func (s *supervisor) kill9(env ...string) {
 	s.mu.Lock()
 	s.nextEnv = env
-	cmd := s.cur
+	cur := s.cur
 	s.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
+	if cur != nil {
+		_ = cur.Signal(syscall.SIGKILL)
 	}
 }
 
@@ -152,10 +142,10 @@ func (s *supervisor) kill9(env ...string) {
 func (s *supervisor) stop(within time.Duration) (int, error) {
 	s.mu.Lock()
 	s.stopping = true
-	cmd := s.cur
+	cur := s.cur
 	s.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+	if cur != nil {
+		_ = cur.Signal(syscall.SIGTERM)
 	}
 	select {
 	case <-s.done:

@@ -162,12 +162,8 @@ func (d *Decoder) Decode(walData []byte) (Event, error) {
 	}
 	body := walData[1:]
 	switch walData[0] {
-	case 'I':
-		return d.decodeInsert(body)
-	case 'U':
-		return d.decodeUpdate(body)
-	case 'D':
-		return d.decodeDelete(body)
+	case 'I', 'U', 'D':
+		return d.decodeChange(walData[0], body)
 	case 'B', 'C', 'R', 'T', 'O', 'Y', 'M':
 		return d.decodeCold(walData)
 	default:

@@ -14,84 +14,59 @@ import (
 // must be walked here before pglogrepl could safely see it, and then nothing
 // is left for pglogrepl to do.
 
-func (d *Decoder) decodeInsert(b []byte) (Event, error) {
+// decodeChange decodes the body of an Insert, Update or Delete (op 'I', 'U' or 'D').
+func (d *Decoder) decodeChange(op byte, b []byte) (Event, error) {
 	c := cursor{b: b}
 	relid, ok := c.u32()
 	var tag byte
 	if ok {
 		tag, ok = c.u8()
 	}
-	if !ok || tag != 'N' {
-		return Event{}, fmt.Errorf("decode insert: %w: bad header", errMalformed)
+	hasOld := tag == 'K' || tag == 'O'
+	if !ok || (op == 'I' && tag != 'N') || (op == 'D' && !hasOld) {
+		return Event{}, changeError(op, fmt.Errorf("%w: bad header", errMalformed))
 	}
 	rel, found := d.rels[relid]
 	if !found {
-		return Event{}, fmt.Errorf("decode insert: %w: %d", ErrUnknownRelation, relid)
+		return Event{}, changeError(op, fmt.Errorf("%w: %d", ErrUnknownRelation, relid))
 	}
-	ev, err := decodeNewTuple(&c, rel, 'I')
-	if err != nil {
-		return Event{}, fmt.Errorf("decode insert: %w", err)
-	}
-	return ev, nil
-}
-
-func (d *Decoder) decodeUpdate(b []byte) (Event, error) {
-	c := cursor{b: b}
-	relid, ok := c.u32()
-	var tag byte
-	if ok {
-		tag, ok = c.u8()
-	}
-	if !ok {
-		return Event{}, fmt.Errorf("decode update: %w: bad header", errMalformed)
-	}
-	rel, found := d.rels[relid]
-	if !found {
-		return Event{}, fmt.Errorf("decode update: %w: %d", ErrUnknownRelation, relid)
-	}
-	if tag == 'K' || tag == 'O' {
-		// The old key or row is of no use: the pipeline only needs who
-		// changed, which the new tuple says.
+	if hasOld {
+		// The old key or row is of no use: deletes never earn or revoke
+		// anything, and an update's new tuple says who changed. Walking it
+		// still catches a corrupt message.
 		if err := skipTuple(&c); err != nil {
-			return Event{}, fmt.Errorf("decode update: old tuple: %w", err)
+			return Event{}, changeError(op, fmt.Errorf("old tuple: %w", err))
 		}
-		tag, ok = c.u8()
-		if !ok {
-			return Event{}, fmt.Errorf("decode update: %w: no new tuple", errMalformed)
+		if op == 'D' {
+			if !c.done() {
+				return Event{}, changeError(op, fmt.Errorf("%w: %d trailing bytes", errMalformed, c.left()))
+			}
+			return Event{Kind: EventIgnored}, nil
+		}
+		if tag, ok = c.u8(); !ok {
+			return Event{}, changeError(op, fmt.Errorf("%w: no new tuple", errMalformed))
 		}
 	}
 	if tag != 'N' {
-		return Event{}, fmt.Errorf("decode update: %w: tuple tag %q", errMalformed, tag)
+		return Event{}, changeError(op, fmt.Errorf("%w: tuple tag %q", errMalformed, tag))
 	}
-	ev, err := decodeNewTuple(&c, rel, 'U')
+	ev, err := decodeNewTuple(&c, rel, op)
 	if err != nil {
-		return Event{}, fmt.Errorf("decode update: %w", err)
+		return Event{}, changeError(op, err)
 	}
 	return ev, nil
 }
 
-func (d *Decoder) decodeDelete(b []byte) (Event, error) {
-	c := cursor{b: b}
-	relid, ok := c.u32()
-	var tag byte
-	if ok {
-		tag, ok = c.u8()
+// changeError names the message an error came from.
+func changeError(op byte, err error) error {
+	name := "insert"
+	switch op {
+	case 'U':
+		name = "update"
+	case 'D':
+		name = "delete"
 	}
-	if !ok || (tag != 'K' && tag != 'O') {
-		return Event{}, fmt.Errorf("decode delete: %w: bad header", errMalformed)
-	}
-	if _, found := d.rels[relid]; !found {
-		return Event{}, fmt.Errorf("decode delete: %w: %d", ErrUnknownRelation, relid)
-	}
-	// Deletes never earn or revoke anything, but walking the tuple still
-	// catches a corrupt message.
-	if err := skipTuple(&c); err != nil {
-		return Event{}, fmt.Errorf("decode delete: %w", err)
-	}
-	if !c.done() {
-		return Event{}, fmt.Errorf("decode delete: %w: %d trailing bytes", errMalformed, c.left())
-	}
-	return Event{Kind: EventIgnored}, nil
+	return fmt.Errorf("decode %s: %w", name, err)
 }
 
 // decodeNewTuple reads the new tuple of an Insert or Update, which must be
