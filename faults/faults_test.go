@@ -24,7 +24,6 @@ import (
 	"github.com/challenge-stream/challenge-stream/internal/hostdb"
 	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
-	"github.com/challenge-stream/challenge-stream/internal/pollingjob"
 	"github.com/challenge-stream/challenge-stream/internal/testbin"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
@@ -345,16 +344,17 @@ func (s *suite) lockRewards(rng *rand.Rand) error {
 
 var errRollback = errors.New("rollback")
 
-// concurrentCatchUp runs the polling reference — pollingjob.Tick with the polling job's
-// 5,000-row limit, each tick in its own transaction, advancing the legacy checkpoints — in a
-// tight loop for a few seconds while the stream flushes the same users.
+// concurrentCatchUp runs the polling reference — processors.CatchUp, each tick in its own
+// transaction, advancing the legacy checkpoints — in a tight loop for a few seconds while the
+// stream flushes the same users. It has no row budget (the product's catch-up has none): a
+// tick every 100 ms reads only what arrived since the last one.
 func (s *suite) concurrentCatchUp(rng *rand.Rand) error {
 	until := time.Now().Add(time.Duration(2000+rng.IntN(2000)) * time.Millisecond)
 	var ticks, deadlocks int
 	var scanned int64
 	for time.Now().Before(until) {
 		err := pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
-			res, err := pollingjob.Tick(s.ctx, tx, pollingjob.ProductionMaxRows)
+			res, err := processors.CatchUp(s.ctx, tx, processors.CatchUpOptions{})
 			scanned += res.PlaysScanned + res.CommentsScanned
 			return err
 		})
