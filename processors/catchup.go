@@ -14,6 +14,15 @@ import (
 // (when backfilling) track ids and comment ids.
 const DefaultCatchUpBatchSize = 50_000
 
+// DefaultCommentBlockMargin is the CommentBlockMargin of recovery, cut-over and a rule's
+// re-activation. The skew it covers is the time between a comment transaction taking its block
+// number and committing: normally seconds, hours for a transaction left open. 100,000 blocks is
+// about a day of blocks at one a second; at production's comment rate (about 321,000 comments
+// in total) that re-reads a few thousand comments at most, through the blocknumber index, and
+// re-derives their users once each. Over-scanning only costs that time; a margin too small
+// loses rewards.
+const DefaultCommentBlockMargin = 100_000
+
 // CatchUpOptions tune CatchUp. The zero value catches up from the legacy checkpoints without a
 // row limit and without a margin.
 type CatchUpOptions struct {
@@ -35,6 +44,15 @@ type CatchUpOptions struct {
 	// may already be past rows that were still in flight. Re-deriving an artist is idempotent,
 	// so the overlap costs only reads.
 	PlayIDMargin int64
+	// CommentBlockMargin re-scans this many block numbers at and below the comments
+	// checkpoint. A comment's blocknumber is bumped by every edit and two blocks' transactions
+	// can commit out of order, so a checkpoint taken from the stream may already be past a
+	// block that committed later. Like PlayIDMargin the overlap costs only reads.
+	CommentBlockMargin int64
+	// CommentNullBlocks also re-derives every user with a comment whose blocknumber is NULL:
+	// such a comment is invisible to any blocknumber scan, so after a lost slot nothing else
+	// would find it. The NULL pass reads all such rows on every call, whatever MaxRows says.
+	CommentNullBlocks bool
 	// Reference writes with UpsertReference instead of Upsert, emulating the polling job's
 	// write amplification for benchmarks. Final rows are identical.
 	Reference bool
@@ -56,6 +74,11 @@ type CatchUpResult struct {
 	// PlaysSeeded and CommentsSeeded report a checkpoint that was absent and has been seeded
 	// to the current maximum without deriving anything.
 	PlaysSeeded, CommentsSeeded bool
+	// PlaysHeld and CommentsHeld report a rule family that is inactive: like the polling job,
+	// CatchUp neither scanned for it nor advanced its checkpoint (an absent one is seeded), and
+	// the checkpoint is marked held so that the first flush that finds the family active again
+	// derives the gap (ApplyWindow).
+	PlaysHeld, CommentsHeld bool
 	// Complete is false when MaxRows stopped a scan before the maximum visible to q; call
 	// again to continue.
 	Complete bool
@@ -81,8 +104,8 @@ type CatchUpResult struct {
 // before the slot's consistent point is applied here and everything after arrives on the
 // stream, with no gap and no overlap.
 func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult, error) {
-	if opts.BatchSize < 0 || opts.MaxRows < 0 || opts.PlayIDMargin < 0 {
-		return CatchUpResult{}, errors.New("catch up: BatchSize, MaxRows and PlayIDMargin must not be negative")
+	if opts.BatchSize < 0 || opts.MaxRows < 0 || opts.PlayIDMargin < 0 || opts.CommentBlockMargin < 0 {
+		return CatchUpResult{}, errors.New("catch up: BatchSize, MaxRows and the margins must not be negative")
 	}
 	if opts.BatchSize == 0 {
 		opts.BatchSize = DefaultCatchUpBatchSize
@@ -99,54 +122,34 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	if err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
-	prev, err := checkpoints.ReadLegacy(ctx, q)
+	state, err := checkpoints.ReadLegacyState(ctx, q)
 	if err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
-	var maxPlayID, maxBlock int64
-	err = q.QueryRow(ctx, `SELECT
-    (SELECT COALESCE(MAX(id), 0) FROM plays),
-    (SELECT COALESCE(MAX(blocknumber), 0) FROM comments)`).Scan(&maxPlayID, &maxBlock)
+	prev := state.Legacy()
+	maxPlayID, maxBlock, err := sourceMaxima(ctx, q)
 	if err != nil {
-		return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
+		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
 
 	res := CatchUpResult{Stats: Stats{}, Complete: true, Oddities: cat.Oddities}
 	next := checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true}
-	artistsDone := map[int64]struct{}{}
-	usersDone := map[int64]struct{}{}
-
-	recomputeTracks := func(trackIDs []int64) error {
-		artists, err := ArtistsForTracks(ctx, q, trackIDs)
-		if err != nil {
-			return err
-		}
-		artists = notYet(artists, artistsDone)
-		s, err := recomputeMilestones(ctx, q, cat, artists, up)
-		if err != nil {
-			return err
-		}
-		res.Stats.Add(s)
-		return nil
-	}
-	recomputeUsers := func(userIDs []int64) error {
-		users := notYet(userIDs, usersDone)
-		s, err := recomputeWeeklyComments(ctx, q, cat, users, up)
-		if err != nil {
-			return err
-		}
-		res.Stats.Add(s)
-		return nil
-	}
+	d := newDeriver(q, cat, up)
 
 	switch {
+	case len(cat.Milestones) == 0:
+		res.PlaysHeld = true
+		next.LastPlayID, res.PlaysSeeded = prev.LastPlayID, !prev.HasPlayID
+		if !prev.HasPlayID {
+			next.LastPlayID = maxPlayID
+		}
 	case opts.FromScratch:
 		var maxTrack int64
 		err := q.QueryRow(ctx, `SELECT COALESCE(MAX(play_item_id), 0) FROM aggregate_monthly_plays`).Scan(&maxTrack)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
 		}
-		r, err := aggregateScan().run(ctx, q, 0, maxTrack, opts.BatchSize, 0, recomputeTracks)
+		r, err := aggregateScan().run(ctx, q, 0, maxTrack, opts.BatchSize, 0, d.tracks(ctx))
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -156,8 +159,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		res.PlaysSeeded = true
 		next.LastPlayID = maxPlayID
 	default:
-		r, err := playScan().run(ctx, q, prev.LastPlayID-opts.PlayIDMargin, maxPlayID,
-			opts.BatchSize, opts.MaxRows, recomputeTracks)
+		r, err := d.scanPlays(ctx, prev.LastPlayID, maxPlayID, opts)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -167,13 +169,19 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	}
 
 	switch {
+	case !cat.Comments.Active:
+		res.CommentsHeld = true
+		next.LastCommentBlock, res.CommentsSeeded = prev.LastCommentBlock, !prev.HasCommentBlock
+		if !prev.HasCommentBlock {
+			next.LastCommentBlock = maxBlock
+		}
 	case opts.FromScratch:
 		var maxCommentID int64
 		err := q.QueryRow(ctx, `SELECT COALESCE(MAX(comment_id), 0) FROM comments`).Scan(&maxCommentID)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
 		}
-		r, err := commentIDScan().run(ctx, q, 0, maxCommentID, opts.BatchSize, 0, recomputeUsers)
+		r, err := commentIDScan().run(ctx, q, 0, maxCommentID, opts.BatchSize, 0, d.commenters(ctx))
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -183,8 +191,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		res.CommentsSeeded = true
 		next.LastCommentBlock = maxBlock
 	default:
-		r, err := commentBlockScan().run(ctx, q, prev.LastCommentBlock, maxBlock,
-			opts.BatchSize, opts.MaxRows, recomputeUsers)
+		r, err := d.scanComments(ctx, prev.LastCommentBlock, maxBlock, opts)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -196,10 +203,124 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
+	for _, h := range []struct {
+		name       string
+		was, isNow bool
+	}{
+		{checkpoints.PlaysCheckpoint, state.Plays.Held, res.PlaysHeld},
+		{checkpoints.CommentsCheckpoint, state.Comments.Held, res.CommentsHeld},
+	} {
+		if h.was != h.isNow {
+			if err := checkpoints.HoldLegacy(ctx, q, h.name, h.isNow); err != nil {
+				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+			}
+		}
+	}
+	res.Stats = d.stats
 	res.Legacy = next
-	res.Artists = len(artistsDone)
-	res.Users = len(usersDone)
+	res.Artists = len(d.artistsDone)
+	res.Users = len(d.usersDone)
 	return res, nil
+}
+
+// sourceMaxima reads the highest plays.id and comments.blocknumber visible.
+func sourceMaxima(ctx context.Context, q Querier) (maxPlayID, maxBlock int64, err error) {
+	err = q.QueryRow(ctx, `SELECT
+    (SELECT COALESCE(MAX(id), 0) FROM plays),
+    (SELECT COALESCE(MAX(blocknumber), 0) FROM comments)`).Scan(&maxPlayID, &maxBlock)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read maxima: %w", err)
+	}
+	return maxPlayID, maxBlock, nil
+}
+
+// deriver re-derives artists and commenters with one catalog and one upsert, each at most once:
+// a recompute reads their whole state, so a second one in the same transaction would change
+// nothing.
+type deriver struct {
+	q           Querier
+	cat         Catalog
+	up          UpsertFunc
+	artistsDone map[int64]struct{}
+	usersDone   map[int64]struct{}
+	stats       Stats
+}
+
+func newDeriver(q Querier, cat Catalog, up UpsertFunc) *deriver {
+	return &deriver{q: q, cat: cat, up: up,
+		artistsDone: map[int64]struct{}{}, usersDone: map[int64]struct{}{}, stats: Stats{}}
+}
+
+// tracks returns a visitor deriving the eligible artists of the tracks it is given.
+func (d *deriver) tracks(ctx context.Context) func(trackIDs []int64) error {
+	return func(trackIDs []int64) error {
+		if len(d.cat.Milestones) == 0 || len(trackIDs) == 0 {
+			return nil
+		}
+		artists, err := ArtistsForTracks(ctx, d.q, trackIDs)
+		if err != nil {
+			return err
+		}
+		s, err := recomputeMilestones(ctx, d.q, d.cat, notYet(artists, d.artistsDone), d.up)
+		if err != nil {
+			return err
+		}
+		d.stats.Add(s)
+		return nil
+	}
+}
+
+// commenters returns a visitor deriving the users it is given.
+func (d *deriver) commenters(ctx context.Context) func(userIDs []int64) error {
+	return func(userIDs []int64) error {
+		if !d.cat.Comments.Active || len(userIDs) == 0 {
+			return nil
+		}
+		s, err := recomputeWeeklyComments(ctx, d.q, d.cat, notYet(userIDs, d.usersDone), d.up)
+		if err != nil {
+			return err
+		}
+		d.stats.Add(s)
+		return nil
+	}
+}
+
+// scanPlays derives what the plays with ids in (from - PlayIDMargin, to] touch.
+func (d *deriver) scanPlays(ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {
+	r, err := playScan().run(ctx, d.q, from-opts.PlayIDMargin, to, batchSize(opts), opts.MaxRows, d.tracks(ctx))
+	r.reached = max(r.reached, from)
+	return r, err
+}
+
+// scanComments derives the users of the comments with block numbers in
+// (from - CommentBlockMargin, to], and with opts.CommentNullBlocks those of every comment
+// without a block number.
+func (d *deriver) scanComments(ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {
+	var nulls int64
+	if opts.CommentNullBlocks {
+		// The btree index on blocknumber also finds the NULLs (see TestCatchUpScansUseIndexes).
+		ids, n, err := collectIDs(ctx, d.q, "comments without a blocknumber",
+			`SELECT user_id, COUNT(*) FROM comments WHERE blocknumber IS NULL GROUP BY user_id`)
+		if err != nil {
+			return scanResult{}, err
+		}
+		if err := d.commenters(ctx)(ids); err != nil {
+			return scanResult{}, err
+		}
+		nulls = n
+	}
+	r, err := commentBlockScan().run(ctx, d.q, from-opts.CommentBlockMargin, to, batchSize(opts), opts.MaxRows,
+		d.commenters(ctx))
+	r.reached = max(r.reached, from)
+	r.rows += nulls
+	return r, err
+}
+
+func batchSize(opts CatchUpOptions) int64 {
+	if opts.BatchSize > 0 {
+		return opts.BatchSize
+	}
+	return DefaultCatchUpBatchSize
 }
 
 // notYet returns the ids not in done and adds them to done.
@@ -323,9 +444,14 @@ func (s rangeScan) run(ctx context.Context, q Querier, lo, maxKey, width, maxRow
 func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 
 func (s rangeScan) collectRange(ctx context.Context, q Querier, lo, hi int64) ([]int64, int64, error) {
-	rows, err := q.Query(ctx, s.collect, lo, hi)
+	return collectIDs(ctx, q, fmt.Sprintf("%s (%d, %d]", s.what, lo, hi), s.collect, lo, hi)
+}
+
+// collectIDs runs a query returning (id, rows) pairs and returns the ids and the sum of rows.
+func collectIDs(ctx context.Context, q Querier, what, sql string, args ...any) ([]int64, int64, error) {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, 0, fmt.Errorf("scan %s (%d, %d]: %w", s.what, lo, hi, err)
+		return nil, 0, fmt.Errorf("scan %s: %w", what, err)
 	}
 	defer rows.Close()
 	var (
@@ -335,13 +461,13 @@ func (s rangeScan) collectRange(ctx context.Context, q Querier, lo, hi int64) ([
 	for rows.Next() {
 		var id, n int64
 		if err := rows.Scan(&id, &n); err != nil {
-			return nil, 0, fmt.Errorf("scan %s (%d, %d]: %w", s.what, lo, hi, err)
+			return nil, 0, fmt.Errorf("scan %s: %w", what, err)
 		}
 		ids = append(ids, id)
 		total += n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("scan %s (%d, %d]: %w", s.what, lo, hi, err)
+		return nil, 0, fmt.Errorf("scan %s: %w", what, err)
 	}
 	return ids, total, nil
 }
