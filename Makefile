@@ -34,6 +34,7 @@ FUZZTIME ?= 10s
 fuzz:
 	$(GO) test ./replication/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	TEST_DATABASE_URL=postgres://unused $(GO) test ./cmd/challenge-stream/ -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME)
+	TEST_DATABASE_URL=postgres://unused $(GO) test ./processors/ -run '^$$' -fuzz '^FuzzScanInt$$' -fuzztime $(FUZZTIME)
 
 ## bench: the full benchmark table (takes a while).
 bench: build

@@ -80,17 +80,26 @@ func ReadLegacy(ctx context.Context, q Querier) (Legacy, error) {
 
 // advanceLegacySQL creates the named rows or raises them; the WHERE clause makes an advance
 // that would not raise a row a no-op (no new row version, no WAL, no trigger). signature is the
-// polling job's column and is left untouched.
+// polling job's column and is left untouched. Every row it does write is mirrored into
+// challenge_stream.legacy_checkpoints.last_written, so a later flush can tell a change made by
+// someone else (see LegacyCheckpoint.Foreign).
 const advanceLegacySQL = `
-INSERT INTO indexing_checkpoints AS ic (tablename, last_checkpoint)
-SELECT * FROM unnest($1::varchar[], $2::int4[])
-ON CONFLICT (tablename) DO UPDATE
-    SET last_checkpoint = GREATEST(ic.last_checkpoint, EXCLUDED.last_checkpoint)
-    WHERE ic.last_checkpoint < EXCLUDED.last_checkpoint`
+WITH raised AS (
+    INSERT INTO indexing_checkpoints AS ic (tablename, last_checkpoint)
+    SELECT * FROM unnest($1::varchar[], $2::int4[])
+    ON CONFLICT (tablename) DO UPDATE
+        SET last_checkpoint = GREATEST(ic.last_checkpoint, EXCLUDED.last_checkpoint)
+        WHERE ic.last_checkpoint < EXCLUDED.last_checkpoint
+    RETURNING ic.tablename, ic.last_checkpoint
+)
+INSERT INTO challenge_stream.legacy_checkpoints AS s (tablename, last_written)
+SELECT tablename, last_checkpoint FROM raised
+ON CONFLICT (tablename) DO UPDATE SET last_written = EXCLUDED.last_written`
 
 // AdvanceLegacy raises the legacy checkpoints whose Has* field is set to the given values,
-// creating absent rows. A checkpoint never moves backwards: a value not above the stored one
-// changes nothing and writes nothing.
+// creating absent rows, and records what it wrote (see ReadLegacyState). A checkpoint never
+// moves backwards: a value not above the stored one changes nothing and writes nothing. It
+// needs the project's migrations (ErrNotMigrated otherwise).
 func AdvanceLegacy(ctx context.Context, q Querier, l Legacy) error {
 	names := make([]string, 0, 2)
 	values := make([]int32, 0, 2)
@@ -117,7 +126,110 @@ func AdvanceLegacy(ctx context.Context, q Querier, l Legacy) error {
 		return nil
 	}
 	if _, err := q.Exec(ctx, advanceLegacySQL, names, values); err != nil {
-		return fmt.Errorf("advance legacy checkpoints: %w", err)
+		return fmt.Errorf("advance legacy checkpoints: %w", notMigrated(err))
+	}
+	return nil
+}
+
+// LegacyCheckpoint is one legacy checkpoint as the host stores it, with challenge-stream's
+// bookkeeping about it from challenge_stream.legacy_checkpoints.
+type LegacyCheckpoint struct {
+	// Value is indexing_checkpoints.last_checkpoint; Has is false when the row is absent.
+	Value int64
+	Has   bool
+	// Written is the value the row had right after challenge-stream last wrote it; HasWritten
+	// is false when challenge-stream has not written it since the bookkeeping began.
+	Written    int64
+	HasWritten bool
+	// Held is true while challenge-stream leaves the checkpoint where it is because the rules
+	// it belongs to are inactive (see HoldLegacy).
+	Held bool
+}
+
+// Foreign reports whether someone else changed the row since challenge-stream last wrote it:
+// the polling job, or an operator, is writing it too.
+func (c LegacyCheckpoint) Foreign() bool { return c.Has && c.HasWritten && c.Value != c.Written }
+
+// LegacyState is both legacy checkpoints with their bookkeeping.
+type LegacyState struct {
+	Plays, Comments LegacyCheckpoint
+}
+
+// Legacy returns the stored values alone.
+func (s LegacyState) Legacy() Legacy {
+	return Legacy{
+		LastPlayID: s.Plays.Value, HasPlayID: s.Plays.Has,
+		LastCommentBlock: s.Comments.Value, HasCommentBlock: s.Comments.Has,
+	}
+}
+
+// readLegacyStateSQL is one small read: two host rows and two of ours, by primary key.
+const readLegacyStateSQL = `
+SELECT n.name, ic.last_checkpoint, s.last_written, COALESCE(s.held_since IS NOT NULL, false)
+FROM unnest($1::text[]) AS n(name)
+LEFT JOIN indexing_checkpoints ic ON ic.tablename = n.name
+LEFT JOIN challenge_stream.legacy_checkpoints s ON s.tablename = n.name`
+
+// ReadLegacyState returns the legacy checkpoints with what challenge-stream last wrote to them
+// and whether it holds them.
+func ReadLegacyState(ctx context.Context, q Querier) (LegacyState, error) {
+	rows, err := q.Query(ctx, readLegacyStateSQL, []string{PlaysCheckpoint, CommentsCheckpoint})
+	if err != nil {
+		return LegacyState{}, fmt.Errorf("read legacy checkpoints: %w", notMigrated(err))
+	}
+	var (
+		st             LegacyState
+		name           string
+		value, written *int64
+		held           bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&name, &value, &written, &held}, func() error {
+		c := LegacyCheckpoint{Held: held}
+		if value != nil {
+			c.Value, c.Has = *value, true
+		}
+		if written != nil {
+			c.Written, c.HasWritten = *written, true
+		}
+		if name == PlaysCheckpoint {
+			st.Plays = c
+		} else {
+			st.Comments = c
+		}
+		return nil
+	})
+	if err != nil {
+		return LegacyState{}, fmt.Errorf("read legacy checkpoints: %w", notMigrated(err))
+	}
+	return st, nil
+}
+
+// holdLegacySQL sets or clears held_since, writing only when that changes it.
+const holdLegacySQL = `
+INSERT INTO challenge_stream.legacy_checkpoints AS s (tablename, held_since)
+VALUES ($1, CASE WHEN $2::bool THEN now() END)
+ON CONFLICT (tablename) DO UPDATE
+    SET held_since = CASE WHEN $2::bool THEN COALESCE(s.held_since, now()) END
+    WHERE (s.held_since IS NOT NULL) <> $2::bool`
+
+// HoldLegacy records that challenge-stream holds the named legacy checkpoint (held) or no
+// longer does. Holding it is what the polling job does while a rule is inactive: the checkpoint
+// stays where the rule last ran, so that re-activating the rule derives the gap from there.
+func HoldLegacy(ctx context.Context, q Querier, name string, held bool) error {
+	if _, err := q.Exec(ctx, holdLegacySQL, name, held); err != nil {
+		return fmt.Errorf("hold legacy checkpoint %q: %w", name, notMigrated(err))
+	}
+	return nil
+}
+
+// AcknowledgeLegacy records value as the named checkpoint's last known value after a Foreign
+// change was reported, so that the same change is reported once.
+func AcknowledgeLegacy(ctx context.Context, q Querier, name string, value int64) error {
+	_, err := q.Exec(ctx, `
+INSERT INTO challenge_stream.legacy_checkpoints AS s (tablename, last_written) VALUES ($1, $2)
+ON CONFLICT (tablename) DO UPDATE SET last_written = EXCLUDED.last_written`, name, value)
+	if err != nil {
+		return fmt.Errorf("acknowledge legacy checkpoint %q: %w", name, notMigrated(err))
 	}
 	return nil
 }

@@ -266,3 +266,77 @@ func TestNotMigrated(t *testing.T) {
 	err = checkpoints.StoreLSN(ctx, db.Pool, "s", 1)
 	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
 }
+
+func TestLegacyState(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	ctx := context.Background()
+	read := func() checkpoints.LegacyState {
+		t.Helper()
+		st, err := checkpoints.ReadLegacyState(ctx, db.Pool)
+		require.NoError(t, err)
+		return st
+	}
+	require.Equal(t, checkpoints.LegacyState{}, read())
+
+	// What AdvanceLegacy writes, it remembers.
+	inTx(t, db, func(tx pgx.Tx) error {
+		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{LastPlayID: 10, HasPlayID: true})
+	})
+	st := read()
+	require.Equal(t, checkpoints.LegacyCheckpoint{Value: 10, Has: true, Written: 10, HasWritten: true}, st.Plays)
+	require.False(t, st.Plays.Foreign())
+	require.Equal(t, checkpoints.Legacy{LastPlayID: 10, HasPlayID: true}, st.Legacy())
+
+	// Someone else moves it: Foreign until acknowledged.
+	db.Exec(t, `UPDATE indexing_checkpoints SET last_checkpoint = 15 WHERE tablename = $1`, checkpoints.PlaysCheckpoint)
+	require.True(t, read().Plays.Foreign())
+	inTx(t, db, func(tx pgx.Tx) error {
+		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{LastPlayID: 12, HasPlayID: true})
+	})
+	require.True(t, read().Plays.Foreign(), "an advance that does not raise the row writes nothing")
+	require.NoError(t, checkpoints.AcknowledgeLegacy(ctx, db.Pool, checkpoints.PlaysCheckpoint, 15))
+	require.False(t, read().Plays.Foreign())
+
+	// A row the polling job wrote before the sidecar ever did is not foreign.
+	db.Exec(t, `INSERT INTO indexing_checkpoints (tablename, last_checkpoint) VALUES ($1, 7)`, checkpoints.CommentsCheckpoint)
+	require.Equal(t, checkpoints.LegacyCheckpoint{Value: 7, Has: true}, read().Comments)
+}
+
+func TestHoldLegacy(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	ctx := context.Background()
+	heldSince := func() *time.Time {
+		var at *time.Time
+		err := db.Pool.QueryRow(ctx, `SELECT held_since FROM challenge_stream.legacy_checkpoints WHERE tablename = $1`,
+			checkpoints.CommentsCheckpoint).Scan(&at)
+		require.NoError(t, err)
+		return at
+	}
+	require.NoError(t, checkpoints.HoldLegacy(ctx, db.Pool, checkpoints.CommentsCheckpoint, true))
+	first := heldSince()
+	require.NotNil(t, first)
+	st, err := checkpoints.ReadLegacyState(ctx, db.Pool)
+	require.NoError(t, err)
+	require.True(t, st.Comments.Held)
+	require.False(t, st.Plays.Held)
+
+	xmin := db.QueryInt(t, `SELECT xmin::text::int8 FROM challenge_stream.legacy_checkpoints`)
+	require.NoError(t, checkpoints.HoldLegacy(ctx, db.Pool, checkpoints.CommentsCheckpoint, true))
+	require.Equal(t, xmin, db.QueryInt(t, `SELECT xmin::text::int8 FROM challenge_stream.legacy_checkpoints`),
+		"holding a held checkpoint writes nothing")
+	require.Equal(t, first, heldSince())
+
+	require.NoError(t, checkpoints.HoldLegacy(ctx, db.Pool, checkpoints.CommentsCheckpoint, false))
+	require.Nil(t, heldSince())
+}
+
+func TestLegacyStateNotMigrated(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	_, err := checkpoints.ReadLegacyState(context.Background(), db.Pool)
+	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
+	err = checkpoints.AdvanceLegacy(context.Background(), db.Pool, checkpoints.Legacy{LastPlayID: 1, HasPlayID: true})
+	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
+}

@@ -17,10 +17,20 @@
 // The legacy checkpoints are the polling job's rows in the host table indexing_checkpoints
 // (SPEC §3.4): PlaysCheckpoint is the highest plays.id applied and CommentsCheckpoint the
 // highest comments.blocknumber applied. challenge-stream does not need them while streaming,
-// but keeps them current in the same transaction so the polling job can be switched back on at
-// any moment and continue exactly where the stream stopped, with no gap and no re-derivation of
+// but keeps them current in the same transaction (except while their rules are inactive, below) so
+// the polling job can be switched back on at any moment and continue exactly where the stream stopped, with no gap and no re-derivation of
 // history. They are also where recovery starts when the replication slot is lost (SPEC §5).
 // An LSN does not fit their int4 column, hence the separate table for it.
+//
+// challenge-stream keeps two facts about each legacy checkpoint in
+// challenge_stream.legacy_checkpoints, never in the host's table. last_written is the value
+// the row had right after AdvanceLegacy last raised it (same statement, so it cannot drift); a
+// flush that reads a different value knows someone else wrote the row — the polling job is
+// still running — and reports it once (LegacyCheckpoint.Foreign, AcknowledgeLegacy).
+// held_since is set while the rules a checkpoint belongs to are inactive: like the polling
+// job, the sidecar then does not advance that checkpoint, so that switching the rules on again
+// derives the gap from it (HoldLegacy; package processors does the deriving). Both are read in
+// one small query per flush (ReadLegacyState) and written only when they change.
 //
 // Every checkpoint only moves forward (GREATEST). Rows arrive out of id order — a plays.id
 // taken early can commit after a higher one — and a replayed or concurrent writer (the polling

@@ -25,6 +25,13 @@ type FlushResult struct {
 	// Oddities are catalog rows the rules had to interpret (a non-numeric amount, a missing
 	// row); the loop logs them when they change.
 	Oddities []string
+	// Held names the legacy checkpoints left in place because their rules are inactive; Gaps
+	// are the derivations run for a family re-activated or a checkpoint another writer moved.
+	Held []string
+	Gaps []processors.Gap
+	// ForeignCheckpoints names the legacy checkpoints someone else wrote since the last flush:
+	// the polling job is running too. Worth a warning and a counter (see processors' doc).
+	ForeignCheckpoints []string
 }
 
 // Flush applies a window in one database transaction: resolve its tracks to eligible artists,
@@ -35,18 +42,14 @@ func Flush(ctx context.Context, conn *pgx.Conn, slot string, w *Window, now func
 	res := FlushResult{LSN: w.EndLSN, Tracks: len(w.Tracks), Commenters: len(w.Commenters), FirstCommit: w.FirstCommit}
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if w.HasChanges() {
-			catalog, err := processors.LoadCatalog(ctx, tx)
+			r, err := processors.ApplyWindow(ctx, tx, processors.Window{
+				TrackIDs: IDs(w.Tracks), UserIDs: IDs(w.Commenters), Legacy: w.Legacy,
+			}, processors.WindowOptions{})
 			if err != nil {
 				return err
 			}
-			stats, artists, err := applyChanges(ctx, tx, catalog, w)
-			if err != nil {
-				return err
-			}
-			res.Stats, res.Artists, res.Oddities = stats, artists, catalog.Oddities
-			if err := checkpoints.AdvanceLegacy(ctx, tx, w.Legacy); err != nil {
-				return err
-			}
+			res.Stats, res.Artists, res.Oddities = r.Stats, r.Artists, r.Oddities
+			res.Held, res.Gaps, res.ForeignCheckpoints = r.Held, r.Gaps, r.Foreign
 		}
 		return checkpoints.StoreLSN(ctx, tx, slot, w.EndLSN)
 	})
@@ -56,27 +59,4 @@ func Flush(ctx context.Context, conn *pgx.Conn, slot string, w *Window, now func
 	res.CommittedAt = now()
 	res.Duration = res.CommittedAt.Sub(start)
 	return res, nil
-}
-
-func applyChanges(ctx context.Context, tx pgx.Tx, catalog processors.Catalog, w *Window) (processors.Stats, int, error) {
-	stats := processors.Stats{}
-	artists, err := processors.ArtistsForTracks(ctx, tx, IDs(w.Tracks))
-	if err != nil {
-		return nil, 0, err
-	}
-	if len(artists) > 0 {
-		s, err := processors.RecomputeMilestones(ctx, tx, catalog, artists)
-		if err != nil {
-			return nil, 0, err
-		}
-		stats.Add(s)
-	}
-	if len(w.Commenters) > 0 {
-		s, err := processors.RecomputeWeeklyComments(ctx, tx, catalog, IDs(w.Commenters))
-		if err != nil {
-			return nil, 0, err
-		}
-		stats.Add(s)
-	}
-	return stats, len(artists), nil
 }

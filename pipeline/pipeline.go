@@ -226,7 +226,11 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if err := replication.EnsurePublication(ctx, conn, cfg.Publication); err != nil {
 		return 0, err
 	}
-	opts := processors.CatchUpOptions{PlayIDMargin: cfg.PlayIDMargin}
+	opts := processors.CatchUpOptions{
+		PlayIDMargin:       cfg.PlayIDMargin,
+		CommentBlockMargin: processors.DefaultCommentBlockMargin,
+		CommentNullBlocks:  true,
+	}
 	switch {
 	case slot.Exists && !slot.Lost() && found:
 		return stored, nil

@@ -256,8 +256,8 @@ func TestFirstStart(t *testing.T) {
 		// The polling job ran up to here and wrote its rows.
 		e.exec(`INSERT INTO user_challenges (challenge_id, user_id, specifier, is_complete, current_step_count, amount, completed_at)
 			VALUES ('p1', 1, '1:250', true, 250, 25, now()), ('p2', 1, '1:1000', false, 300, 100, NULL)`)
-		require.NoError(t, checkpoints.AdvanceLegacy(e.ctx, e.db.Pool, checkpoints.Legacy{
-			LastPlayID: e.count(`SELECT max(id) FROM plays`), HasPlayID: true, LastCommentBlock: 0, HasCommentBlock: true}))
+		e.exec(`INSERT INTO indexing_checkpoints (tablename, last_checkpoint) VALUES ($1, (SELECT max(id) FROM plays)), ($2, 0)`,
+			checkpoints.PlaysCheckpoint, checkpoints.CommentsCheckpoint)
 		e.plays(20, 260) // after the polling job's last tick, before the sidecar
 		e.comment(1, 5, in2025, 9)
 		s := e.start()

@@ -6,6 +6,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Challenge ids of the rules this package implements.
@@ -60,8 +62,10 @@ type Catalog struct {
 
 // LoadCatalog reads the catalog rows of p1, p2, p3 and c.
 //
-// amount is a varchar: a value that is not an integer within int4 range counts as 0 (and is
-// reported in Oddities) rather than failing every flush over a catalog typo.
+// amount is a varchar and is read as the polling job read it, with fmt.Sscanf(amount, "%d"):
+// the leading integer counts ("25.5" is 25, "1,000" is 1) and anything without one is 0. A
+// value outside the int4 range of user_challenges.amount also counts as 0 rather than failing
+// every flush over a catalog typo. Anything but a plain integer is reported in Oddities.
 func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 	type entry struct {
 		amount *string
@@ -91,10 +95,10 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 
 	var cat Catalog
 	amountOf := func(id string, e entry) int64 {
-		a, ok := parseAmount(e.amount)
-		if !ok {
+		a, plain := parseAmount(e.amount)
+		if !plain {
 			cat.Oddities = append(cat.Oddities,
-				fmt.Sprintf("challenge %q: amount %s is not an integer, using 0", id, quoteOrNull(e.amount)))
+				fmt.Sprintf("challenge %q: amount %s is not a plain integer, using %d", id, quoteOrNull(e.amount), a))
 		}
 		return a
 	}
@@ -122,14 +126,55 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 	return cat, nil
 }
 
-// parseAmount reads a catalog amount. It reports false for NULL and for anything that is not
-// an integer within the int4 range of user_challenges.amount; the amount is then 0.
-func parseAmount(s *string) (int64, bool) {
+// parseAmount reads a catalog amount the way the polling job did (see scanInt) and reports
+// whether it was a plain integer: optional surrounding spaces, an optional sign, digits, within
+// the int4 range of user_challenges.amount. NULL and values outside that range are 0.
+func parseAmount(s *string) (n int64, plain bool) {
 	if s == nil {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(*s), 10, 64)
-	if err != nil || n < math.MinInt32 || n > math.MaxInt32 {
+	n, ok := scanInt(*s)
+	if !ok || n < math.MinInt32 || n > math.MaxInt32 {
+		return 0, false
+	}
+	strict, err := strconv.ParseInt(strings.TrimSpace(*s), 10, 64)
+	return n, err == nil && strict == n
+}
+
+// scanInt returns what fmt.Sscanf(s, "%d", &n) stores in n, and whether it stored anything
+// (Sscanf leaves n at 0 on error). It is written out rather than calling Sscanf so that each
+// rule is visible; FuzzScanInt checks it against Sscanf itself. Sscanf with %d:
+//   - skips leading white space (fmt's table is the same set as unicode.IsSpace), except that
+//     a newline, also as "\r\n", is an error;
+//   - takes one optional sign and then the longest run of ASCII digits, at least one;
+//   - ignores whatever follows ("25.5" is 25, "1,000" is 1);
+//   - fails on a value outside int64, and knows no base prefixes ("0x1F" is 0).
+func scanInt(s string) (int64, bool) {
+	i := 0
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == '\r' && strings.HasPrefix(s[i+size:], "\n") {
+			i += size
+			continue
+		}
+		if r == '\n' || !unicode.IsSpace(r) {
+			break
+		}
+		i += size
+	}
+	start := i
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		i++
+	}
+	digits := i
+	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+		i++
+	}
+	if i == digits {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s[start:i], 10, 64)
+	if err != nil {
 		return 0, false
 	}
 	return n, true

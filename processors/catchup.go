@@ -12,8 +12,17 @@ import (
 // (when backfilling) track ids and comment ids.
 const DefaultCatchUpBatchSize = 50_000
 
+// DefaultCommentBlockMargin is the CommentBlockMargin of recovery, cut-over and a rule's
+// re-activation. The skew it covers is the time between a comment transaction taking its block
+// number and committing: normally seconds, hours for a transaction left open. 100,000 blocks is
+// about a day of blocks at one a second; at production's comment rate (about 321,000 comments
+// in total) that re-reads a few thousand comments at most, through the blocknumber index, and
+// re-derives their users once each. Over-scanning only costs that time; a margin too small
+// loses rewards.
+const DefaultCommentBlockMargin = 100_000
+
 // CatchUpOptions tune CatchUp. The zero value catches up from the legacy checkpoints without a
-// margin.
+// row limit and without a margin.
 type CatchUpOptions struct {
 	// BatchSize is the width of one scan range (ids or block numbers, not rows).
 	// 0 means DefaultCatchUpBatchSize.
@@ -28,6 +37,15 @@ type CatchUpOptions struct {
 	// may already be past rows that were still in flight. Re-deriving an artist is idempotent,
 	// so the overlap costs only reads.
 	PlayIDMargin int64
+	// CommentBlockMargin re-scans this many block numbers at and below the comments
+	// checkpoint. A comment's blocknumber is bumped by every edit and two blocks' transactions
+	// can commit out of order, so a checkpoint taken from the stream may already be past a
+	// block that committed later. Like PlayIDMargin the overlap costs only reads.
+	CommentBlockMargin int64
+	// CommentNullBlocks also re-derives every user with a comment whose blocknumber is NULL:
+	// such a comment is invisible to any blocknumber scan, so after a lost slot nothing else
+	// would find it. The NULL pass reads all such rows on every call.
+	CommentNullBlocks bool
 }
 
 // CatchUpResult says what CatchUp did.
@@ -46,6 +64,11 @@ type CatchUpResult struct {
 	// PlaysSeeded and CommentsSeeded report a checkpoint that was absent and has been seeded
 	// to the current maximum without deriving anything.
 	PlaysSeeded, CommentsSeeded bool
+	// PlaysHeld and CommentsHeld report a rule family that is inactive: like the polling job,
+	// CatchUp neither scanned for it nor advanced its checkpoint (an absent one is seeded), and
+	// the checkpoint is marked held so that the first flush that finds the family active again
+	// derives the gap (ApplyWindow).
+	PlaysHeld, CommentsHeld bool
 	// Oddities are the catalog's, see Catalog.
 	Oddities []string
 }
@@ -68,8 +91,8 @@ type CatchUpResult struct {
 // before the slot's consistent point is applied here and everything after arrives on the
 // stream, with no gap and no overlap.
 func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult, error) {
-	if opts.BatchSize < 0 || opts.PlayIDMargin < 0 {
-		return CatchUpResult{}, errors.New("catch up: BatchSize and PlayIDMargin must not be negative")
+	if opts.BatchSize < 0 || opts.PlayIDMargin < 0 || opts.CommentBlockMargin < 0 {
+		return CatchUpResult{}, errors.New("catch up: BatchSize and the margins must not be negative")
 	}
 	if opts.BatchSize == 0 {
 		opts.BatchSize = DefaultCatchUpBatchSize
@@ -79,54 +102,34 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	if err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
-	prev, err := checkpoints.ReadLegacy(ctx, q)
+	state, err := checkpoints.ReadLegacyState(ctx, q)
 	if err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
-	var maxPlayID, maxBlock int64
-	err = q.QueryRow(ctx, `SELECT
-    (SELECT COALESCE(MAX(id), 0) FROM plays),
-    (SELECT COALESCE(MAX(blocknumber), 0) FROM comments)`).Scan(&maxPlayID, &maxBlock)
+	prev := state.Legacy()
+	maxPlayID, maxBlock, err := sourceMaxima(ctx, q)
 	if err != nil {
-		return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
+		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
 
 	res := CatchUpResult{Stats: Stats{}, Oddities: cat.Oddities}
 	next := checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true}
-	artistsDone := map[int64]struct{}{}
-	usersDone := map[int64]struct{}{}
-
-	recomputeTracks := func(trackIDs []int64) error {
-		artists, err := ArtistsForTracks(ctx, q, trackIDs)
-		if err != nil {
-			return err
-		}
-		artists = notYet(artists, artistsDone)
-		s, err := RecomputeMilestones(ctx, q, cat, artists)
-		if err != nil {
-			return err
-		}
-		res.Stats.Add(s)
-		return nil
-	}
-	recomputeUsers := func(userIDs []int64) error {
-		users := notYet(userIDs, usersDone)
-		s, err := RecomputeWeeklyComments(ctx, q, cat, users)
-		if err != nil {
-			return err
-		}
-		res.Stats.Add(s)
-		return nil
-	}
+	d := newDeriver(q, cat)
 
 	switch {
+	case len(cat.Milestones) == 0:
+		res.PlaysHeld = true
+		next.LastPlayID, res.PlaysSeeded = prev.LastPlayID, !prev.HasPlayID
+		if !prev.HasPlayID {
+			next.LastPlayID = maxPlayID
+		}
 	case opts.FromScratch:
 		var maxTrack int64
 		err := q.QueryRow(ctx, `SELECT COALESCE(MAX(play_item_id), 0) FROM aggregate_monthly_plays`).Scan(&maxTrack)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
 		}
-		r, err := aggregateScan().run(ctx, q, 0, maxTrack, opts.BatchSize, recomputeTracks)
+		r, err := aggregateScan().run(ctx, q, 0, maxTrack, opts.BatchSize, d.tracks(ctx))
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -136,8 +139,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		res.PlaysSeeded = true
 		next.LastPlayID = maxPlayID
 	default:
-		r, err := playScan().run(ctx, q, prev.LastPlayID-opts.PlayIDMargin, maxPlayID,
-			opts.BatchSize, recomputeTracks)
+		r, err := d.scanPlays(ctx, prev.LastPlayID, maxPlayID, opts)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -146,13 +148,19 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	}
 
 	switch {
+	case !cat.Comments.Active:
+		res.CommentsHeld = true
+		next.LastCommentBlock, res.CommentsSeeded = prev.LastCommentBlock, !prev.HasCommentBlock
+		if !prev.HasCommentBlock {
+			next.LastCommentBlock = maxBlock
+		}
 	case opts.FromScratch:
 		var maxCommentID int64
 		err := q.QueryRow(ctx, `SELECT COALESCE(MAX(comment_id), 0) FROM comments`).Scan(&maxCommentID)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
 		}
-		r, err := commentIDScan().run(ctx, q, 0, maxCommentID, opts.BatchSize, recomputeUsers)
+		r, err := commentIDScan().run(ctx, q, 0, maxCommentID, opts.BatchSize, d.commenters(ctx))
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -162,8 +170,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		res.CommentsSeeded = true
 		next.LastCommentBlock = maxBlock
 	default:
-		r, err := commentBlockScan().run(ctx, q, prev.LastCommentBlock, maxBlock,
-			opts.BatchSize, recomputeUsers)
+		r, err := d.scanComments(ctx, prev.LastCommentBlock, maxBlock, opts)
 		if err != nil {
 			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 		}
@@ -174,10 +181,122 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
+	for _, h := range []struct {
+		name       string
+		was, isNow bool
+	}{
+		{checkpoints.PlaysCheckpoint, state.Plays.Held, res.PlaysHeld},
+		{checkpoints.CommentsCheckpoint, state.Comments.Held, res.CommentsHeld},
+	} {
+		if h.was != h.isNow {
+			if err := checkpoints.HoldLegacy(ctx, q, h.name, h.isNow); err != nil {
+				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+			}
+		}
+	}
+	res.Stats = d.stats
 	res.Legacy = next
-	res.Artists = len(artistsDone)
-	res.Users = len(usersDone)
+	res.Artists = len(d.artistsDone)
+	res.Users = len(d.usersDone)
 	return res, nil
+}
+
+// sourceMaxima reads the highest plays.id and comments.blocknumber visible.
+func sourceMaxima(ctx context.Context, q Querier) (maxPlayID, maxBlock int64, err error) {
+	err = q.QueryRow(ctx, `SELECT
+    (SELECT COALESCE(MAX(id), 0) FROM plays),
+    (SELECT COALESCE(MAX(blocknumber), 0) FROM comments)`).Scan(&maxPlayID, &maxBlock)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read maxima: %w", err)
+	}
+	return maxPlayID, maxBlock, nil
+}
+
+// deriver re-derives artists and commenters with one catalog and one upsert, each at most once:
+// a recompute reads their whole state, so a second one in the same transaction would change
+// nothing.
+type deriver struct {
+	q           Querier
+	cat         Catalog
+	artistsDone map[int64]struct{}
+	usersDone   map[int64]struct{}
+	stats       Stats
+}
+
+func newDeriver(q Querier, cat Catalog) *deriver {
+	return &deriver{q: q, cat: cat,
+		artistsDone: map[int64]struct{}{}, usersDone: map[int64]struct{}{}, stats: Stats{}}
+}
+
+// tracks returns a visitor deriving the eligible artists of the tracks it is given.
+func (d *deriver) tracks(ctx context.Context) func(trackIDs []int64) error {
+	return func(trackIDs []int64) error {
+		if len(d.cat.Milestones) == 0 || len(trackIDs) == 0 {
+			return nil
+		}
+		artists, err := ArtistsForTracks(ctx, d.q, trackIDs)
+		if err != nil {
+			return err
+		}
+		s, err := RecomputeMilestones(ctx, d.q, d.cat, notYet(artists, d.artistsDone))
+		if err != nil {
+			return err
+		}
+		d.stats.Add(s)
+		return nil
+	}
+}
+
+// commenters returns a visitor deriving the users it is given.
+func (d *deriver) commenters(ctx context.Context) func(userIDs []int64) error {
+	return func(userIDs []int64) error {
+		if !d.cat.Comments.Active || len(userIDs) == 0 {
+			return nil
+		}
+		s, err := RecomputeWeeklyComments(ctx, d.q, d.cat, notYet(userIDs, d.usersDone))
+		if err != nil {
+			return err
+		}
+		d.stats.Add(s)
+		return nil
+	}
+}
+
+// scanPlays derives what the plays with ids in (from - PlayIDMargin, to] touch.
+func (d *deriver) scanPlays(ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {
+	r, err := playScan().run(ctx, d.q, from-opts.PlayIDMargin, to, batchSize(opts), d.tracks(ctx))
+	r.reached = max(r.reached, from)
+	return r, err
+}
+
+// scanComments derives the users of the comments with block numbers in
+// (from - CommentBlockMargin, to], and with opts.CommentNullBlocks those of every comment
+// without a block number.
+func (d *deriver) scanComments(ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {
+	var nulls int64
+	if opts.CommentNullBlocks {
+		// The btree index on blocknumber also finds the NULLs (see TestCatchUpScansUseIndexes).
+		ids, n, err := collectIDs(ctx, d.q, "comments without a blocknumber",
+			`SELECT user_id, COUNT(*) FROM comments WHERE blocknumber IS NULL GROUP BY user_id`)
+		if err != nil {
+			return scanResult{}, err
+		}
+		if err := d.commenters(ctx)(ids); err != nil {
+			return scanResult{}, err
+		}
+		nulls = n
+	}
+	r, err := commentBlockScan().run(ctx, d.q, from-opts.CommentBlockMargin, to, batchSize(opts), d.commenters(ctx))
+	r.reached = max(r.reached, from)
+	r.rows += nulls
+	return r, err
+}
+
+func batchSize(opts CatchUpOptions) int64 {
+	if opts.BatchSize > 0 {
+		return opts.BatchSize
+	}
+	return DefaultCatchUpBatchSize
 }
 
 // notYet returns the ids not in done and adds them to done.
@@ -277,9 +396,13 @@ func (s rangeScan) run(ctx context.Context, q Querier, lo, maxKey, width int64,
 }
 
 func (s rangeScan) collectRange(ctx context.Context, q Querier, lo, hi int64) ([]int64, int64, error) {
-	rows, err := q.Query(ctx, s.collect, lo, hi)
+	return collectIDs(ctx, q, fmt.Sprintf("%s (%d, %d]", s.what, lo, hi), s.collect, lo, hi)
+}
+
+func collectIDs(ctx context.Context, q Querier, what, sql string, args ...any) ([]int64, int64, error) {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, 0, fmt.Errorf("scan %s (%d, %d]: %w", s.what, lo, hi, err)
+		return nil, 0, fmt.Errorf("scan %s: %w", what, err)
 	}
 	defer rows.Close()
 	var (
@@ -289,13 +412,13 @@ func (s rangeScan) collectRange(ctx context.Context, q Querier, lo, hi int64) ([
 	for rows.Next() {
 		var id, n int64
 		if err := rows.Scan(&id, &n); err != nil {
-			return nil, 0, fmt.Errorf("scan %s (%d, %d]: %w", s.what, lo, hi, err)
+			return nil, 0, fmt.Errorf("scan %s: %w", what, err)
 		}
 		ids = append(ids, id)
 		total += n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("scan %s (%d, %d]: %w", s.what, lo, hi, err)
+		return nil, 0, fmt.Errorf("scan %s: %w", what, err)
 	}
 	return ids, total, nil
 }

@@ -1,6 +1,7 @@
 package processors_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -243,4 +244,75 @@ func TestCatchUpRejectsNegativeOptions(t *testing.T) {
 	t.Parallel()
 	_, err := processors.CatchUp(t.Context(), nil, processors.CatchUpOptions{BatchSize: -1})
 	require.Error(t, err)
+}
+
+// TestCatchUpCommentMarginAndNullBlocks is slot-loss recovery after comments the stream never
+// delivered: one committed late into a block below the checkpoint, an edit that moved a comment
+// to a lower block, and comments without a block number. CatchUp as the recovery runs it
+// derives them all; without the margin and the NULL pass it misses them.
+func TestCatchUpCommentMarginAndNullBlocks(t *testing.T) {
+	t.Parallel()
+	late := func(f *fixture) {
+		f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+		f.history()
+		f.catchUp(processors.CatchUpOptions{}) // the stream applied everything up to here
+		_, maxBlock := f.maxima()
+		require.EqualValues(t, 105, maxBlock)
+		// Then, with the slot already lost:
+		f.comment(comment{id: 60, user: 2100, at: "2025-04-07", block: 104}) // block 104 committed after 105
+		f.comment(comment{id: 61, user: 2101, at: "2025-04-07", block: 60})  // far behind, within the margin
+		f.exec(`INSERT INTO comments (comment_id, text, user_id, entity_id, entity_type, created_at, blocknumber)
+			VALUES (62, 'hi', 2102, 1, 'Track', '2025-04-08', NULL), (63, 'hi', 2103, 1, 'Track', '2025-04-15', NULL)`)
+		f.exec(`UPDATE comments SET is_visible = true, blocknumber = 103 WHERE comment_id = 5`) // 2001 un-hides
+	}
+
+	without := setup(t)
+	late(without)
+	res := without.catchUp(processors.CatchUpOptions{})
+	require.Zero(t, res.CommentsScanned)
+	require.Len(t, without.verify(), 5, "2100, 2101, 2102, 2103 and 2001 are missing")
+
+	f := setup(t)
+	late(f)
+	res = f.catchUp(processors.CatchUpOptions{CommentBlockMargin: processors.DefaultCommentBlockMargin, CommentNullBlocks: true})
+	require.Empty(t, f.verify())
+	require.Equal(t, 8, res.Users, "2100-2103, and 2000-2003 (2001 among the five) from the margin")
+	require.EqualValues(t, 105, f.legacy().LastCommentBlock, "the margin never lowers the checkpoint")
+
+	// A small margin reaches the late block but not the far one; NULLs still come.
+	g := setup(t)
+	late(g)
+	g.catchUp(processors.CatchUpOptions{CommentBlockMargin: 3, CommentNullBlocks: true})
+	diffs := g.verify()
+	require.Len(t, diffs, 1)
+	require.Equal(t, int64(2101), diffs[0].UserID)
+}
+
+// TestCatchUpScansUseIndexes checks the plans of the recovery's comment scans on a table large
+// enough for the planner to prefer the indexes the migrations create.
+func TestCatchUpScansUseIndexes(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.exec(`INSERT INTO comments (comment_id, text, user_id, entity_id, entity_type, created_at, blocknumber)
+		SELECT g, 'hi', g % 5000, 1, 'Track', '2025-01-06'::timestamp + (g % 300) * interval '1 day',
+		       CASE WHEN g % 100 = 0 THEN NULL ELSE g END
+		FROM generate_series(1, 100000) g`)
+	f.exec(`ANALYZE comments`)
+	for sql, index := range map[string]string{
+		`SELECT user_id, COUNT(*) FROM comments WHERE blocknumber IS NULL GROUP BY user_id`:                           "comments_blocknumber_idx",
+		`SELECT user_id, COUNT(*) FROM comments WHERE blocknumber > 99000 AND blocknumber <= 100000 GROUP BY user_id`: "comments_blocknumber_idx",
+		`SELECT MIN(blocknumber) FROM comments WHERE blocknumber > 1000`:                                              "comments_blocknumber_idx",
+		`SELECT DISTINCT user_id FROM comments WHERE user_id = ANY('{1,2,3}'::bigint[])`:                              "comments_user_id_idx",
+	} {
+		var plan strings.Builder
+		rows, err := f.db.Pool.Query(f.ctx, "EXPLAIN "+sql)
+		require.NoError(t, err)
+		var line string
+		_, err = pgx.ForEachRow(rows, []any{&line}, func() error {
+			plan.WriteString(line + "\n")
+			return nil
+		})
+		require.NoError(t, err)
+		require.Contains(t, plan.String(), index, "%s\n%s", sql, plan.String())
+	}
 }

@@ -50,6 +50,48 @@
 // count. Under the stream this matters less: rows committing after a slot's consistent point
 // arrive on the stream whatever their id.
 //
+// Comments have the same problem with block numbers, worse: an edit bumps a comment's
+// blocknumber, and two blocks' transactions can commit out of order, so a comment can become
+// visible below the comments.blocknumber checkpoint; a comment whose blocknumber is NULL is
+// below every checkpoint. CommentBlockMargin re-scans that many blocks at and below the
+// checkpoint and CommentNullBlocks re-derives every user with a NULL-block comment. Recovery
+// and cut-over use both (DefaultCommentBlockMargin explains the default); the scans use the
+// comments(blocknumber) index the migrations ensure, NULLs included.
+//
+// # Catalog amounts
+//
+// amount is a varchar, read as the polling job read it: fmt.Sscanf(amount, "%d"), the leading
+// integer ("25.5" is 25, "1,000" is 1, "abc" is 0). Anything but a plain integer is reported in
+// Catalog.Oddities for the caller to log once. A value outside int4 is 0 (the job's write
+// would fail there).
+//
+// # A rule switched off and on
+//
+// The polling job skips an inactive rule entirely, so its checkpoint stays where the rule last
+// ran, and switching the rule on again derives everything since. ApplyWindow, the flush's rule
+// step, does the same per family (c; the p tiers together, active while any tier is): while a
+// family is inactive its legacy checkpoint is not advanced and is marked held
+// (checkpoints.HoldLegacy); the first flush with changes that finds it active again derives
+// the gap from the held checkpoint with the margins above, in the flush transaction and before
+// the window, then releases it. CatchUp holds an inactive family the same way, so a recovery or
+// cut-over during the inactive period loses nothing either. The common case costs one small
+// read (checkpoints.ReadLegacyState) per flush and no write.
+//
+// # A polling job still running
+//
+// Running the polling job next to the sidecar is a race neither side can win: both recompute
+// an artist from their own snapshot, and the job (READ COMMITTED, count then upsert) can
+// commit an older count after the sidecar committed a newer one. The upsert cannot guard
+// against that: §3.1 makes current_step_count follow the latest derivation even downwards
+// (deleted tracks, an artist losing eligibility, a tier gate moving), the late write is the
+// job's own statement, and refusing to lower counts would break parity with the reference.
+// What the sidecar can do is notice: AdvanceLegacy remembers the value it left in each legacy
+// checkpoint, and a flush that finds another value reports the checkpoint in
+// WindowResult.Foreign (once per change) and re-derives the range the other writer covered,
+// which repairs what it wrote before that flush. Writes after it, and a job write hidden
+// because the sidecar raised the checkpoint further first, are not repaired: stop the polling
+// job before starting the sidecar (README, cut-over) and run verify if the warning appears.
+//
 // Verify re-derives everything from scratch with independent full-table queries and reports
 // how user_challenges differs, tolerating what the rules legitimately leave behind.
 package processors

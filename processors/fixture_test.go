@@ -11,6 +11,7 @@ import (
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/migrations"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 
@@ -26,7 +27,13 @@ type fixture struct {
 
 func setup(t *testing.T) *fixture {
 	t.Helper()
-	return &fixture{t: t, ctx: t.Context(), db: pgtest.NewDB(t)}
+	f := &fixture{t: t, ctx: t.Context(), db: pgtest.NewDB(t)}
+	conn, err := pgx.Connect(f.ctx, f.db.URL)
+	require.NoError(t, err)
+	defer conn.Close(context.WithoutCancel(f.ctx))
+	// CatchUp and ApplyWindow keep their bookkeeping in the project's schema.
+	require.NoError(t, migrations.Apply(f.ctx, conn, nil))
+	return f
 }
 
 func (f *fixture) exec(sql string, args ...any) { f.t.Helper(); f.db.Exec(f.t, sql, args...) }

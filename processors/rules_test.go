@@ -108,24 +108,29 @@ func TestParseAmount(t *testing.T) {
 	t.Parallel()
 	s := func(v string) *string { return &v }
 	tests := []struct {
-		in   *string
-		want int64
-		ok   bool
+		in    *string
+		want  int64
+		plain bool
 	}{
 		{s("25"), 25, true},
 		{s(" 100 "), 100, true},
 		{s("-3"), -3, true},
+		{s("+7"), 7, true},
 		{s("2147483647"), 2147483647, true},
-		{s("2147483648"), 0, false},
+		{s("-2147483648"), -2147483648, true},
+		{s("2147483648"), 0, false}, // Sscanf reads it, but it does not fit user_challenges.amount
 		{s("abc"), 0, false},
-		{s("2.5"), 0, false},
+		{s("25.5"), 25, false},
+		{s("1,000"), 1, false},
+		{s("100 tokens"), 100, false},
+		{s("\n100"), 0, false},
 		{s(""), 0, false},
 		{nil, 0, false},
 	}
 	for _, tt := range tests {
-		got, ok := parseAmount(tt.in)
+		got, plain := parseAmount(tt.in)
 		require.Equal(t, tt.want, got, quoteOrNull(tt.in))
-		require.Equal(t, tt.ok, ok, quoteOrNull(tt.in))
+		require.Equal(t, tt.plain, plain, quoteOrNull(tt.in))
 	}
 }
 

@@ -1,0 +1,120 @@
+package pipeline_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+)
+
+func (e *env) legacy() checkpoints.Legacy {
+	e.t.Helper()
+	l, err := checkpoints.ReadLegacy(e.ctx, e.db.Pool)
+	require.NoError(e.t, err)
+	return l
+}
+
+func (e *env) setActive(active bool, ids ...string) {
+	e.t.Helper()
+	e.exec(`UPDATE challenges SET active = $1 WHERE id = ANY($2::text[])`, active, ids)
+}
+
+// TestRuleSwitchedOffAndOn: while a rule family is inactive the sidecar keeps flushing windows
+// but leaves the family's legacy checkpoint where it was, as the polling job does; once the
+// family is active again, the next window derives the gap.
+func TestRuleSwitchedOffAndOn(t *testing.T) {
+	e := setup(t)
+	week := func(n int) time.Time { return in2025.AddDate(0, 0, 7*n) }
+	e.artist(1, true)
+	e.track(10, 1)
+	e.artist(2, true)
+	e.track(20, 2)
+	s := e.start()
+	s.waitStreaming()
+	e.plays(10, 100)
+	e.comment(1, 5, in2025, 1)
+	e.caughtUp()
+	e.verified()
+	held := e.legacy()
+
+	// c off: comments arrive and are flushed, nothing is derived, the checkpoint stays.
+	e.setActive(false, "c")
+	e.comment(2, 6, week(1), 2)
+	e.comment(3, 7, week(2), 3)
+	e.plays(10, 10)
+	e.caughtUp()
+	_, _, found := e.row("c", "6:202512")
+	require.False(t, found)
+	require.Equal(t, held.LastCommentBlock, e.legacy().LastCommentBlock)
+	require.Greater(t, e.legacy().LastPlayID, held.LastPlayID, "the other family goes on")
+
+	e.setActive(true, "c")
+	e.comment(4, 8, week(3), 4)
+	e.caughtUp()
+	e.requireRow("c", "6:202512", 1, true)
+	e.requireRow("c", "7:202513", 1, true)
+	require.EqualValues(t, 4, e.legacy().LastCommentBlock)
+	e.verified()
+
+	// Every p tier off: the same for milestones.
+	held = e.legacy()
+	e.setActive(false, "p1", "p2", "p3")
+	e.plays(10, 200)
+	e.comment(5, 9, week(4), 5)
+	e.caughtUp()
+	e.requireRow("p1", "1:250", 110, false)
+	require.Equal(t, held.LastPlayID, e.legacy().LastPlayID)
+
+	e.setActive(true, "p1", "p2", "p3")
+	e.plays(20, 1)
+	e.caughtUp()
+	e.requireRow("p1", "1:250", 250, true)
+	e.requireRow("p2", "1:1000", 310, false)
+	e.verified()
+
+	_, _, _, flushes, _ := s.obs.get()
+	var gaps []string
+	for _, f := range flushes {
+		for _, g := range f.Gaps {
+			gaps = append(gaps, g.Checkpoint)
+		}
+	}
+	require.Equal(t, []string{checkpoints.CommentsCheckpoint, checkpoints.PlaysCheckpoint}, gaps)
+	s.stop()
+}
+
+// TestSlotLostLateAndNullComments: comments the stream never delivered because the slot was
+// lost — one committed late into a block below the checkpoint, one without a block number, an
+// edit that moved a comment to a lower block — are derived by the recovery.
+func TestSlotLostLateAndNullComments(t *testing.T) {
+	e := setup(t)
+	s := e.start()
+	s.waitStreaming()
+	e.comment(1, 5, in2025, 10)
+	e.comment(2, 6, in2025, 11)
+	e.exec(`UPDATE comments SET is_visible = false WHERE comment_id = 2`)
+	e.caughtUp()
+	s.stop()
+	require.EqualValues(t, 11, e.legacy().LastCommentBlock)
+
+	eventually(t, "slot dropped (the walsender exits asynchronously)", func() bool {
+		_, err := e.db.Pool.Exec(e.ctx, `SELECT pg_drop_replication_slot($1)`, e.db.Slot)
+		return err == nil
+	})
+	e.comment(3, 7, in2025, 9)
+	e.exec(`INSERT INTO comments (comment_id, text, user_id, entity_id, entity_type, created_at, blocknumber, txhash, blockhash)
+		VALUES (4, 'nice', 8, 1, 'Track', $1, NULL, 'tx', 'bh')`, in2025)
+	e.exec(`UPDATE comments SET is_visible = true, created_at = $1, blocknumber = 10 WHERE comment_id = 2`, in2025.AddDate(0, 0, 7))
+	s = e.start()
+	s.waitStreaming()
+	e.caughtUp()
+	_, _, _, _, recreated := s.obs.get()
+	require.Equal(t, []string{"missing"}, recreated)
+	e.requireRow("c", "7:202511", 1, true)
+	e.requireRow("c", "8:202511", 1, true)
+	e.requireRow("c", "6:202512", 1, true)
+	e.verified()
+	s.stop()
+}

@@ -1,0 +1,182 @@
+package processors
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+)
+
+// Window is what one replication window made dirty, as the flush applies it.
+type Window struct {
+	// TrackIDs are the tracks that received plays; UserIDs the users whose comments were
+	// inserted or updated.
+	TrackIDs []int64
+	UserIDs  []int64
+	// Legacy holds the highest plays.id and comments.blocknumber the window saw.
+	Legacy checkpoints.Legacy
+}
+
+// WindowOptions are the margins of a gap derivation (see ApplyWindow). Zero means the
+// default: DefaultPlayIDMargin and DefaultCommentBlockMargin.
+type WindowOptions struct {
+	PlayIDMargin       int64
+	CommentBlockMargin int64
+}
+
+// DefaultPlayIDMargin is the PlayIDMargin of a gap derivation when none is given.
+const DefaultPlayIDMargin = 100_000
+
+// Gap is a rule family's gap derived by a flush: after the family was re-activated, or after
+// another writer (the polling job) moved its checkpoint.
+type Gap struct {
+	// Checkpoint is the legacy checkpoint's name (checkpoints.PlaysCheckpoint or
+	// checkpoints.CommentsCheckpoint).
+	Checkpoint string
+	// From is the checkpoint the derivation started from (before the margin), To the maximum
+	// it reached.
+	From, To int64
+	// Scanned counts the source rows read.
+	Scanned int64
+	// Foreign is true when the gap was derived because another writer moved the checkpoint,
+	// false when the family was re-activated.
+	Foreign bool
+}
+
+// WindowResult says what ApplyWindow did.
+type WindowResult struct {
+	Stats Stats
+	// Artists and Users count the distinct artists and commenters recomputed, gaps included.
+	Artists, Users int
+	// Oddities are the catalog's, see Catalog.
+	Oddities []string
+	// Held names the legacy checkpoints left where they were because their rules are
+	// inactive.
+	Held []string
+	// Gaps are the gap derivations this flush ran.
+	Gaps []Gap
+	// Foreign names the legacy checkpoints someone else changed since challenge-stream last
+	// wrote them: the polling job is running alongside the sidecar. Each change is reported
+	// once. See the package documentation for what that costs.
+	Foreign []string
+}
+
+// ApplyWindow applies one window in the caller's transaction: it recomputes the window's
+// artists and commenters and advances the legacy checkpoints, holding a rule family's
+// checkpoint while the family is inactive and deriving its gap once the family is active again,
+// as the polling job does (see the package documentation). In the common case (every family
+// active, nothing held, nobody else writing the checkpoints) it costs one small read beyond
+// the recompute and the checkpoint write.
+func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (WindowResult, error) {
+	if opts.PlayIDMargin <= 0 {
+		opts.PlayIDMargin = DefaultPlayIDMargin
+	}
+	if opts.CommentBlockMargin <= 0 {
+		opts.CommentBlockMargin = DefaultCommentBlockMargin
+	}
+	cat, err := LoadCatalog(ctx, q)
+	if err != nil {
+		return WindowResult{}, fmt.Errorf("apply window: %w", err)
+	}
+	state, err := checkpoints.ReadLegacyState(ctx, q)
+	if err != nil {
+		return WindowResult{}, fmt.Errorf("apply window: %w", err)
+	}
+	res := WindowResult{Oddities: cat.Oddities}
+	d := newDeriver(q, cat)
+	next := w.Legacy
+	scan := CatchUpOptions{
+		PlayIDMargin: opts.PlayIDMargin, CommentBlockMargin: opts.CommentBlockMargin, CommentNullBlocks: true,
+	}
+
+	families := []struct {
+		name   string
+		stored checkpoints.LegacyCheckpoint
+		active bool
+		scan   func(from, to int64) (scanResult, error)
+		next   func(to int64)
+	}{
+		{
+			name: checkpoints.PlaysCheckpoint, stored: state.Plays, active: len(cat.Milestones) > 0,
+			scan: func(from, to int64) (scanResult, error) { return d.scanPlays(ctx, from, to, scan) },
+			next: func(to int64) {
+				if to > next.LastPlayID || !next.HasPlayID {
+					next.LastPlayID, next.HasPlayID = to, true
+				}
+			},
+		},
+		{
+			name: checkpoints.CommentsCheckpoint, stored: state.Comments, active: cat.Comments.Active,
+			scan: func(from, to int64) (scanResult, error) { return d.scanComments(ctx, from, to, scan) },
+			next: func(to int64) {
+				if to > next.LastCommentBlock || !next.HasCommentBlock {
+					next.LastCommentBlock, next.HasCommentBlock = to, true
+				}
+			},
+		},
+	}
+	var maxima *[2]int64 // read once, only when a gap is derived
+	for i, f := range families {
+		foreign := f.stored.Foreign()
+		if foreign {
+			res.Foreign = append(res.Foreign, f.name)
+			if err := checkpoints.AcknowledgeLegacy(ctx, q, f.name, f.stored.Value); err != nil {
+				return WindowResult{}, fmt.Errorf("apply window: %w", err)
+			}
+		}
+		if !f.active {
+			res.Held = append(res.Held, f.name)
+			if i == 0 {
+				next.HasPlayID = false
+			} else {
+				next.HasCommentBlock = false
+			}
+			if !f.stored.Held {
+				if err := checkpoints.HoldLegacy(ctx, q, f.name, true); err != nil {
+					return WindowResult{}, fmt.Errorf("apply window: %w", err)
+				}
+			}
+			continue
+		}
+		if f.stored.Held {
+			if err := checkpoints.HoldLegacy(ctx, q, f.name, false); err != nil {
+				return WindowResult{}, fmt.Errorf("apply window: %w", err)
+			}
+		}
+		// A held checkpoint is where the family stopped; a foreign one was moved by a writer
+		// whose counts may be older than ours, so re-derive from where we last left it.
+		from, ok := f.stored.Value, f.stored.Has
+		if !f.stored.Held {
+			from, ok = f.stored.Written, foreign && f.stored.Written < f.stored.Value
+		}
+		if !ok {
+			continue
+		}
+		if maxima == nil {
+			playID, block, err := sourceMaxima(ctx, q)
+			if err != nil {
+				return WindowResult{}, fmt.Errorf("apply window: %w", err)
+			}
+			maxima = &[2]int64{playID, block}
+		}
+		r, err := f.scan(from, maxima[i])
+		if err != nil {
+			return WindowResult{}, fmt.Errorf("apply window: derive gap of %q: %w", f.name, err)
+		}
+		f.next(r.reached)
+		res.Gaps = append(res.Gaps, Gap{Checkpoint: f.name, From: from, To: r.reached, Scanned: r.rows, Foreign: !f.stored.Held})
+	}
+
+	if err := d.tracks(ctx)(w.TrackIDs); err != nil {
+		return WindowResult{}, fmt.Errorf("apply window: %w", err)
+	}
+	if err := d.commenters(ctx)(w.UserIDs); err != nil {
+		return WindowResult{}, fmt.Errorf("apply window: %w", err)
+	}
+	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
+		return WindowResult{}, fmt.Errorf("apply window: %w", err)
+	}
+	res.Stats = d.stats
+	res.Artists, res.Users = len(d.artistsDone), len(d.usersDone)
+	return res, nil
+}
