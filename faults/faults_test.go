@@ -96,18 +96,7 @@ func TestFaultInjection(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 
 	ctx := t.Context()
-	db := pgtest.NewDB(t)
-	for _, a := range artists {
-		require.NoError(t, hostdb.AddUser(ctx, db.Pool, a, true))
-	}
-	require.NoError(t, hostdb.AddUser(ctx, db.Pool, unverifiedArtist, false))
-	for _, track := range trackIDs() {
-		if track != unknownTrack {
-			require.NoError(t, hostdb.AddTrack(ctx, db.Pool, track, track/10))
-		}
-	}
-
-	require.NoError(t, createOneShotArtists(ctx, db.Pool))
+	db := newTrafficDB(t)
 
 	s := &suite{t: t, ctx: ctx, db: db, cluster: cluster, pool: db.Pool}
 	s.proxy = startProxy(t, fmt.Sprintf("127.0.0.1:%d", cluster.Port()))
@@ -187,6 +176,24 @@ func TestFaultInjection(t *testing.T) {
 	var rows int64
 	require.NoError(t, s.pool.QueryRow(ctx, `SELECT count(*) FROM user_challenges`).Scan(&rows))
 	s.report(seed, cycles, time.Since(started), survived, tr, rows)
+}
+
+// newTrafficDB is a test database with the users and tracks the traffic writes to.
+func newTrafficDB(t *testing.T) *pgtest.DB {
+	t.Helper()
+	ctx := t.Context()
+	db := pgtest.NewDB(t)
+	for _, a := range artists {
+		require.NoError(t, hostdb.AddUser(ctx, db.Pool, a, true))
+	}
+	require.NoError(t, hostdb.AddUser(ctx, db.Pool, unverifiedArtist, false))
+	for _, track := range trackIDs() {
+		if track != unknownTrack {
+			require.NoError(t, hostdb.AddTrack(ctx, db.Pool, track, track/10))
+		}
+	}
+	require.NoError(t, createOneShotArtists(ctx, db.Pool))
+	return db
 }
 
 // report writes the numbers the README quotes.

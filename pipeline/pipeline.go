@@ -210,6 +210,13 @@ func connectFlush(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
 	if _, set := cfg.RuntimeParams["synchronous_commit"]; !set {
 		cfg.RuntimeParams["synchronous_commit"] = "local"
 	}
+	// A replica cut off in the middle of a flush (a dead host, a black hole) must not keep its
+	// row locks, or the replica that takes over blocks on them: the server ends a transaction
+	// whose client has said nothing for this long. Ours never wait on the client between
+	// statements.
+	if _, set := cfg.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.RuntimeParams["idle_in_transaction_session_timeout"] = FlushIdleInTransactionTimeout
+	}
 	if err := replication.DetectDeadPeers(&cfg.Config); err != nil {
 		return nil, err
 	}
@@ -222,6 +229,11 @@ func connectFlush(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
 
 // FlushApplicationName is the application_name of the flush connection.
 const FlushApplicationName = "challenge-stream-flush"
+
+// FlushIdleInTransactionTimeout is the flush session's idle_in_transaction_session_timeout
+// (unless the URL sets one): no longer than the default wal_sender_timeout, after which the
+// leader lock of a cut-off replica is released too.
+const FlushIdleInTransactionTimeout = "60s"
 
 // prepare decides where the stream starts (SPEC §5) and, for a new slot, catches up inside the
 // slot's exported snapshot, so the catch-up and the stream meet without gap or overlap.
