@@ -8,7 +8,8 @@
 //   - an immediate (crash) restart of Postgres;
 //   - pg_terminate_backend of the walsender or of the flush connection;
 //   - a TCP proxy between the sidecar and Postgres that cuts every connection, or stalls them
-//     for a few seconds;
+//     for a few seconds, or turns into a black hole (sockets open, nothing relayed, the proxy's
+//     kernel still ACKing) until the server drops the walsender at wal_sender_timeout;
 //   - a transaction holding row locks on the user_challenges rows the flush needs;
 //   - the polling reference (processors.CatchUp, 5,000 rows per tick, advancing the legacy
 //     checkpoints) running concurrently against the same rows.

@@ -51,6 +51,7 @@ func faultKinds() []fault {
 		{"terminate the flush connection", (*suite).terminateFlush},
 		{"proxy cuts all connections", (*suite).proxyCut},
 		{"proxy stalls all connections", (*suite).proxyStall},
+		{"black hole until the server drops the walsender", (*suite).blackHole},
 		{"locks on user_challenges rows", (*suite).lockRewards},
 		{"polling reference runs concurrently", (*suite).concurrentCatchUp},
 	}
@@ -314,6 +315,31 @@ func (s *suite) proxyStall(rng *rand.Rand) error {
 	s.proxy.stall()
 	pause(s.ctx, time.Duration(2000+rng.IntN(3000))*time.Millisecond)
 	s.proxy.resume()
+	return nil
+}
+
+// blackHole stops the proxy relaying anything, both ways, with every socket left open (a host
+// cut off behind a middlebox whose kernel keeps ACKing, so no keepalive fires), until the
+// server ends the sidecar's walsender at wal_sender_timeout; then the path heals and the
+// sidecar finds its replication connection gone.
+func (s *suite) blackHole(*rand.Rand) error {
+	walsender := func() int32 {
+		var pid *int32
+		if err := s.pool.QueryRow(s.ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`,
+			s.db.Slot).Scan(&pid); err != nil || pid == nil {
+			return 0
+		}
+		return *pid
+	}
+	before := walsender()
+	if before == 0 {
+		s.note("black hole found no walsender (the sidecar was between connections)")
+	}
+	s.proxy.stall()
+	defer s.proxy.resume()
+	at := time.Now()
+	s.eventually("the server to end the black-holed walsender", func() bool { return walsender() != before || before == 0 })
+	s.t.Logf("the server ended the black-holed walsender after %s", time.Since(at).Round(100*time.Millisecond))
 	return nil
 }
 
