@@ -135,4 +135,3 @@ func TestSlotNameTakenByAnotherDatabase(t *testing.T) {
 	s1.stop()
 	s2.stop()
 }
-
