@@ -20,6 +20,10 @@
 // from-scratch recompute (processors.Verify) finds no difference and that no reward row was
 // written twice (one notification per complete row: the host's trigger fires on every write).
 //
+// TestBlackHoledLeader runs two replicas, each behind its own proxy, turns the leader's proxy
+// into a black hole and reports how long the standby takes to stream and apply again
+// (BLACKHOLE_RUNS repeats it).
+//
 // FAULT_CYCLES sets the number of cycles (default: one of each kind, for CI) and FAULT_SEED the
 // seed (default: the clock; the seed is printed so a failure can be replayed). A long local run:
 //
