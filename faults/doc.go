@@ -8,7 +8,8 @@
 //   - an immediate (crash) restart of Postgres;
 //   - pg_terminate_backend of the walsender or of the flush connection;
 //   - a TCP proxy between the sidecar and Postgres that cuts every connection, or stalls them
-//     for a few seconds;
+//     for a few seconds, or turns into a black hole (sockets open, nothing relayed, the proxy's
+//     kernel still ACKing) until the server drops the walsender at wal_sender_timeout;
 //   - a transaction holding row locks on the user_challenges rows the flush needs;
 //   - the polling reference (processors.CatchUp, 5,000 rows per tick, advancing the legacy
 //     checkpoints) running concurrently against the same rows.
@@ -18,6 +19,10 @@
 // one it stops the traffic, waits until the sidecar has applied everything, and requires that a
 // from-scratch recompute (processors.Verify) finds no difference and that no reward row was
 // written twice (one notification per complete row: the host's trigger fires on every write).
+//
+// TestBlackHoledLeader runs two replicas, each behind its own proxy, turns the leader's proxy
+// into a black hole and reports how long the standby takes to stream and apply again
+// (BLACKHOLE_RUNS repeats it).
 //
 // FAULT_CYCLES sets the number of cycles (default: one of each kind, for CI) and FAULT_SEED the
 // seed (default: the clock; the seed is printed so a failure can be replayed). A long local run:

@@ -51,6 +51,7 @@ func faultKinds() []fault {
 		{"terminate the flush connection", (*suite).terminateFlush},
 		{"proxy cuts all connections", (*suite).proxyCut},
 		{"proxy stalls all connections", (*suite).proxyStall},
+		{"black hole until the server drops the walsender", (*suite).blackHole},
 		{"locks on user_challenges rows", (*suite).lockRewards},
 		{"polling reference runs concurrently", (*suite).concurrentCatchUp},
 	}
@@ -96,18 +97,7 @@ func TestFaultInjection(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 
 	ctx := t.Context()
-	db := pgtest.NewDB(t)
-	for _, a := range artists {
-		require.NoError(t, hostdb.AddUser(ctx, db.Pool, a, true))
-	}
-	require.NoError(t, hostdb.AddUser(ctx, db.Pool, unverifiedArtist, false))
-	for _, track := range trackIDs() {
-		if track != unknownTrack {
-			require.NoError(t, hostdb.AddTrack(ctx, db.Pool, track, track/10))
-		}
-	}
-
-	require.NoError(t, createOneShotArtists(ctx, db.Pool))
+	db := newTrafficDB(t)
 
 	s := &suite{t: t, ctx: ctx, db: db, cluster: cluster, pool: db.Pool}
 	s.proxy = startProxy(t, fmt.Sprintf("127.0.0.1:%d", cluster.Port()))
@@ -187,6 +177,24 @@ func TestFaultInjection(t *testing.T) {
 	var rows int64
 	require.NoError(t, s.pool.QueryRow(ctx, `SELECT count(*) FROM user_challenges`).Scan(&rows))
 	s.report(seed, cycles, time.Since(started), survived, tr, rows)
+}
+
+// newTrafficDB is a test database with the users and tracks the traffic writes to.
+func newTrafficDB(t *testing.T) *pgtest.DB {
+	t.Helper()
+	ctx := t.Context()
+	db := pgtest.NewDB(t)
+	for _, a := range artists {
+		require.NoError(t, hostdb.AddUser(ctx, db.Pool, a, true))
+	}
+	require.NoError(t, hostdb.AddUser(ctx, db.Pool, unverifiedArtist, false))
+	for _, track := range trackIDs() {
+		if track != unknownTrack {
+			require.NoError(t, hostdb.AddTrack(ctx, db.Pool, track, track/10))
+		}
+	}
+	require.NoError(t, createOneShotArtists(ctx, db.Pool))
+	return db
 }
 
 // report writes the numbers the README quotes.
@@ -307,6 +315,31 @@ func (s *suite) proxyStall(rng *rand.Rand) error {
 	s.proxy.stall()
 	pause(s.ctx, time.Duration(2000+rng.IntN(3000))*time.Millisecond)
 	s.proxy.resume()
+	return nil
+}
+
+// blackHole stops the proxy relaying anything, both ways, with every socket left open (a host
+// cut off behind a middlebox whose kernel keeps ACKing, so no keepalive fires), until the
+// server ends the sidecar's walsender at wal_sender_timeout; then the path heals and the
+// sidecar finds its replication connection gone.
+func (s *suite) blackHole(*rand.Rand) error {
+	walsender := func() int32 {
+		var pid *int32
+		if err := s.pool.QueryRow(s.ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`,
+			s.db.Slot).Scan(&pid); err != nil || pid == nil {
+			return 0
+		}
+		return *pid
+	}
+	before := walsender()
+	if before == 0 {
+		s.note("black hole found no walsender (the sidecar was between connections)")
+	}
+	s.proxy.stall()
+	defer s.proxy.resume()
+	at := time.Now()
+	s.eventually("the server to end the black-holed walsender", func() bool { return walsender() != before || before == 0 })
+	s.t.Logf("the server ended the black-holed walsender after %s", time.Since(at).Round(100*time.Millisecond))
 	return nil
 }
 

@@ -31,8 +31,9 @@ const (
 )
 
 // Slot-recreation reasons the pipeline reports; pre-declared so the series exist at zero and
-// alerts on increase() see the first one.
-var slotRecreatedReasons = []string{"missing", "lost"}
+// alerts on increase() see the first one. "publication": pgoutput could not read the
+// publication at the slot's position (dropped, or dropped and recreated, while the slot lagged).
+var slotRecreatedReasons = []string{"missing", "lost", pipeline.ReasonPublication}
 
 // walStatuses are the values of pg_replication_slots.wal_status.
 var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}

@@ -83,6 +83,9 @@ type pipeline struct {
 	migrated     bool
 	oddities     *oddityLog
 	resetBackoff func()
+	// unusableSlot, when set, is why the last session found the slot unusable although it
+	// exists (a SlotRecreated reason): the next prepare recreates it.
+	unusableSlot string
 }
 
 // errFields describes an error for a log line: the message without secrets and, for a
@@ -101,7 +104,8 @@ func isPermanent(err error) bool {
 	if errors.Is(err, replication.ErrWALLevel) || errors.Is(err, replication.ErrPublication) ||
 		errors.Is(err, replication.ErrNoReplicaIdentity) || errors.Is(err, replication.ErrHostTable) ||
 		errors.Is(err, replication.ErrMissingColumn) || errors.Is(err, replication.ErrColumnType) ||
-		errors.Is(err, replication.ErrBadTuple) {
+		errors.Is(err, replication.ErrBadTuple) || errors.Is(err, replication.ErrSlotTaken) ||
+		errors.Is(err, replication.ErrSynchronousStandby) {
 		// The same bytes would fail the same way after a reconnect: stop, and confirm nothing
 		// past them, until an operator looks.
 		return true
@@ -130,23 +134,27 @@ func isPermanent(err error) bool {
 func (p *pipeline) session(ctx context.Context) error {
 	cfg := p.cfg
 	cfg.Observer.StateChanged(StateStarting)
+	repl, err := replication.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.WithoutCancel(ctx))
+	// One replica leads per slot. The lock lives as long as the replication connection (see
+	// TryLeaderLock), so a replica that dies, even by kill -9 or with its host, frees it.
+	leader, err := TryLeaderLock(ctx, repl, cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if !leader {
+		return errStandby
+	}
+
 	conn, err := connectFlush(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-
-	// One replica leads per slot. The lock lives as long as this connection, so a replica that
-	// dies (even by kill -9) frees it as soon as the server sees the socket close.
-	var leader bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-		LeaderLockKey(cfg.Slot)).Scan(&leader); err != nil {
-		return fmt.Errorf("take leader lock: %w", err)
-	}
-	if !leader {
-		return errStandby
-	}
-	if err := replication.CheckServer(ctx, conn); err != nil {
+	if err := p.preflight(ctx, conn); err != nil {
 		return err
 	}
 	if !cfg.SkipMigrations && !p.migrated {
@@ -155,12 +163,6 @@ func (p *pipeline) session(ctx context.Context) error {
 		}
 		p.migrated = true
 	}
-
-	repl, err := replication.Connect(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer repl.Close(context.WithoutCancel(ctx))
 
 	start, err := p.prepare(ctx, conn, repl)
 	if err != nil {
@@ -188,11 +190,13 @@ func (p *pipeline) session(ctx context.Context) error {
 	p.log.Info("streaming", zap.String("slot", cfg.Slot), zap.Stringer("from_lsn", start))
 	cfg.Observer.StateChanged(StateStreaming)
 	l := newLoop(cfg, stream, conn, start, p.oddities, p.resetBackoff)
-	return l.run(ctx)
+	err = l.run(ctx)
+	p.noteUnusableSlot(err)
+	return err
 }
 
-// connectFlush opens the connection that holds the leader lock and runs the flushes. It names
-// itself so operators (and fault tests) can find it in pg_stat_activity.
+// connectFlush opens the connection that runs the catch-up and the flushes. It names itself so
+// operators (and fault tests) can find it in pg_stat_activity.
 func connectFlush(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
@@ -200,6 +204,21 @@ func connectFlush(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
 	}
 	if _, set := cfg.RuntimeParams["application_name"]; !set {
 		cfg.RuntimeParams["application_name"] = FlushApplicationName
+	}
+	// Our commits never wait for a synchronous standby: should our own walsender ever become
+	// one, the flush would wait for a confirmation that only follows it.
+	if _, set := cfg.RuntimeParams["synchronous_commit"]; !set {
+		cfg.RuntimeParams["synchronous_commit"] = "local"
+	}
+	// A replica cut off in the middle of a flush (a dead host, a black hole) must not keep its
+	// row locks, or the replica that takes over blocks on them: the server ends a transaction
+	// whose client has said nothing for this long. Ours never wait on the client between
+	// statements.
+	if _, set := cfg.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.RuntimeParams["idle_in_transaction_session_timeout"] = FlushIdleInTransactionTimeout
+	}
+	if err := replication.DetectDeadPeers(&cfg.Config); err != nil {
+		return nil, err
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -210,6 +229,11 @@ func connectFlush(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
 
 // FlushApplicationName is the application_name of the flush connection.
 const FlushApplicationName = "challenge-stream-flush"
+
+// FlushIdleInTransactionTimeout is the flush session's idle_in_transaction_session_timeout
+// (unless the URL sets one): no longer than the default wal_sender_timeout, after which the
+// leader lock of a cut-off replica is released too.
+const FlushIdleInTransactionTimeout = "60s"
 
 // prepare decides where the stream starts (SPEC §5) and, for a new slot, catches up inside the
 // slot's exported snapshot, so the catch-up and the stream meet without gap or overlap.
@@ -232,11 +256,14 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		CommentNullBlocks:  true,
 	}
 	switch {
-	case slot.Exists && !slot.Lost() && found:
+	case slot.Exists && !slot.Lost() && found && p.unusableSlot == "":
 		return stored, nil
 	case found:
 		reason := "missing"
-		if slot.Exists {
+		switch {
+		case p.unusableSlot != "":
+			reason = p.unusableSlot
+		case slot.Exists:
 			reason = "lost"
 		}
 		p.log.Error("replication slot is gone; recreating it and catching up from the legacy checkpoints",
@@ -244,8 +271,10 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		cfg.Observer.SlotRecreated(reason)
 	case slot.Exists:
 		// A slot without a stored position: a first start that died before its catch-up
-		// committed. Nothing was applied from it; start over.
+		// committed. Nothing was applied from it; start over, as a first start (with its
+		// --backfill, or its cut-over from the legacy checkpoints).
 		p.log.Warn("slot has no stored position (interrupted first start); recreating it", zap.String("slot", cfg.Slot))
+		fallthrough
 	default:
 		opts.FromScratch = cfg.Backfill
 		p.log.Info("first start: creating the slot", zap.String("slot", cfg.Slot), zap.Bool("backfill", cfg.Backfill))
@@ -255,10 +284,12 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 			return 0, err
 		}
 	}
+	p.unusableSlot = ""
 	created, err := replication.CreateSlot(ctx, repl, cfg.Slot)
 	if err != nil {
 		return 0, err
 	}
+	cfg.Failpoint("after-create-slot")
 	cfg.Observer.StateChanged(StateCatchingUp)
 	res, err := catchUpInSnapshot(ctx, conn, created, cfg.Slot, opts)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -18,6 +19,9 @@ var (
 	ErrPublication       = errors.New("publication unusable")
 	ErrNoReplicaIdentity = errors.New("table has no replica identity")
 	ErrHostTable         = errors.New("host table missing")
+	// ErrSlotTaken means a slot of our name belongs to another database or is a physical
+	// slot: slot names are unique per cluster, so we can neither create ours nor use that one.
+	ErrSlotTaken = errors.New("replication slot name taken")
 )
 
 // Tables are the host tables the publication carries, in the host's public schema.
@@ -103,6 +107,14 @@ func EnsurePublication(ctx context.Context, q Querier, publication string) error
 	return nil
 }
 
+// IsPublicationMissing reports the error pgoutput sends when the publication it was asked for
+// does not exist as of the transaction it decodes (undefined_object): it was dropped, or
+// dropped and recreated after the slot's position. The slot can never get past it.
+func IsPublicationMissing(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42704" && strings.Contains(pgErr.Message, "publication")
+}
+
 // checkReplicaIdentity fails unless UPDATEs of table can be published: replica identity
 // FULL, USING INDEX, or DEFAULT with a primary key.
 func checkReplicaIdentity(ctx context.Context, q Querier, table string) error {
@@ -137,7 +149,9 @@ type SlotInfo struct {
 // Lost reports whether the server invalidated the slot (it fell behind max_slot_wal_keep_size).
 func (s SlotInfo) Lost() bool { return s.WALStatus == "lost" }
 
-// InspectSlot reads the slot's row from pg_replication_slots; Exists is false when there is none.
+// InspectSlot reads the slot's row from pg_replication_slots; Exists is false when there is
+// none in the current database. pg_replication_slots is cluster-wide: a slot of the same name
+// in another database is not ours (see CheckSlotName).
 func InspectSlot(ctx context.Context, q Querier, slot string) (SlotInfo, error) {
 	var info SlotInfo
 	var pid *int32
@@ -145,7 +159,7 @@ func InspectSlot(ctx context.Context, q Querier, slot string) (SlotInfo, error) 
 	var retained, lag *int64
 	err := q.QueryRow(ctx, `SELECT active, active_pid, wal_status, confirmed_flush_lsn::text,
 			(pg_current_wal_lsn() - restart_lsn)::bigint, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).
+		FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`, slot).
 		Scan(&info.Active, &pid, &walStatus, &confirmed, &retained, &lag)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return SlotInfo{}, nil
@@ -174,10 +188,30 @@ func InspectSlot(ctx context.Context, q Querier, slot string) (SlotInfo, error) 
 	return info, nil
 }
 
-// DropSlot drops the slot if it exists. It fails with SQLSTATE 55006 while another session
-// streams from it.
+// CheckSlotName returns ErrSlotTaken when the name is held by a physical slot or by a logical
+// slot of another database. Such a slot is never ours to use or drop.
+func CheckSlotName(ctx context.Context, q Querier, slot string) error {
+	var slotType string
+	var database *string
+	err := q.QueryRow(ctx, `SELECT slot_type, database FROM pg_replication_slots
+		WHERE slot_name = $1 AND database IS DISTINCT FROM current_database()`, slot).Scan(&slotType, &database)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up slot %s: %w", slot, err)
+	}
+	if database == nil {
+		return fmt.Errorf("%w: %s is a %s slot of this cluster; choose another name with --slot", ErrSlotTaken, slot, slotType)
+	}
+	return fmt.Errorf("%w: %s belongs to database %s; choose another name with --slot", ErrSlotTaken, slot, *database)
+}
+
+// DropSlot drops the slot if it exists in the current database. It fails with SQLSTATE 55006
+// while another session streams from it.
 func DropSlot(ctx context.Context, q Querier, slot string) error {
-	_, err := q.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+	_, err := q.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+		WHERE slot_name = $1 AND database = current_database()`, slot)
 	if err != nil {
 		return fmt.Errorf("drop slot %s: %w", slot, err)
 	}
@@ -192,6 +226,11 @@ func DropPublication(ctx context.Context, q Querier, publication string) error {
 	return nil
 }
 
+// ApplicationName is the replication connection's application_name: its walsender's name in
+// pg_stat_replication and the name synchronous_standby_names would have to list to make it a
+// synchronous standby.
+const ApplicationName = "challenge-stream"
+
 // Connect opens a logical replication connection (replication=database) to the URL's database.
 // TLS settings in the URL (sslmode, sslrootcert, …) apply as for any pgx connection.
 func Connect(ctx context.Context, databaseURL string) (*pgconn.PgConn, error) {
@@ -200,7 +239,10 @@ func Connect(ctx context.Context, databaseURL string) (*pgconn.PgConn, error) {
 		return nil, fmt.Errorf("parse database URL: %w", err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
-	cfg.RuntimeParams["application_name"] = "challenge-stream"
+	cfg.RuntimeParams["application_name"] = ApplicationName
+	if err := DetectDeadPeers(cfg); err != nil {
+		return nil, err
+	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open replication connection: %w", err)

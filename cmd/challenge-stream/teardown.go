@@ -69,10 +69,9 @@ func (p teardownPlan) apply(ctx context.Context, conn *pgx.Conn, out io.Writer, 
 	// The streaming replica holds the leader lock for its whole session, also while it
 	// reconnects or catches up without an active slot. Holding it until the connection closes
 	// keeps a replica from starting (and recreating the slot) while we drop.
-	var free bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-		pipeline.LeaderLockKey(p.slotName)).Scan(&free); err != nil {
-		return fmt.Errorf("take leader lock: %w", err)
+	free, err := pipeline.TryLeaderLock(ctx, conn.PgConn(), p.slotName)
+	if err != nil {
+		return err
 	}
 	if !free {
 		return fmt.Errorf("a sidecar is running on slot %s (it holds the leader lock): stop the sidecar first", p.slotName)

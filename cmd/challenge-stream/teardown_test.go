@@ -104,3 +104,22 @@ func TestTeardownRefusesWhileSidecarLeads(t *testing.T) {
 	require.Equal(t, exitFailed, code)
 	require.True(t, slotExists(t, d.db))
 }
+
+// TestTeardownLeavesAnotherDatabasesSlot: slot names are cluster-wide. Teardown (and status) in
+// a database without the slot must neither see nor drop another database's slot of that name.
+func TestTeardownLeavesAnotherDatabasesSlot(t *testing.T) {
+	t.Parallel()
+	d := setupDeployed(t)
+	other := pgtest.NewDB(t)
+	args := []string{"--database-url", other.URL, "--slot", d.db.Slot, "--publication", other.Publication}
+
+	out, _, err := runCmd(t, statusCommand, args...)
+	require.NoError(t, err)
+	require.Regexp(t, `exists\s+no`, out)
+
+	out, code, err := runCmd(t, teardownCommand, append(args, "--yes")...)
+	require.NoError(t, err)
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "replication slot "+d.db.Slot+" did not exist")
+	require.True(t, slotExists(t, d.db), "the other database's slot is untouched")
+}

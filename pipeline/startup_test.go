@@ -1,0 +1,137 @@
+package pipeline_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/pipeline"
+)
+
+// TestInterruptedBackfillResumes: a --backfill first start is stopped right after it created
+// the slot, before its catch-up committed (a SIGTERM during a long backfill, a terminated
+// backend). The retry finds a slot without a stored position and must still derive all
+// history, not seed the checkpoints to the current maxima.
+func TestInterruptedBackfillResumes(t *testing.T) {
+	e := setup(t)
+	e.artist(0x41, true)
+	e.track(410, 0x41)
+	e.plays(410, 300) // history, before the sidecar
+	e.comment(1, 0x42, in2025, 50)
+
+	reached := make(chan struct{})
+	release := make(chan struct{})
+	s := e.start(func(c *pipeline.Config) {
+		c.Backfill = true
+		c.Failpoint = func(name string) {
+			if name == "after-create-slot" {
+				close(reached)
+				<-release
+			}
+		}
+	})
+	select {
+	case <-reached:
+	case <-time.After(time.Minute):
+		t.Fatal("the first start did not create its slot")
+	}
+	s.cancel() // the stop signal arrives while the catch-up is about to run
+	close(release)
+	s.stop()
+	require.EqualValues(t, 1, e.count(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, e.db.Slot),
+		"the interrupted start left its slot")
+	_, found, err := checkpoints.LoadLSN(e.ctx, e.db.Pool, e.db.Slot)
+	require.NoError(t, err)
+	require.False(t, found, "and no stored position")
+	require.EqualValues(t, 0, e.count(`SELECT count(*) FROM user_challenges`))
+
+	s = e.start(func(c *pipeline.Config) { c.Backfill = true })
+	s.waitStreaming()
+	e.caughtUp()
+	e.requireRow("p2", "41:1000", 300, false)
+	e.requireRow("c", "42:202511", 1, true)
+	e.verified()
+	s.stop()
+}
+
+// TestPublicationRecreatedWhileDown: the publication is dropped and recreated while the sidecar
+// is down and plays arrive. pgoutput then fails on the slot with "publication ... does not
+// exist" (SQLSTATE 42704) at every attempt; the sidecar treats it as slot loss: it recreates
+// the slot and catches up from the legacy checkpoints.
+func TestPublicationRecreatedWhileDown(t *testing.T) {
+	e := setup(t)
+	e.artist(0x43, true)
+	e.track(430, 0x43)
+	s := e.start()
+	s.waitStreaming()
+	e.plays(430, 100)
+	e.caughtUp()
+	s.stop()
+
+	e.plays(430, 50)
+	e.exec(`DROP PUBLICATION ` + e.db.Publication)
+	e.plays(430, 50) // decoded with no publication of that name
+	e.exec(`CREATE PUBLICATION ` + e.db.Publication + ` FOR TABLE public.plays, public.comments WITH (publish = 'insert, update')`)
+	e.plays(430, 100)
+	e.comment(1, 0x43, in2025, 3)
+
+	s = e.start()
+	eventually(t, "the slot recreated", func() bool {
+		_, _, _, _, recreated := s.obs.get()
+		return len(recreated) > 0
+	})
+	s.waitStreaming()
+	e.caughtUp()
+	_, _, _, _, recreated := s.obs.get()
+	require.Equal(t, []string{pipeline.ReasonPublication}, recreated)
+	e.requireRow("p1", "43:250", 250, true)
+	e.requireRow("p2", "43:1000", 300, false)
+	e.requireRow("c", "43:202511", 1, true)
+	e.plays(430, 1)
+	e.caughtUp()
+	e.requireRow("p2", "43:1000", 301, false)
+	e.verified()
+	s.stop()
+}
+
+// TestSlotNameTakenByAnotherDatabase: slot names are unique per cluster. A second database
+// whose sidecar uses the same slot name stops with ErrSlotTaken and leaves the first's slot
+// alone; with a name of its own it streams too.
+func TestSlotNameTakenByAnotherDatabase(t *testing.T) {
+	first := setup(t)
+	second := newEnv(t)
+	first.artist(0x44, true)
+	first.track(440, 0x44)
+	second.artist(0x45, true)
+	second.track(450, 0x45)
+	s1 := first.start()
+	s1.waitStreaming()
+	var pid int32
+	require.NoError(t, first.db.Pool.QueryRow(first.ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`,
+		first.db.Slot).Scan(&pid))
+
+	cfg := second.config()
+	cfg.Slot = first.db.Slot
+	err := pipeline.Run(t.Context(), cfg)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), first.db.Slot+" belongs to database "+first.db.Name+"; choose another name with --slot")
+	var samePID int32
+	require.NoError(t, first.db.Pool.QueryRow(first.ctx, `SELECT active_pid FROM pg_replication_slots
+		WHERE slot_name = $1 AND database = $2`, first.db.Slot, first.db.Name).Scan(&samePID))
+	require.Equal(t, pid, samePID, "the first database's slot is untouched and still streams")
+
+	s2 := second.start()
+	s2.waitStreaming()
+	first.plays(440, 300)
+	second.plays(450, 300)
+	first.caughtUp()
+	second.caughtUp()
+	first.requireRow("p2", "44:1000", 300, false)
+	second.requireRow("p2", "45:1000", 300, false)
+	first.verified()
+	second.verified()
+	s1.stop()
+	s2.stop()
+}
