@@ -47,6 +47,9 @@ type Config struct {
 	Backfill bool
 	// SkipMigrations skips applying the project's own migrations at start.
 	SkipMigrations bool
+	// DisableFailoverSlot creates the slot without FAILOVER on 17+ servers, where it is
+	// otherwise created with it (so a slot-syncing standby keeps it across a promotion).
+	DisableFailoverSlot bool
 
 	// Log receives the pipeline's logs (default: none).
 	Log *zap.Logger

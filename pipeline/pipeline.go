@@ -101,7 +101,7 @@ func isPermanent(err error) bool {
 	if errors.Is(err, replication.ErrWALLevel) || errors.Is(err, replication.ErrPublication) ||
 		errors.Is(err, replication.ErrNoReplicaIdentity) || errors.Is(err, replication.ErrHostTable) ||
 		errors.Is(err, replication.ErrMissingColumn) || errors.Is(err, replication.ErrColumnType) ||
-		errors.Is(err, replication.ErrBadTuple) {
+		errors.Is(err, replication.ErrBadTuple) || errors.Is(err, replication.ErrServerVersion) {
 		// The same bytes would fail the same way after a reconnect: stop, and confirm nothing
 		// past them, until an operator looks.
 		return true
@@ -251,7 +251,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 			return 0, err
 		}
 	}
-	created, err := replication.CreateSlot(ctx, repl, cfg.Slot)
+	created, err := replication.CreateSlot(ctx, repl, cfg.Slot, replication.SlotOptions{Failover: !cfg.DisableFailoverSlot})
 	if err != nil {
 		return 0, err
 	}
