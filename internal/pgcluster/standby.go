@@ -78,6 +78,14 @@ func (c *Cluster) copyAsStandby(ctx context.Context, dir string, opts StandbyOpt
 			return nil, fmt.Errorf("give standby dir to postgres: %w", err)
 		}
 	}
+	// pg_basebackup copies no slots: the primary's would hold WAL on the standby, and a copied
+	// logical slot would pose as synchronized.
+	slots, _ := filepath.Glob(filepath.Join(s.dataDir(), "pg_replslot", "*"))
+	for _, slot := range slots {
+		if err := os.RemoveAll(slot); err != nil {
+			return nil, fmt.Errorf("remove copied slot: %w", err)
+		}
+	}
 	signal := filepath.Join(s.dataDir(), "standby.signal")
 	if err := os.WriteFile(signal, nil, 0o600); err != nil {
 		return nil, fmt.Errorf("write standby.signal: %w", err)
