@@ -35,12 +35,15 @@ func TestPrimaryFailover(t *testing.T) {
 
 func testPrimaryFailover(t *testing.T, failoverSlot bool, flags ...string) {
 	t.Parallel()
-	primary := startCluster(t, map[string]string{"wal_sender_timeout": "10s"})
-	version := versionNum(t, primary)
+	if pgtest.Cluster() == nil {
+		t.Skip("TEST_DATABASE_URL is set: this test needs servers of its own")
+	}
+	version := versionNum(t, pgtest.Cluster())            // the same binaries as the clusters below
 	syncing := version >= replication.FailoverSlotVersion // the standby syncs failover slots
 	if !failoverSlot && !syncing {
 		t.Skip("no failover slots before 17: the default case takes the slot-loss path already")
 	}
+	primary := startCluster(t, map[string]string{"wal_sender_timeout": "10s"})
 	failoverSlots := failoverSlot && syncing
 	standbySettings := map[string]string{"hot_standby_feedback": "on"}
 	if syncing {
