@@ -40,6 +40,8 @@ if [[ -n ${PG_CACHE_DIR:-} ]]; then
   cache=$PG_CACHE_DIR
 elif [[ $(id -u) -eq 0 ]]; then
   cache=/opt/challenge-stream/pg
+  # The postgres account must reach the binaries whatever root's umask.
+  install -d -m 755 /opt/challenge-stream "$cache"
 else
   cache=${XDG_CACHE_HOME:-$HOME/.cache}/challenge-stream/pg
 fi
@@ -107,7 +109,10 @@ install_major() {
     run=(runuser -u postgres --)
   fi
   if ! "${run[@]}" "$target/bin/postgres" --version >&2 || ! "${run[@]}" "$target/bin/initdb" --version >/dev/null; then
-    echo "install-postgres: $target/bin/postgres does not run on this machine${run:+ as postgres}" >&2
+    local who="on this machine"
+    [[ ${#run[@]} -gt 0 ]] && who="as postgres (can that account reach $cache?)"
+    echo "install-postgres: $target/bin/postgres does not run $who" >&2
+    rm -rf "$target"
     return 1
   fi
   echo "$target/bin"
