@@ -2,6 +2,7 @@ package pgcluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,11 +32,11 @@ func (c *Cluster) NewStandby(ctx context.Context, opts StandbyOptions) (*Cluster
 	if err := c.createPhysicalSlot(ctx, opts.PhysicalSlot); err != nil {
 		return nil, err
 	}
-	c.kill(syscall.SIGINT)
 	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("make standby dir: %w", err)
 	}
+	c.kill(syscall.SIGINT)
 	s, err := c.copyAsStandby(ctx, dir, opts)
 	if err == nil {
 		err = c.start(ctx)
@@ -52,7 +53,7 @@ func (c *Cluster) NewStandby(ctx context.Context, opts StandbyOptions) (*Cluster
 
 func (c *Cluster) createPhysicalSlot(ctx context.Context, slot string) error {
 	if slot == "" {
-		return fmt.Errorf("standby needs a physical slot name")
+		return errors.New("standby needs a physical slot name")
 	}
 	conn, err := pgx.Connect(ctx, c.URL("postgres"))
 	if err != nil {
