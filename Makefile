@@ -9,7 +9,7 @@ PKGS      := $(shell $(GO) list ./... | grep -v /faults)
 LARGE_TX_ROWS ?= 100000
 FAULT_CYCLES  ?= 9
 
-.PHONY: build test test-large test-faults fuzz bench bench-smoke demo vet clean
+.PHONY: build test test-large test-faults fuzz bench bench-smoke demo vet clean test-pg-matrix test-pg-subset
 
 build:
 	$(GO) build -o $(BIN) ./cmd/challenge-stream
@@ -28,6 +28,22 @@ test-large:
 ## test-faults: the fault-injection loop; FAULT_CYCLES=100 for a long local run.
 test-faults:
 	FAULT_CYCLES=$(FAULT_CYCLES) $(GO) test -count=1 -timeout 60m -v ./faults/
+
+## test-pg-matrix: the version subset against every supported major (README: Supported Postgres
+## versions). test-pg-subset PG_MAJORS="17 18" runs it on some; scripts/install-postgres.sh
+## fetches each major's server binaries (pinned) on first use.
+PG_MAJORS          ?= 14 15 16 17 18
+PG_SUBSET_PIPELINE := ^(TestStreamAppliesRules|TestTwoTransactionsOneWindow|TestTransactionsWithoutOurChanges|TestLowerIDCommitsLater|TestPruneTruncateAndAddColumn|TestFirstStart|TestRestartResumesFromStoredLSN|TestSlotLostWhileDown|TestTwoReplicas|TestIdleSlotKeepsConfirming|TestConnectionsTerminatedWhilePlaysArrive)$$
+PG_SUBSET_E2E      := ^(TestKill9WithUnflushedWindow|TestCrashAfterFlushCommit|TestSIGTERMFlushesOpenWindow|TestPostgresRestartWhileStreaming|TestPostgresRestartDuringFlush|TestFlushConnectionTerminated|TestWalLevelReplica|TestHostileDroppedColumn|TestPrimaryFailover)$$
+test-pg-matrix: test-pg-subset
+test-pg-subset:
+	for major in $(PG_MAJORS); do \
+		bin=$$(scripts/install-postgres.sh $$major); start=$$(date +%s); \
+		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m ./migrations/ ./checkpoints/; \
+		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_PIPELINE)' ./pipeline/; \
+		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_E2E)' ./e2e/; \
+		echo "postgres $$major: subset passed in $$(( $$(date +%s) - start ))s"; \
+	done
 
 ## fuzz: each fuzz target briefly (FUZZTIME=10m for a long local run).
 FUZZTIME ?= 10s

@@ -48,6 +48,13 @@ type Config struct {
 	// SkipMigrations skips applying the project's own migrations at start.
 	SkipMigrations bool
 
+	// afterCreateSlot, when set, runs right after a new slot is created: in-process tests stop
+	// a first start there (export_test.go). The binary's fault tests use internal/failpoint.
+	afterCreateSlot func()
+	// DisableFailoverSlot creates the slot without FAILOVER on 17+ servers, where it is
+	// otherwise created with it (so a slot-syncing standby keeps it across a promotion).
+	DisableFailoverSlot bool
+
 	// Log receives the pipeline's logs (default: none).
 	Log *zap.Logger
 	// Observer is told about events, flushes and state changes (metrics, health).

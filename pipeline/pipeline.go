@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/internal/failpoint"
 	"github.com/challenge-stream/challenge-stream/internal/redact"
 	"github.com/challenge-stream/challenge-stream/migrations"
 	"github.com/challenge-stream/challenge-stream/processors"
@@ -105,7 +106,7 @@ func isPermanent(err error) bool {
 		errors.Is(err, replication.ErrNoReplicaIdentity) || errors.Is(err, replication.ErrHostTable) ||
 		errors.Is(err, replication.ErrMissingColumn) || errors.Is(err, replication.ErrColumnType) ||
 		errors.Is(err, replication.ErrBadTuple) || errors.Is(err, replication.ErrSlotTaken) ||
-		errors.Is(err, replication.ErrSynchronousStandby) {
+		errors.Is(err, replication.ErrSynchronousStandby) || errors.Is(err, replication.ErrServerVersion) {
 		// The same bytes would fail the same way after a reconnect: stop, and confirm nothing
 		// past them, until an operator looks.
 		return true
@@ -285,11 +286,14 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		}
 	}
 	p.unusableSlot = ""
-	created, err := replication.CreateSlot(ctx, repl, cfg.Slot)
+	created, err := replication.CreateSlot(ctx, repl, cfg.Slot, replication.SlotOptions{Failover: !cfg.DisableFailoverSlot})
 	if err != nil {
 		return 0, err
 	}
-	cfg.Failpoint("after-create-slot")
+	failpoint.Hit("after-create-slot")
+	if cfg.afterCreateSlot != nil {
+		cfg.afterCreateSlot()
+	}
 	cfg.Observer.StateChanged(StateCatchingUp)
 	res, err := catchUpInSnapshot(ctx, conn, created, cfg.Slot, opts)
 	if err != nil {

@@ -25,12 +25,10 @@ func TestInterruptedBackfillResumes(t *testing.T) {
 	release := make(chan struct{})
 	s := e.start(func(c *pipeline.Config) {
 		c.Backfill = true
-		c.Failpoint = func(name string) {
-			if name == "after-create-slot" {
-				close(reached)
-				<-release
-			}
-		}
+		pipeline.SetAfterCreateSlot(c, func() {
+			close(reached)
+			<-release
+		})
 	})
 	select {
 	case <-reached:

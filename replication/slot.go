@@ -39,9 +39,16 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// CheckServer returns ErrWALLevel unless the server decodes logical replication, and
-// ErrHostTable when a source table is missing.
+// CheckServer returns ErrServerVersion below MinServerVersion, ErrWALLevel unless the server
+// decodes logical replication, and ErrHostTable when a source table is missing.
 func CheckServer(ctx context.Context, q Querier) error {
+	num, err := serverVersionNum(ctx, q)
+	if err != nil {
+		return err
+	}
+	if err := checkServerVersion(num); err != nil {
+		return err
+	}
 	var level string
 	if err := q.QueryRow(ctx, "SHOW wal_level").Scan(&level); err != nil {
 		return fmt.Errorf("show wal_level: %w", err)
@@ -258,10 +265,26 @@ type NewSlot struct {
 	Snapshot        string
 }
 
+// SlotOptions configure CreateSlot.
+type SlotOptions struct {
+	// Failover creates the slot with FAILOVER on servers that support it (17+), so a physical
+	// standby with sync_replication_slots keeps a copy that survives a promotion. Older servers
+	// ignore it.
+	Failover bool
+}
+
 // CreateSlot creates a pgoutput slot on the replication connection and exports its snapshot.
-func CreateSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (NewSlot, error) {
-	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+func CreateSlot(ctx context.Context, conn *pgconn.PgConn, slot string, opts SlotOptions) (NewSlot, error) {
+	var res pglogrepl.CreateReplicationSlotResult
+	var err error
+	if opts.Failover && serverMajor(conn) >= FailoverSlotVersion/10000 {
+		// pglogrepl's options have no FAILOVER; the option list syntax is 15+.
+		res, err = pglogrepl.ParseCreateReplicationSlot(conn.Exec(ctx,
+			"CREATE_REPLICATION_SLOT "+slot+" LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER true)"))
+	} else {
+		res, err = pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	}
 	if err != nil {
 		return NewSlot{}, fmt.Errorf("create slot %s: %w", slot, err)
 	}

@@ -51,3 +51,31 @@ func TestBadConfigExits2(t *testing.T) {
 		})
 	}
 }
+
+// TestFailoverSlotFlag checks the failover slot is on by default and turned off by the flag or
+// the environment.
+func TestFailoverSlotFlag(t *testing.T) {
+	t.Parallel()
+	const url = "postgres://app@127.0.0.1:1/db"
+	cases := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		disable bool
+	}{
+		{"default", nil, nil, false},
+		{"flag off", []string{"--failover-slot=false"}, nil, true},
+		{"env off", nil, map[string]string{"CHALLENGE_STREAM_FAILOVER_SLOT": "false"}, true},
+		{"flag wins", []string{"--failover-slot"}, map[string]string{"CHALLENGE_STREAM_FAILOVER_SLOT": "0"}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"--database-url", url}, c.args...)
+			rf, err := parseRunFlags(env{args: args, stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return c.env[k] }})
+			require.NoError(t, err)
+			require.Equal(t, c.disable, rf.cfg.DisableFailoverSlot)
+		})
+	}
+}

@@ -51,7 +51,11 @@ func (f *flagSet) string(p *string, name, envName, def, usage string) {
 }
 
 func (f *flagSet) bool(p *bool, name, envName string, usage string) {
-	def := false
+	f.boolDefault(p, name, envName, false, usage)
+}
+
+// boolDefault is bool with a default of def (a flag on by default is turned off by name=false).
+func (f *flagSet) boolDefault(p *bool, name, envName string, def bool, usage string) {
 	if v := f.envOr(envName, ""); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

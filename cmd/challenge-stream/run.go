@@ -26,6 +26,9 @@ func parseRunFlags(e env) (runFlags, error) {
 	rf.opsFlags.register(f)
 	f.bool(&rf.cfg.Backfill, "backfill", "CHALLENGE_STREAM_BACKFILL", "on the first start, derive all history instead of starting from now")
 	f.bool(&rf.cfg.SkipMigrations, "skip-migrations", "CHALLENGE_STREAM_SKIP_MIGRATIONS", "do not apply the project's own migrations at start")
+	failoverSlot := true
+	f.boolDefault(&failoverSlot, "failover-slot", "CHALLENGE_STREAM_FAILOVER_SLOT", true,
+		"on Postgres 17+, create the slot with FAILOVER so a slot-syncing standby keeps it across a promotion")
 	var idleConfirm int64
 	f.bytes(&idleConfirm, "idle-confirm-bytes", "CHALLENGE_STREAM_IDLE_CONFIRM_BYTES", pipeline.DefaultIdleConfirmBytes,
 		"WAL an idle slot may hold before the sidecar stores and confirms the server's WAL end")
@@ -42,6 +45,7 @@ func parseRunFlags(e env) (runFlags, error) {
 		return rf, usagef("idle confirm bytes %d must be positive", idleConfirm)
 	}
 	rf.cfg.IdleConfirmBytes = uint64(idleConfirm)
+	rf.cfg.DisableFailoverSlot = !failoverSlot
 	if !validAddr(rf.metricsAddr) {
 		return rf, usagef("metrics address %q must be host:port or off", rf.metricsAddr)
 	}

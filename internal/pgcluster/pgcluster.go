@@ -28,7 +28,12 @@ import (
 
 // ErrNoServer means the Postgres server binaries are not installed.
 var ErrNoServer = errors.New("postgres server binaries (initdb, postgres) not found: install them " +
-	"(Debian/Ubuntu: apt-get install postgresql-15) or put their bin directory on PATH")
+	"(Debian/Ubuntu: apt-get install postgresql-15; any major 14 to 18: " +
+	"export PG_BIN=$(scripts/install-postgres.sh 17)) or put their bin directory on PATH")
+
+// BinDirEnv names the environment variable that picks the server binaries' directory, so any
+// test package runs against any major (scripts/install-postgres.sh prints one per major).
+const BinDirEnv = "PG_BIN"
 
 // dirPrefix names the temporary directories, so a later Start can remove ones left behind by a
 // process that was killed.
@@ -38,19 +43,22 @@ const dirPrefix = "challenge-stream-pg-"
 type Options struct {
 	// Settings override or add postgresql.conf settings (name → value).
 	Settings map[string]string
+	// BinDir is the directory of initdb, pg_ctl and postgres. Empty: $PG_BIN, else initdb on
+	// PATH, else the newest /usr/lib/postgresql/*/bin.
+	BinDir string
 }
 
 // Cluster is a running throw-away Postgres.
 type Cluster struct {
-	dir     string
-	binDir  string
-	port    int
-	cred    *syscall.Credential
-	args    []string
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logPath string
+	dir      string
+	binDir   string
+	port     int
+	cred     *syscall.Credential
+	settings map[string]string
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	logPath  string
 }
 
 // defaultSettings are tuned for tests: logical decoding on, plenty of slots and senders for
@@ -74,7 +82,7 @@ func defaultSettings() map[string]string {
 
 // Start creates and starts a cluster. Stop it with Stop.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	binDir, err := findBinDir()
+	binDir, err := findBinDir(opts.BinDir)
 	if err != nil {
 		return nil, err
 	}
@@ -123,16 +131,22 @@ func (c *Cluster) init(ctx context.Context, opts Options) error {
 	}
 	settings["port"] = strconv.Itoa(port)
 	settings["unix_socket_directories"] = c.dir
-	names := make([]string, 0, len(settings))
-	for k := range settings {
+	c.settings = settings
+	return nil
+}
+
+// args are the postmaster's arguments: the data directory and every setting.
+func (c *Cluster) args() []string {
+	names := make([]string, 0, len(c.settings))
+	for k := range c.settings {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	c.args = []string{"-D", c.dataDir()}
+	args := []string{"-D", c.dataDir()}
 	for _, k := range names {
-		c.args = append(c.args, "-c", k+"="+settings[k])
+		args = append(args, "-c", k+"="+c.settings[k])
 	}
-	return nil
+	return args
 }
 
 func (c *Cluster) dataDir() string { return filepath.Join(c.dir, "data") }
@@ -144,7 +158,7 @@ func (c *Cluster) start(ctx context.Context) error {
 		return fmt.Errorf("open postgres log: %w", err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(filepath.Join(c.binDir, "postgres"), c.args...)
+	cmd := exec.Command(filepath.Join(c.binDir, "postgres"), c.args()...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// SIGQUIT is an immediate shutdown: the postmaster takes its backends down with it.
@@ -240,7 +254,19 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func findBinDir() (string, error) {
+func findBinDir(explicit string) (string, error) {
+	if explicit == "" {
+		explicit = os.Getenv(BinDirEnv)
+	}
+	if explicit != "" {
+		for _, name := range []string{"initdb", "postgres"} {
+			if _, err := os.Stat(filepath.Join(explicit, name)); err != nil {
+				return "", fmt.Errorf("%s=%s has no %s (scripts/install-postgres.sh MAJOR prints a directory "+
+					"that has): %w", BinDirEnv, explicit, name, err)
+			}
+		}
+		return explicit, nil
+	}
 	if p, err := exec.LookPath("initdb"); err == nil {
 		dir := filepath.Dir(p)
 		if resolved, err := filepath.EvalSymlinks(p); err == nil {
