@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/challenge-stream/challenge-stream/internal/buildinfo"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
@@ -65,6 +66,7 @@ type Metrics struct {
 	reconnects    prometheus.Counter
 	slotRecreated *prometheus.CounterVec
 	state         *prometheus.GaugeVec
+	leader        prometheus.Gauge
 
 	slotExists     prometheus.Gauge
 	slotActive     prometheus.Gauge
@@ -157,6 +159,10 @@ func New() *Metrics {
 			Namespace: namespace, Name: "state",
 			Help: "1 for the pipeline's current state, 0 for the others.",
 		}, []string{"state"}),
+		leader: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "leader",
+			Help: "1 while this replica holds the leader lock and does the work (catching up or streaming), else 0.",
+		}),
 
 		slotExists: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "slot_exists",
@@ -191,6 +197,11 @@ func New() *Metrics {
 	for _, s := range walStatuses {
 		m.slotWALStatus.WithLabelValues(s)
 	}
+	bi := buildinfo.Get()
+	f.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help: "Always 1; its labels name the running build.",
+	}, []string{"version", "revision", "goversion"}).WithLabelValues(bi.Version, bi.Revision, bi.GoVersion).Set(1)
 	m.StateChanged(pipeline.StateStarting)
 	return m
 }
@@ -208,6 +219,9 @@ func (m *Metrics) StateChanged(s pipeline.State) {
 	for _, st := range states {
 		m.state.WithLabelValues(st.String()).Set(boolFloat(st == s))
 	}
+	// Only the lock holder catches up or streams; "no replica leads" is an alert over the
+	// replicas' max of this gauge, never a probe.
+	m.leader.Set(boolFloat(s == pipeline.StateCatchingUp || s == pipeline.StateStreaming))
 }
 
 // TransactionReceived implements pipeline.Observer.

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/challenge-stream/challenge-stream/internal/buildinfo"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
 	"github.com/challenge-stream/challenge-stream/replication"
@@ -75,6 +76,8 @@ func TestHandlerExposesFamilies(t *testing.T) {
 		"challenge_stream_reconnects_total counter",
 		"challenge_stream_slot_recreated_total counter",
 		"challenge_stream_state gauge",
+		"challenge_stream_leader gauge",
+		"challenge_stream_build_info gauge",
 		"challenge_stream_slot_exists gauge",
 		"challenge_stream_slot_active gauge",
 		"challenge_stream_slot_wal_status gauge",
@@ -94,6 +97,32 @@ func TestHandlerExposesFamilies(t *testing.T) {
 	require.Contains(t, values, `challenge_stream_slot_recreated_total{reason="missing"}`)
 	require.Equal(t, 1.0, values[`challenge_stream_state{state="starting"}`])
 	require.Equal(t, 0.0, values[`challenge_stream_state{state="streaming"}`])
+	require.Equal(t, 0.0, values["challenge_stream_leader"])
+	bi := buildinfo.Get()
+	require.Equal(t, 1.0, values[fmt.Sprintf(`challenge_stream_build_info{goversion=%q,revision=%q,version=%q}`,
+		bi.GoVersion, bi.Revision, bi.Version)])
+}
+
+// TestLeaderFollowsState: the lock holder is the leader while it catches up or streams; a
+// standby, and a leader that lost its connection, are not.
+func TestLeaderFollowsState(t *testing.T) {
+	t.Parallel()
+	m := New()
+	for _, tc := range []struct {
+		state  pipeline.State
+		leader float64
+	}{
+		{pipeline.StateStandby, 0},
+		{pipeline.StateCatchingUp, 1},
+		{pipeline.StateStreaming, 1},
+		{pipeline.StateReconnecting, 0},
+		{pipeline.StateStarting, 0},
+		{pipeline.StateStopped, 0},
+	} {
+		m.StateChanged(tc.state)
+		_, values := scrape(t, m)
+		require.Equal(t, tc.leader, values["challenge_stream_leader"], tc.state.String())
+	}
 }
 
 func TestObserverMovesCounters(t *testing.T) {
