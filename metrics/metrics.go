@@ -78,8 +78,10 @@ type Metrics struct {
 
 var _ pipeline.Observer = (*Metrics)(nil)
 
-// New creates the metrics on a new registry, with the Go runtime and process collectors.
-func New() *Metrics {
+// New creates the metrics on a new registry, with the Go runtime and process collectors. slot
+// labels challenge_stream_leader, so that "no replica leads" can be told per slot across
+// replicas and deployments.
+func New(slot string) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := promauto.With(reg)
@@ -161,7 +163,8 @@ func New() *Metrics {
 		}, []string{"state"}),
 		leader: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "leader",
-			Help: "1 while this replica holds the leader lock and does the work (catching up or streaming), else 0.",
+			Help:        "1 while this replica holds the slot's leader lock and does the work (catching up or streaming), else 0.",
+			ConstLabels: prometheus.Labels{"slot": slot},
 		}),
 
 		slotExists: f.NewGauge(prometheus.GaugeOpts{

@@ -104,7 +104,7 @@ type ops struct {
 // nothing listens there and nothing polls, but the observer still works.
 func startOps(ctx context.Context, cfg opsConfig, log *zap.Logger) (ops, error) {
 	log = log.Named("ops")
-	m := metrics.New()
+	m := metrics.New(cfg.slot)
 	h := health.New(health.Options{Now: cfg.now})
 	o := ops{observer: observers{m, h}, close: func() {}}
 

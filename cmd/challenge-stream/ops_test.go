@@ -60,7 +60,7 @@ func TestOpsServesMetricsAndProbes(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, `challenge_stream_state{state="streaming"} 1`)
 	require.Contains(t, body, "challenge_stream_status_updates_total 1\n")
-	require.Contains(t, body, "challenge_stream_leader 1\n")
+	require.Contains(t, body, `challenge_stream_leader{slot="`+db.Slot+`"} 1`)
 	require.Contains(t, body, "challenge_stream_build_info{")
 
 	// The poller reads the slot at once, then every 15 s.
