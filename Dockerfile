@@ -4,7 +4,7 @@
 # The build context is bin/image/, which `make image` fills with a CGO_ENABLED=0 binary and the
 # build host's CA bundle before building this file; no base image is pulled:
 #
-#   make image                                     # buildah (rootless-free, no daemon), see Makefile
+#   make image                                     # buildah: no daemon, no pull (see Makefile)
 #   make image-context && docker build -f Dockerfile -t challenge-stream bin/image
 FROM scratch
 

@@ -71,6 +71,7 @@ image: image-context
 	$(BUILDAH) bud --quiet --isolation chroot --layers=false -f Dockerfile -t $(IMAGE) bin/image
 	rm -rf $(IMAGE_OCI)
 	$(BUILDAH) push --quiet $(IMAGE) oci:$(IMAGE_OCI):latest
+	$(BUILDAH) rmi --prune >/dev/null || true # earlier builds of the tag
 
 ## test-deploy: build the image, check it, the manifests (strict Kubernetes types, real flags
 ## and routes), the dashboard and the alert rules (promtool check + unit tests).
