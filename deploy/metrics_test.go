@@ -201,3 +201,29 @@ func TestDashboardShowsWhatItShould(t *testing.T) {
 		require.Contains(t, all, want)
 	}
 }
+
+// TestEveryAlertHasAFiringTest: promtool test rules only checks the cases written down; this
+// makes sure each rule has one in which it fires.
+func TestEveryAlertHasAFiringTest(t *testing.T) {
+	t.Parallel()
+	var tests struct {
+		RuleFiles []string `json:"rule_files"`
+		Tests     []struct {
+			AlertRuleTest []struct {
+				Alertname string `json:"alertname"`
+				ExpAlerts []any  `json:"exp_alerts"`
+			} `json:"alert_rule_test"`
+		} `json:"tests"`
+	}
+	require.NoError(t, yaml.Unmarshal(readFile(t, "prometheus/alerts_test.yaml"), &tests))
+	require.Equal(t, []string{"alerts.yaml"}, tests.RuleFiles)
+	fires := map[string]bool{}
+	for _, tc := range tests.Tests {
+		for _, a := range tc.AlertRuleTest {
+			fires[a.Alertname] = fires[a.Alertname] || len(a.ExpAlerts) > 0
+		}
+	}
+	for alert := range alertExprs(t) {
+		require.True(t, fires[alert], "alerts_test.yaml has no case in which %s fires", alert)
+	}
+}
