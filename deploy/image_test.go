@@ -6,13 +6,17 @@ import (
 	"compress/gzip"
 	"debug/elf"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -157,4 +161,78 @@ func TestImage(t *testing.T) {
 		require.True(t, strings.HasPrefix(line, "challenge-stream "+v+" "), "%q does not carry version %s", line, v)
 	}
 	require.NotContains(t, line, "revision unknown", "make image stamps the revision")
+
+	runReadOnly(t, root, cfg)
+}
+
+// runReadOnly runs the image's ENTRYPOINT and CMD as its USER on its root filesystem mounted
+// read-only (a private mount namespace and chroot: what a runtime with readOnlyRootFilesystem
+// does, without one) against an unreachable database, and checks that it serves its probes and
+// exits 0 on SIGTERM. It needs root, unshare and chroot; it skips without them.
+func runReadOnly(t *testing.T, root string, cfg ociConfig) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Log("not root: skipping the read-only run")
+		return
+	}
+	// The environment is the image's (PATH=/usr/local/bin), so the host's tools go by path.
+	tools := map[string]string{}
+	for _, tool := range []string{"unshare", "sh", "mount", "touch", "chroot"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Logf("no %s: skipping the read-only run", tool)
+			return
+		}
+		tools[tool] = p
+	}
+	addr := freeAddr(t)
+	argv := append(append([]string{}, cfg.Config.Entrypoint...), cfg.Config.Cmd...)
+	script := `set -e; ` + tools["mount"] + ` --bind "$ROOT" "$ROOT"; ` + tools["mount"] + ` -o remount,ro,bind "$ROOT"; ` +
+		`if ` + tools["touch"] + ` "$ROOT/probe" 2>/dev/null; then echo "root filesystem is writable" >&2; exit 3; fi; ` +
+		`exec ` + tools["chroot"] + ` --userspec="$IMAGE_USER" "$ROOT" "$@"`
+	cmd := exec.Command(tools["unshare"], append([]string{"-m", tools["sh"], "-c", script, "sh"}, argv...)...)
+	cmd.Env = append(append([]string{}, cfg.Config.Env...),
+		"ROOT="+root, "IMAGE_USER="+cfg.Config.User,
+		"DATABASE_URL=postgres://cs@127.0.0.1:1/db", "CHALLENGE_STREAM_METRICS_ADDR="+addr)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("image output:\n%s", out.String())
+		}
+	})
+
+	bin := liveBinary{addr: addr}
+	deadline := time.Now().Add(30 * time.Second)
+	for bin.status(t, "/livez") != http.StatusOK {
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("the image exited: %v", err)
+		default:
+		}
+		require.True(t, time.Now().Before(deadline), "the image never served /livez")
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Equal(t, http.StatusServiceUnavailable, bin.status(t, "/readyz"), "no database: never reached a role")
+	require.Contains(t, bin.get(t, "/metrics"), "challenge_stream_build_info")
+	// unshare, sh and chroot each exec the next: the process is the binary itself.
+	status := string(readFile(t, fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)))
+	require.Regexp(t, `(?m)^Uid:\s+65532\s`, status, "runs as the image's user")
+	require.Contains(t, string(readFile(t, fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))), "challenge-stream")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-done:
+		done <- err
+		require.NoError(t, err, "exit status after SIGTERM")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the image did not stop on SIGTERM")
+	}
+	require.Contains(t, out.String(), `"msg":"starting"`)
 }

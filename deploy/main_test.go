@@ -106,12 +106,19 @@ var goRuntimeEnv = map[string]bool{"GOMEMLIMIT": true, "GOMAXPROCS": true, "GOGC
 // /metrics and the probes while its pipeline retries.
 type liveBinary struct{ addr string }
 
-func startBinary(t *testing.T) liveBinary {
+// freeAddr is a localhost address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
+	return addr
+}
+
+func startBinary(t *testing.T) liveBinary {
+	t.Helper()
+	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, binary, "run", "--database-url", "postgres://cs@127.0.0.1:1/db",
 		"--metrics-addr", addr)
