@@ -165,7 +165,7 @@ func (c *Checker) Ready() error {
 		if c.state == pipeline.StateStreaming {
 			return fmt.Errorf("streaming but no status update for %s", now.Sub(c.lastProgress()).Round(time.Second))
 		}
-		return fmt.Errorf("%s for %s, past the grace of %s", c.state, out.Round(time.Second), c.opts.ReadyGrace)
+		return fmt.Errorf("out of a healthy role for %s (now %s), past the grace of %s", out.Round(time.Second), c.state, c.opts.ReadyGrace)
 	}
 	return nil
 }

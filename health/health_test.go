@@ -84,7 +84,7 @@ func TestProbes(t *testing.T) {
 				c.advance(DefaultReadyGrace + time.Second)
 			},
 			live:     true,
-			notReady: "reconnecting for 31s, past the grace of 30s",
+			notReady: "out of a healthy role for 31s (now reconnecting), past the grace of 30s",
 		},
 		{
 			name: "catching up for long is live and ready",
@@ -175,7 +175,7 @@ func TestProbes(t *testing.T) {
 				c.advance(DefaultReadyGrace + time.Second)
 			},
 			live:     true,
-			notReady: "reconnecting for 31s",
+			notReady: "out of a healthy role for 31s (now reconnecting)",
 		},
 		{
 			name: "reconnect after a stale stream counts from when the stream went stale",
@@ -186,7 +186,7 @@ func TestProbes(t *testing.T) {
 				c.advance(11 * time.Second)
 			},
 			live:     true,
-			notReady: "reconnecting for 31s",
+			notReady: "out of a healthy role for 31s (now reconnecting)",
 		},
 		{
 			name: "stopped",
