@@ -234,5 +234,6 @@ func runReadOnly(t *testing.T, root string, cfg ociConfig) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the image did not stop on SIGTERM")
 	}
-	require.Contains(t, out.String(), `"msg":"starting"`)
+	require.Regexp(t, `"msg":"starting","version":"[^"]+","revision":"[^"]+","go_version":"go[^"]+"`, out.String(),
+		"the start line names the build")
 }
