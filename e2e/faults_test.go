@@ -107,7 +107,9 @@ func TestFlushConnectionTerminated(t *testing.T) {
 }
 
 // TestMetricsAndProbes: while streaming, /metrics answers and its counters move with the plays,
-// /livez and /readyz answer 200; a second replica standing by is live but not ready.
+// /livez and /readyz answer 200; a second replica standing by is live and ready too (readiness
+// is health in its role, never leadership: the sidecar shares its pod with the host API) and
+// says it is not the leader.
 func TestMetricsAndProbes(t *testing.T) {
 	e := setup(t)
 	e.artistWithTrack(8, 80)
@@ -136,8 +138,10 @@ func TestMetricsAndProbes(t *testing.T) {
 		return scrapeOK(standbyAddr, "challenge_stream_state", `state="standby"`) == 1
 	})
 	require.Equal(t, http.StatusOK, probe(standbyAddr, "/livez"), "a standby is live")
-	require.Equal(t, http.StatusServiceUnavailable, probe(standbyAddr, "/readyz"), "a standby is not ready")
+	require.Equal(t, http.StatusOK, probe(standbyAddr, "/readyz"), "a standby is ready")
 	require.Equal(t, http.StatusOK, probe(addr, "/readyz"), "the streaming replica stays ready")
+	require.Equal(t, 0.0, scrape(t, standbyAddr, "challenge_stream_leader"))
+	require.Equal(t, 1.0, scrape(t, addr, "challenge_stream_leader"))
 	e.verified()
 }
 

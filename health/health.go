@@ -6,10 +6,24 @@
 // Every other state is live: a standby replica waits on purpose, and a catch-up or a
 // reconnect backoff can legitimately take long.
 //
-// Ready means this replica is doing the work: streaming, a status update sent within
-// StatusMaxAge, and the confirmed position no more than MaxLagBytes behind the server's WAL
-// end. A standby replica is live but not ready, so a readiness-based alert or load balancer
-// sees exactly one ready replica per slot.
+// Ready means the process is healthy in its role, whichever role that is:
+//   - leading: catching up inside a new slot's snapshot, or streaming with a status update
+//     sent within StatusMaxAge;
+//   - standing by: another replica holds the leader lock. The pipeline only gets there by
+//     asking the server for the lock, so the database connection works.
+//
+// Leadership, lag and "no replica streams" are never readiness. The sidecar runs inside the
+// host API's pod: a failing readiness probe takes the whole pod out of its Service, so a
+// readiness tied to leadership would leave N-1 of N API pods serving nothing, and a lag spike
+// would take out the leader's. Those are metrics (challenge_stream_leader,
+// challenge_stream_slot_lag_bytes) and alerts instead.
+//
+// A reconnect must not flip readiness at once either: a standby passes through "starting"
+// every few seconds as it retries the lock, and a leader reconnects after a server restart.
+// So readiness fails only once the pipeline has been out of a healthy role for longer than
+// ReadyGrace (default 30 s; with the kubelet's default three failed probes 10 s apart, a
+// broken sidecar leaves its Service about a minute after it broke). A process that has never
+// reached a healthy role is not ready, and neither is a stopped pipeline.
 package health
 
 import (
@@ -27,8 +41,12 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultMaxLagBytes  int64 = 1 << 30 // 1 GiB
-	DefaultStatusMaxAge       = 30 * time.Second
+	// DefaultStatusMaxAge is three status intervals: a streaming loop that has sent no status
+	// update for that long is not doing its job, whatever its state says.
+	DefaultStatusMaxAge = 30 * time.Second
+	// DefaultReadyGrace covers a reconnect after a server restart or a network blip, and the
+	// "starting" a standby passes through on every retry of the lock.
+	DefaultReadyGrace = 30 * time.Second
 	// DefaultStallTimeout is twice the server's default wal_sender_timeout: by then a loop that
 	// is merely disconnected has reported a reconnect.
 	DefaultStallTimeout = 2 * time.Minute
@@ -36,10 +54,12 @@ const (
 
 // Options configure a Checker. Zero values take the defaults.
 type Options struct {
-	// MaxLagBytes is the largest replication lag at which the replica is ready.
-	MaxLagBytes int64
-	// StatusMaxAge is how recent the last status update must be for the replica to be ready.
+	// StatusMaxAge is how recent the last status update of a streaming pipeline must be for
+	// it to count as healthy.
 	StatusMaxAge time.Duration
+	// ReadyGrace is how long the pipeline may be out of a healthy role (reconnecting,
+	// starting, streaming without status updates) and still be ready.
+	ReadyGrace time.Duration
 	// StallTimeout is how long a streaming pipeline may go without a status update before it
 	// is no longer live.
 	StallTimeout time.Duration
@@ -56,18 +76,20 @@ type Checker struct {
 	state      pipeline.State
 	since      time.Time // when state was entered
 	lastStatus time.Time
-	lag        uint64
+	// healthyAt is the last moment a state left behind was healthy; zero until the pipeline
+	// first reaches a healthy role.
+	healthyAt time.Time
 }
 
 var _ pipeline.Observer = (*Checker)(nil)
 
 // New returns a Checker in the starting state.
 func New(opts Options) *Checker {
-	if opts.MaxLagBytes == 0 {
-		opts.MaxLagBytes = DefaultMaxLagBytes
-	}
 	if opts.StatusMaxAge == 0 {
 		opts.StatusMaxAge = DefaultStatusMaxAge
+	}
+	if opts.ReadyGrace == 0 {
+		opts.ReadyGrace = DefaultReadyGrace
 	}
 	if opts.StallTimeout == 0 {
 		opts.StallTimeout = DefaultStallTimeout
@@ -76,6 +98,38 @@ func New(opts Options) *Checker {
 		opts.Now = time.Now
 	}
 	return &Checker{opts: opts, state: pipeline.StateStarting, since: opts.Now()}
+}
+
+// lastProgress is when a streaming pipeline last showed it turns: the loop sends its first
+// status update as it starts streaming, so measure from the later of that and entering the
+// state.
+func (c *Checker) lastProgress() time.Time {
+	if c.since.After(c.lastStatus) {
+		return c.since
+	}
+	return c.lastStatus
+}
+
+// lastHealthy is the last moment up to now at which the pipeline was healthy in its role;
+// zero if never.
+func (c *Checker) lastHealthy(now time.Time) time.Time {
+	switch c.state {
+	case pipeline.StateStandby, pipeline.StateCatchingUp:
+		return now
+	case pipeline.StateStreaming:
+		if until := c.lastProgress().Add(c.opts.StatusMaxAge); until.Before(now) {
+			return latest(until, c.healthyAt)
+		}
+		return now
+	}
+	return c.healthyAt
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Live returns nil when the pipeline is alive, else why not.
@@ -87,33 +141,31 @@ func (c *Checker) Live() error {
 	case c.state == pipeline.StateStopped:
 		return errors.New("pipeline stopped")
 	case c.state == pipeline.StateStreaming:
-		// The loop sends its first status update as it starts streaming; measure from the
-		// later of that and entering the state.
-		last := c.lastStatus
-		if c.since.After(last) {
-			last = c.since
-		}
-		if age := now.Sub(last); age > c.opts.StallTimeout {
+		if age := now.Sub(c.lastProgress()); age > c.opts.StallTimeout {
 			return fmt.Errorf("streaming but no status update for %s", age.Round(time.Second))
 		}
 	}
 	return nil
 }
 
-// Ready returns nil when this replica streams and keeps up, else why not.
+// Ready returns nil when the pipeline is healthy in its role (leading and streaming, or
+// standing by), or left such a role no more than ReadyGrace ago; else why not.
 func (c *Checker) Ready() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.opts.Now()
-	switch {
-	case c.state != pipeline.StateStreaming:
-		return fmt.Errorf("not streaming: %s", c.state)
-	case c.lastStatus.IsZero():
-		return errors.New("no status update sent yet")
-	case now.Sub(c.lastStatus) > c.opts.StatusMaxAge:
-		return fmt.Errorf("last status update %s ago (limit %s)", now.Sub(c.lastStatus).Round(time.Second), c.opts.StatusMaxAge)
-	case c.lag > uint64(c.opts.MaxLagBytes):
-		return fmt.Errorf("replication lag %d bytes above the limit of %d", c.lag, c.opts.MaxLagBytes)
+	if c.state == pipeline.StateStopped {
+		return errors.New("pipeline stopped")
+	}
+	healthy := c.lastHealthy(now)
+	if healthy.IsZero() {
+		return fmt.Errorf("not yet leading or standing by: %s", c.state)
+	}
+	if out := now.Sub(healthy); out > c.opts.ReadyGrace {
+		if c.state == pipeline.StateStreaming {
+			return fmt.Errorf("streaming but no status update for %s", now.Sub(c.lastProgress()).Round(time.Second))
+		}
+		return fmt.Errorf("out of a healthy role for %s (now %s), past the grace of %s", out.Round(time.Second), c.state, c.opts.ReadyGrace)
 	}
 	return nil
 }
@@ -141,20 +193,23 @@ func probeHandler(check func() error) http.Handler {
 func (c *Checker) StateChanged(s pipeline.State) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s != c.state {
-		c.state, c.since = s, c.opts.Now()
+	if s == c.state {
+		return
 	}
+	now := c.opts.Now()
+	c.healthyAt = c.lastHealthy(now)
+	c.state, c.since = s, now
 }
 
 // StatusSent implements pipeline.Observer.
-func (c *Checker) StatusSent(_, applied, serverWALEnd pglogrepl.LSN) {
+func (c *Checker) StatusSent(_, _, _ pglogrepl.LSN) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.lastStatus = c.opts.Now()
-	c.lag = 0
-	if serverWALEnd > applied {
-		c.lag = uint64(serverWALEnd - applied)
-	}
+	now := c.opts.Now()
+	// A status update after a stale stretch makes the pipeline healthy again; remember how
+	// long the earlier stretch was healthy, in case the state changes before the next probe.
+	c.healthyAt = c.lastHealthy(now)
+	c.lastStatus = now
 }
 
 // TransactionReceived implements pipeline.Observer.

@@ -22,7 +22,13 @@ func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 func setup(t *testing.T) (*Checker, *clock) {
 	t.Helper()
 	c := &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
-	return New(Options{MaxLagBytes: 1000, Now: c.now}), c
+	return New(Options{Now: c.now}), c
+}
+
+// streaming puts h in the streaming state with a status update just sent.
+func streaming(h *Checker) {
+	h.StateChanged(pipeline.StateStreaming)
+	h.StatusSent(0x2000, 0x1000, 0x1000)
 }
 
 func TestProbes(t *testing.T) {
@@ -38,32 +44,71 @@ func TestProbes(t *testing.T) {
 			name:     "starting",
 			drive:    func(*Checker, *clock) {},
 			live:     true,
-			notReady: "not streaming: starting",
+			notReady: "not yet leading or standing by: starting",
 		},
 		{
-			name: "standby replica is live but not ready",
+			name: "never healthy, reconnecting for long",
+			drive: func(h *Checker, c *clock) {
+				h.StateChanged(pipeline.StateReconnecting)
+				c.advance(time.Hour)
+			},
+			live:     true,
+			notReady: "not yet leading or standing by: reconnecting",
+		},
+		{
+			name: "standby replica is live and ready",
 			drive: func(h *Checker, c *clock) {
 				h.StateChanged(pipeline.StateStandby)
 				c.advance(time.Hour)
 			},
-			live:     true,
-			notReady: "not streaming: standby",
+			live:  true,
+			ready: true,
 		},
 		{
-			name: "catching up for long is live",
+			name: "standby retrying the lock passes through starting",
+			drive: func(h *Checker, c *clock) {
+				h.StateChanged(pipeline.StateStandby)
+				c.advance(5 * time.Second)
+				h.StateChanged(pipeline.StateStarting)
+				c.advance(DefaultReadyGrace)
+			},
+			live:  true,
+			ready: true,
+		},
+		{
+			name: "standby that lost the database, past the grace",
+			drive: func(h *Checker, c *clock) {
+				h.StateChanged(pipeline.StateStandby)
+				h.StateChanged(pipeline.StateStarting)
+				h.StateChanged(pipeline.StateReconnecting)
+				c.advance(DefaultReadyGrace + time.Second)
+			},
+			live:     true,
+			notReady: "out of a healthy role for 31s (now reconnecting), past the grace of 30s",
+		},
+		{
+			name: "catching up for long is live and ready",
 			drive: func(h *Checker, c *clock) {
 				h.StateChanged(pipeline.StateCatchingUp)
 				c.advance(time.Hour)
 			},
-			live:     true,
-			notReady: "not streaming: catching_up",
+			live:  true,
+			ready: true,
 		},
 		{
 			name: "streaming with a recent status update",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStreaming)
-				h.StatusSent(0x2000, 0x1000, 0x1000+1000)
+				streaming(h)
 				c.advance(29 * time.Second)
+			},
+			live:  true,
+			ready: true,
+		},
+		{
+			name: "lag is never readiness",
+			drive: func(h *Checker, c *clock) {
+				h.StateChanged(pipeline.StateStreaming)
+				h.StatusSent(0, 0x1000, 0x1000+(1<<40))
 			},
 			live:  true,
 			ready: true,
@@ -72,37 +117,36 @@ func TestProbes(t *testing.T) {
 			name: "streaming before the first status update",
 			drive: func(h *Checker, c *clock) {
 				h.StateChanged(pipeline.StateStreaming)
+				c.advance(DefaultStatusMaxAge)
 			},
-			live:     true,
-			notReady: "no status update sent yet",
+			live:  true,
+			ready: true,
 		},
 		{
-			name: "status update too old",
+			name: "status update stale, within the grace",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStreaming)
-				h.StatusSent(0, 0x1000, 0x1000)
-				c.advance(31 * time.Second)
+				streaming(h)
+				c.advance(DefaultStatusMaxAge + DefaultReadyGrace)
 			},
-			live:     true,
-			notReady: "last status update 31s ago",
+			live:  true,
+			ready: true,
 		},
 		{
-			name: "lag above the bound",
+			name: "status update stale, past the grace",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStreaming)
-				h.StatusSent(0, 0x1000, 0x1000+1001)
+				streaming(h)
+				c.advance(DefaultStatusMaxAge + DefaultReadyGrace + time.Second)
 			},
 			live:     true,
-			notReady: "replication lag 1001 bytes",
+			notReady: "streaming but no status update for 1m1s",
 		},
 		{
 			name: "stalled stream is not live",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStreaming)
-				h.StatusSent(0, 0x1000, 0x1000)
+				streaming(h)
 				c.advance(DefaultStallTimeout + time.Second)
 			},
-			notReady: "last status update",
+			notReady: "streaming but no status update for 2m1s",
 		},
 		{
 			name: "stalled before the first status update",
@@ -110,27 +154,47 @@ func TestProbes(t *testing.T) {
 				h.StateChanged(pipeline.StateStreaming)
 				c.advance(DefaultStallTimeout + time.Second)
 			},
-			notReady: "no status update sent yet",
+			notReady: "streaming but no status update for 2m1s",
 		},
 		{
-			name: "reconnecting after streaming",
+			name: "brief reconnect after streaming stays ready",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStreaming)
-				h.StatusSent(0, 0x1000, 0x1000)
+				streaming(h)
+				c.advance(5 * time.Second)
 				h.StateChanged(pipeline.StateReconnecting)
-				c.advance(DefaultStallTimeout + time.Second)
+				c.advance(DefaultReadyGrace)
+			},
+			live:  true,
+			ready: true,
+		},
+		{
+			name: "long reconnect after streaming",
+			drive: func(h *Checker, c *clock) {
+				streaming(h)
+				h.StateChanged(pipeline.StateReconnecting)
+				c.advance(DefaultReadyGrace + time.Second)
 			},
 			live:     true,
-			notReady: "not streaming: reconnecting",
+			notReady: "out of a healthy role for 31s (now reconnecting)",
+		},
+		{
+			name: "reconnect after a stale stream counts from when the stream went stale",
+			drive: func(h *Checker, c *clock) {
+				streaming(h)
+				c.advance(DefaultStatusMaxAge + 20*time.Second)
+				h.StateChanged(pipeline.StateReconnecting)
+				c.advance(11 * time.Second)
+			},
+			live:     true,
+			notReady: "out of a healthy role for 31s (now reconnecting)",
 		},
 		{
 			name: "stopped",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStreaming)
-				h.StatusSent(0, 0x1000, 0x1000)
+				streaming(h)
 				h.StateChanged(pipeline.StateStopped)
 			},
-			notReady: "not streaming: stopped",
+			notReady: "pipeline stopped",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -151,15 +215,41 @@ func TestProbes(t *testing.T) {
 	}
 }
 
-func TestReadyAgainAfterCatchingUp(t *testing.T) {
+// TestReadyAgain: a pipeline that fell out of its role is ready as soon as it is back in one,
+// and a new outage gets a whole new grace.
+func TestReadyAgain(t *testing.T) {
 	t.Parallel()
 	h, c := setup(t)
-	h.StateChanged(pipeline.StateStreaming)
-	h.StatusSent(0, 0x1000, 0x1000+5000)
+	streaming(h)
+	h.StateChanged(pipeline.StateReconnecting)
+	c.advance(time.Hour)
 	require.Error(t, h.Ready())
-	c.advance(10 * time.Second)
-	h.StatusSent(0, 0x1000+5000, 0x1000+5000)
+
+	h.StateChanged(pipeline.StateStarting)
+	require.Error(t, h.Ready())
+	h.StateChanged(pipeline.StateStandby) // another replica took over meanwhile
 	require.NoError(t, h.Ready())
+
+	h.StateChanged(pipeline.StateStarting)
+	c.advance(DefaultReadyGrace)
+	require.NoError(t, h.Ready())
+	h.StateChanged(pipeline.StateStreaming)
+	c.advance(DefaultStatusMaxAge + DefaultReadyGrace + time.Second)
+	require.Error(t, h.Ready(), "no status update since taking over")
+	h.StatusSent(0, 1, 1)
+	require.NoError(t, h.Ready())
+}
+
+func TestReadyGraceOption(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	h := New(Options{ReadyGrace: time.Second, Now: c.now})
+	h.StateChanged(pipeline.StateStandby)
+	h.StateChanged(pipeline.StateReconnecting)
+	c.advance(time.Second)
+	require.NoError(t, h.Ready())
+	c.advance(time.Millisecond)
+	require.ErrorContains(t, h.Ready(), "past the grace of 1s")
 }
 
 func TestHandlers(t *testing.T) {
@@ -176,10 +266,9 @@ func TestHandlers(t *testing.T) {
 	require.Equal(t, "ok\n", body)
 	code, body = get(h.ReadyHandler())
 	require.Equal(t, http.StatusServiceUnavailable, code)
-	require.Equal(t, "not streaming: starting\n", body)
+	require.Equal(t, "not yet leading or standing by: starting\n", body)
 
-	h.StateChanged(pipeline.StateStreaming)
-	h.StatusSent(0, 1, 1)
+	streaming(h)
 	code, _ = get(h.ReadyHandler())
 	require.Equal(t, http.StatusOK, code)
 
@@ -192,7 +281,7 @@ func TestHandlers(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	t.Parallel()
 	h := New(Options{})
-	require.Equal(t, DefaultMaxLagBytes, h.opts.MaxLagBytes)
+	require.Equal(t, DefaultReadyGrace, h.opts.ReadyGrace)
 	require.Equal(t, DefaultStatusMaxAge, h.opts.StatusMaxAge)
 	require.Equal(t, DefaultStallTimeout, h.opts.StallTimeout)
 	require.NotNil(t, h.opts.Now)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/challenge-stream/challenge-stream/internal/buildinfo"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
@@ -66,6 +67,7 @@ type Metrics struct {
 	reconnects    prometheus.Counter
 	slotRecreated *prometheus.CounterVec
 	state         *prometheus.GaugeVec
+	leader        prometheus.Gauge
 
 	slotExists     prometheus.Gauge
 	slotActive     prometheus.Gauge
@@ -77,8 +79,10 @@ type Metrics struct {
 
 var _ pipeline.Observer = (*Metrics)(nil)
 
-// New creates the metrics on a new registry, with the Go runtime and process collectors.
-func New() *Metrics {
+// New creates the metrics on a new registry, with the Go runtime and process collectors. slot
+// labels challenge_stream_leader, so that "no replica leads" can be told per slot across
+// replicas and deployments.
+func New(slot string) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := promauto.With(reg)
@@ -158,6 +162,11 @@ func New() *Metrics {
 			Namespace: namespace, Name: "state",
 			Help: "1 for the pipeline's current state, 0 for the others.",
 		}, []string{"state"}),
+		leader: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "leader",
+			Help:        "1 while this replica holds the slot's leader lock and does the work (catching up or streaming), else 0.",
+			ConstLabels: prometheus.Labels{"slot": slot},
+		}),
 
 		slotExists: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "slot_exists",
@@ -192,6 +201,11 @@ func New() *Metrics {
 	for _, s := range walStatuses {
 		m.slotWALStatus.WithLabelValues(s)
 	}
+	bi := buildinfo.Get()
+	f.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help: "Always 1; its labels name the running build.",
+	}, []string{"version", "revision", "goversion"}).WithLabelValues(bi.Version, bi.Revision, bi.GoVersion).Set(1)
 	m.StateChanged(pipeline.StateStarting)
 	return m
 }
@@ -209,6 +223,9 @@ func (m *Metrics) StateChanged(s pipeline.State) {
 	for _, st := range states {
 		m.state.WithLabelValues(st.String()).Set(boolFloat(st == s))
 	}
+	// Only the lock holder catches up or streams; "no replica leads" is an alert over the
+	// replicas' max of this gauge, never a probe.
+	m.leader.Set(boolFloat(s == pipeline.StateCatchingUp || s == pipeline.StateStreaming))
 }
 
 // TransactionReceived implements pipeline.Observer.

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/challenge-stream/challenge-stream/internal/buildinfo"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
 	"github.com/challenge-stream/challenge-stream/replication"
@@ -57,7 +58,7 @@ func gather(m *Metrics) (string, map[string]float64, error) {
 
 func TestHandlerExposesFamilies(t *testing.T) {
 	t.Parallel()
-	body, values := scrape(t, New())
+	body, values := scrape(t, New("cs_slot"))
 	for _, family := range []string{
 		"challenge_stream_events_total counter",
 		"challenge_stream_truncates_total counter",
@@ -75,6 +76,8 @@ func TestHandlerExposesFamilies(t *testing.T) {
 		"challenge_stream_reconnects_total counter",
 		"challenge_stream_slot_recreated_total counter",
 		"challenge_stream_state gauge",
+		"challenge_stream_leader gauge",
+		"challenge_stream_build_info gauge",
 		"challenge_stream_slot_exists gauge",
 		"challenge_stream_slot_active gauge",
 		"challenge_stream_slot_wal_status gauge",
@@ -94,11 +97,37 @@ func TestHandlerExposesFamilies(t *testing.T) {
 	require.Contains(t, values, `challenge_stream_slot_recreated_total{reason="missing"}`)
 	require.Equal(t, 1.0, values[`challenge_stream_state{state="starting"}`])
 	require.Equal(t, 0.0, values[`challenge_stream_state{state="streaming"}`])
+	require.Equal(t, 0.0, values[`challenge_stream_leader{slot="cs_slot"}`])
+	bi := buildinfo.Get()
+	require.Equal(t, 1.0, values[fmt.Sprintf(`challenge_stream_build_info{goversion=%q,revision=%q,version=%q}`,
+		bi.GoVersion, bi.Revision, bi.Version)])
+}
+
+// TestLeaderFollowsState: the lock holder is the leader while it catches up or streams; a
+// standby, and a leader that lost its connection, are not.
+func TestLeaderFollowsState(t *testing.T) {
+	t.Parallel()
+	m := New("cs_slot")
+	for _, tc := range []struct {
+		state  pipeline.State
+		leader float64
+	}{
+		{pipeline.StateStandby, 0},
+		{pipeline.StateCatchingUp, 1},
+		{pipeline.StateStreaming, 1},
+		{pipeline.StateReconnecting, 0},
+		{pipeline.StateStarting, 0},
+		{pipeline.StateStopped, 0},
+	} {
+		m.StateChanged(tc.state)
+		_, values := scrape(t, m)
+		require.Equal(t, tc.leader, values[`challenge_stream_leader{slot="cs_slot"}`], tc.state.String())
+	}
 }
 
 func TestObserverMovesCounters(t *testing.T) {
 	t.Parallel()
-	m := New()
+	m := New("cs_slot")
 	m.StateChanged(pipeline.StateStreaming)
 	m.TransactionReceived(&replication.Transaction{Plays: 3, Comments: 2})
 	m.TransactionReceived(&replication.Transaction{Plays: 1, Truncates: 1})
@@ -159,7 +188,7 @@ func TestObserverMovesCounters(t *testing.T) {
 
 func TestLSNOnlyFlushMeasuresNoLatency(t *testing.T) {
 	t.Parallel()
-	m := New()
+	m := New("cs_slot")
 	m.Flushed(pipeline.FlushResult{LSN: 0x10, CommittedAt: time.Unix(100, 0)})
 	_, v := scrape(t, m)
 	require.Equal(t, 1.0, v[`challenge_stream_flushes_total`])
@@ -169,7 +198,7 @@ func TestLSNOnlyFlushMeasuresNoLatency(t *testing.T) {
 
 func TestMissingSlotClearsGauges(t *testing.T) {
 	t.Parallel()
-	m := New()
+	m := New("cs_slot")
 	m.SlotPolled(replication.SlotInfo{Exists: true, Active: true, WALStatus: "lost", RetainedBytes: 10, LagBytes: 10})
 	m.SlotPolled(replication.SlotInfo{})
 	_, v := scrape(t, m)
@@ -196,14 +225,14 @@ func TestLagBytes(t *testing.T) {
 
 func TestSlotPollerRejectsBadURL(t *testing.T) {
 	t.Parallel()
-	_, err := New().NewSlotPoller("postgres://u:secret@host:notaport/db", "s", 0, nil)
+	_, err := New("cs_slot").NewSlotPoller("postgres://u:secret@host:notaport/db", "s", 0, nil)
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "secret")
 }
 
 func TestSlotPollerSurvivesUnreachableDatabase(t *testing.T) {
 	t.Parallel()
-	m := New()
+	m := New("cs_slot")
 	// Port 1 on loopback refuses connections at once.
 	p, err := m.NewSlotPoller("postgres://u:secret@127.0.0.1:1/db?connect_timeout=2", "s", time.Hour, nil)
 	require.NoError(t, err)

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/challenge-stream/challenge-stream/internal/buildinfo"
 )
 
 // Exit codes.
@@ -51,6 +53,7 @@ func commands() map[string]command {
 		"teardown": {"drop the slot and the publication (decommissioning)", teardownCommand},
 		"demo":     {"run the whole pipeline on a throw-away local Postgres with synthetic traffic", demoCommand},
 		"bench":    {"run the benchmarks and print a table", benchCommand},
+		"version":  {"print the version, VCS revision and Go version (also --version)", versionCommand},
 	}
 }
 
@@ -69,12 +72,24 @@ func run(ctx context.Context, e env) error {
 		}
 		return nil
 	}
+	if e.args[0] == "--version" || e.args[0] == "-version" {
+		return versionCommand(ctx, env{args: e.args[1:], stdout: e.stdout, stderr: e.stderr, getenv: e.getenv})
+	}
 	cmd, ok := commands()[e.args[0]]
 	if !ok {
 		return usagef("unknown command %q (run challenge-stream help)", e.args[0])
 	}
 	e.args = e.args[1:]
 	return cmd.run(ctx, e)
+}
+
+// versionCommand prints the build: one line on stdout, for scripts and image checks.
+func versionCommand(_ context.Context, e env) error {
+	if len(e.args) > 0 {
+		return usagef("version takes no arguments")
+	}
+	fmt.Fprintln(e.stdout, buildinfo.Get())
+	return nil
 }
 
 func printUsage(w io.Writer) {

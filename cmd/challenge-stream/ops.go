@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -23,19 +24,25 @@ import (
 // opsShutdownTimeout bounds the wait for in-flight scrapes when the process stops.
 const opsShutdownTimeout = 5 * time.Second
 
-// opsFlags are run's flags for the probes, next to --metrics-addr.
+// opsFlags are run's operational flags, next to --metrics-addr.
 type opsFlags struct {
+	debugAddr string
+	// readyMaxLagBytes is deprecated and ignored: lag is a metric and an alert, never
+	// readiness (see package health). It is still accepted so that an existing manifest that
+	// sets it does not crash-loop the container, and with it the host API's pod.
 	readyMaxLagBytes int64
 }
 
 func (o *opsFlags) register(f *flagSet) {
-	f.bytes(&o.readyMaxLagBytes, "ready-max-lag-bytes", "CHALLENGE_STREAM_READY_MAX_LAG_BYTES",
-		health.DefaultMaxLagBytes, "replication lag in bytes above which /readyz fails")
+	f.string(&o.debugAddr, "debug-addr", "CHALLENGE_STREAM_DEBUG_ADDR", "off",
+		"address of the pprof endpoints (/debug/pprof/), or off; keep it on localhost")
+	f.bytes(&o.readyMaxLagBytes, "ready-max-lag-bytes", "CHALLENGE_STREAM_READY_MAX_LAG_BYTES", 0,
+		"deprecated, ignored: lag no longer affects /readyz (alert on challenge_stream_slot_lag_bytes)")
 }
 
 func (o *opsFlags) check() error {
-	if o.readyMaxLagBytes <= 0 {
-		return usagef("ready max lag %d bytes must be positive", o.readyMaxLagBytes)
+	if !validAddr(o.debugAddr) {
+		return usagef("debug address %q must be host:port or off", o.debugAddr)
 	}
 	return nil
 }
@@ -55,9 +62,9 @@ func (f *flagSet) bytes(p *int64, name, envName string, def int64, usage string)
 // opsConfig configures startOps.
 type opsConfig struct {
 	addr             string // host:port of the listener, or "off"
+	debugAddr        string // host:port of the pprof listener, or "off" / empty
 	databaseURL      string // for the slot poller; empty disables it
 	slot             string
-	readyMaxLagBytes int64         // 0: health's default
 	slotPollInterval time.Duration // 0: metrics' default
 	now              func() time.Time
 }
@@ -65,82 +72,137 @@ type opsConfig struct {
 // opsConfig is the operational side's share of run's flags.
 func (rf runFlags) opsConfig() opsConfig {
 	return opsConfig{
-		addr:             rf.metricsAddr,
-		databaseURL:      rf.databaseURL,
-		slot:             rf.slot,
-		readyMaxLagBytes: rf.opsFlags.readyMaxLagBytes,
+		addr:        rf.metricsAddr,
+		debugAddr:   rf.opsFlags.debugAddr,
+		databaseURL: rf.databaseURL,
+		slot:        rf.slot,
 	}
 }
 
-// ops is the operational side of `run`: metrics and probes.
+// Routes of the metrics and probes listener; deploy/'s tests check the manifests against them.
+const (
+	routeMetrics = "/metrics"
+	routeLivez   = "/livez"
+	routeReadyz  = "/readyz"
+)
+
+// ops is the operational side of `run`: metrics, probes and the opt-in pprof.
 type ops struct {
 	// observer is to be passed to the pipeline: it feeds the metrics and the probes.
 	observer pipeline.Observer
 	// addr is where the listener is bound, empty when it is off.
 	addr string
+	// debugAddr is where the pprof listener is bound, empty when it is off.
+	debugAddr string
 	// close stops the listener and the slot poller and waits for them. It may be called more
 	// than once.
 	close func()
 }
 
-// startOps serves /metrics, /livez and /readyz on cfg.addr and polls the slot for the metrics.
-// With addr "off" nothing listens and nothing polls, but the observer still works.
+// startOps serves /metrics, /livez and /readyz on cfg.addr and polls the slot for the metrics;
+// with cfg.debugAddr set, it serves pprof there too, on a listener of its own. With addr "off"
+// nothing listens there and nothing polls, but the observer still works.
 func startOps(ctx context.Context, cfg opsConfig, log *zap.Logger) (ops, error) {
 	log = log.Named("ops")
-	m := metrics.New()
-	h := health.New(health.Options{MaxLagBytes: cfg.readyMaxLagBytes, Now: cfg.now})
+	m := metrics.New(cfg.slot)
+	h := health.New(health.Options{Now: cfg.now})
 	o := ops{observer: observers{m, h}, close: func() {}}
-	if cfg.addr == "off" {
-		log.Info("metrics and probes are off")
-		return o, nil
+
+	var servers []*http.Server
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, ln := range listeners {
+			_ = ln.Close()
+		}
+	}
+	if cfg.addr != "off" {
+		ln, err := net.Listen("tcp", cfg.addr)
+		if err != nil {
+			return ops{}, fmt.Errorf("listen on --metrics-addr %s: %w", cfg.addr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET "+routeMetrics, m.Handler())
+		mux.Handle("GET "+routeLivez, h.LiveHandler())
+		mux.Handle("GET "+routeReadyz, h.ReadyHandler())
+		servers, listeners = append(servers, newServer(mux, log)), append(listeners, ln)
+		o.addr = ln.Addr().String()
+	}
+	if cfg.debugAddr != "" && cfg.debugAddr != "off" {
+		ln, err := net.Listen("tcp", cfg.debugAddr)
+		if err != nil {
+			closeAll()
+			return ops{}, fmt.Errorf("listen on --debug-addr %s: %w", cfg.debugAddr, err)
+		}
+		servers, listeners = append(servers, newServer(debugMux(), log)), append(listeners, ln)
+		o.debugAddr = ln.Addr().String()
 	}
 	var poller *metrics.SlotPoller
-	if cfg.databaseURL != "" {
+	if cfg.addr != "off" && cfg.databaseURL != "" {
 		var err error
 		if poller, err = m.NewSlotPoller(cfg.databaseURL, cfg.slot, cfg.slotPollInterval, log); err != nil {
+			closeAll()
 			return ops{}, err
 		}
 	}
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		return ops{}, fmt.Errorf("listen on --metrics-addr %s: %w", cfg.addr, err)
-	}
 
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.Handler())
-	mux.Handle("GET /livez", h.LiveHandler())
-	mux.Handle("GET /readyz", h.ReadyHandler())
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          zap.NewStdLog(log),
-	}
 	pollCtx, stopPoll := context.WithCancel(ctx)
 	var g errgroup.Group
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics and probes listener stopped", zap.Error(err))
-		}
-		return nil
-	})
+	for i, srv := range servers {
+		ln := listeners[i]
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("listener stopped", zap.String("addr", ln.Addr().String()), zap.Error(err))
+			}
+			return nil
+		})
+	}
 	if poller != nil {
 		g.Go(func() error {
 			poller.Run(pollCtx)
 			return nil
 		})
 	}
-	o.addr = ln.Addr().String()
 	o.close = sync.OnceFunc(func() {
 		stopPoll()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opsShutdownTimeout)
 		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			_ = srv.Close() // scrapes still in flight after the timeout are cut
+		for _, srv := range servers {
+			if err := srv.Shutdown(sctx); err != nil {
+				_ = srv.Close() // requests still in flight after the timeout are cut
+			}
 		}
 		_ = g.Wait()
 	})
-	log.Info("serving metrics and probes", zap.String("addr", o.addr))
+	if o.addr == "" {
+		log.Info("metrics and probes are off")
+	} else {
+		log.Info("serving metrics and probes", zap.String("addr", o.addr))
+	}
+	if o.debugAddr != "" {
+		log.Warn("serving pprof: keep this address private", zap.String("addr", o.debugAddr))
+	}
 	return o, nil
+}
+
+func newServer(h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          zap.NewStdLog(log),
+	}
+}
+
+// debugMux serves net/http/pprof on a mux of its own, never http.DefaultServeMux, so the
+// profiles are reachable only on --debug-addr. A CPU profile or trace runs for as long as its
+// request asks (?seconds=), hence no write timeout.
+func debugMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // observers tells several observers, in order.

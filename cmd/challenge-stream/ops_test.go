@@ -44,17 +44,24 @@ func TestOpsServesMetricsAndProbes(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	code, body := get(t, base+"/readyz")
 	require.Equal(t, http.StatusServiceUnavailable, code)
-	require.Contains(t, body, "not streaming")
+	require.Contains(t, body, "not yet leading or standing by")
 
+	o.observer.StateChanged(pipeline.StateStandby)
+	code, _ = get(t, base+"/readyz")
+	require.Equal(t, http.StatusOK, code, "a standby is ready")
 	o.observer.StateChanged(pipeline.StateStreaming)
 	o.observer.StatusSent(0x2000, 0x1000, 0x1000)
 	code, _ = get(t, base+"/readyz")
 	require.Equal(t, http.StatusOK, code)
+	code, _ = get(t, base+"/debug/pprof/")
+	require.Equal(t, http.StatusNotFound, code, "pprof only on --debug-addr")
 
 	code, body = get(t, base+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, `challenge_stream_state{state="streaming"} 1`)
 	require.Contains(t, body, "challenge_stream_status_updates_total 1\n")
+	require.Contains(t, body, `challenge_stream_leader{slot="`+db.Slot+`"} 1`)
+	require.Contains(t, body, "challenge_stream_build_info{")
 
 	// The poller reads the slot at once, then every 15 s.
 	require.Eventually(t, func() bool {
@@ -94,7 +101,35 @@ func TestOpsBindFailure(t *testing.T) {
 	require.ErrorContains(t, err, "listen on --metrics-addr "+ln.Addr().String())
 }
 
-func TestRunFlagsReadyMaxLag(t *testing.T) {
+// TestOpsDebugAddr: pprof answers on its own listener only, and only when asked for.
+func TestOpsDebugAddr(t *testing.T) {
+	t.Parallel()
+	o, err := startOps(context.Background(), opsConfig{addr: "127.0.0.1:0", debugAddr: "127.0.0.1:0"}, zaptest.NewLogger(t))
+	require.NoError(t, err)
+	t.Cleanup(o.close)
+	require.NotEqual(t, o.addr, o.debugAddr)
+	code, body := get(t, "http://"+o.debugAddr+"/debug/pprof/")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "goroutine")
+	code, _ = get(t, "http://"+o.debugAddr+"/debug/pprof/cmdline")
+	require.Equal(t, http.StatusOK, code)
+	code, _ = get(t, "http://"+o.debugAddr+"/metrics")
+	require.Equal(t, http.StatusNotFound, code)
+
+	off, err := startOps(context.Background(), opsConfig{addr: "off", debugAddr: "off"}, zaptest.NewLogger(t))
+	require.NoError(t, err)
+	require.Empty(t, off.debugAddr)
+	off.close()
+
+	// The metrics listener is released when the debug one cannot bind.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	_, err = startOps(context.Background(), opsConfig{addr: "127.0.0.1:0", debugAddr: ln.Addr().String()}, zaptest.NewLogger(t))
+	require.ErrorContains(t, err, "listen on --debug-addr "+ln.Addr().String())
+}
+
+func TestRunFlagsOps(t *testing.T) {
 	t.Parallel()
 	parse := func(environ map[string]string, args ...string) (runFlags, error) {
 		var out bytes.Buffer
@@ -106,12 +141,15 @@ func TestRunFlagsReadyMaxLag(t *testing.T) {
 	}
 	rf, err := parse(nil)
 	require.NoError(t, err)
-	require.Equal(t, int64(1<<30), rf.opsConfig().readyMaxLagBytes)
+	require.Equal(t, ":9464", rf.opsConfig().addr, "all interfaces: the kubelet probes the pod IP")
+	require.Equal(t, "off", rf.opsConfig().debugAddr)
 
-	rf, err = parse(map[string]string{"CHALLENGE_STREAM_READY_MAX_LAG_BYTES": "4096"})
+	rf, err = parse(map[string]string{"CHALLENGE_STREAM_DEBUG_ADDR": "127.0.0.1:6060"}, "--metrics-addr", "127.0.0.1:9464")
 	require.NoError(t, err)
-	require.Equal(t, int64(4096), rf.opsFlags.readyMaxLagBytes)
+	require.Equal(t, "127.0.0.1:9464", rf.opsConfig().addr)
+	require.Equal(t, "127.0.0.1:6060", rf.opsConfig().debugAddr)
 
+	// Deprecated and ignored, but still accepted so old manifests keep starting.
 	rf, err = parse(map[string]string{"CHALLENGE_STREAM_READY_MAX_LAG_BYTES": "4096"}, "--ready-max-lag-bytes", "100")
 	require.NoError(t, err)
 	require.Equal(t, int64(100), rf.opsFlags.readyMaxLagBytes)
@@ -121,7 +159,7 @@ func TestRunFlagsReadyMaxLag(t *testing.T) {
 		args    []string
 		want    string
 	}{
-		{args: []string{"--ready-max-lag-bytes", "0"}, want: "ready max lag 0 bytes must be positive"},
+		{args: []string{"--debug-addr", "6060"}, want: `debug address "6060"`},
 		{args: []string{"--ready-max-lag-bytes", "1GiB"}, want: "ready-max-lag-bytes"},
 		{environ: map[string]string{"CHALLENGE_STREAM_READY_MAX_LAG_BYTES": "lots"}, want: "CHALLENGE_STREAM_READY_MAX_LAG_BYTES"},
 	} {

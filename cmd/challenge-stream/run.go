@@ -5,6 +5,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/challenge-stream/challenge-stream/internal/buildinfo"
 	"github.com/challenge-stream/challenge-stream/internal/redact"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 )
@@ -14,7 +15,7 @@ type runFlags struct {
 	commonFlags
 	cfg         pipeline.Config
 	metricsAddr string
-	opsFlags    opsFlags // --ready-max-lag-bytes (ops.go)
+	opsFlags    opsFlags // --debug-addr, --ready-max-lag-bytes (ops.go)
 }
 
 func parseRunFlags(e env) (runFlags, error) {
@@ -22,7 +23,9 @@ func parseRunFlags(e env) (runFlags, error) {
 	f := newFlagSet("run", e)
 	rf.register(f)
 	f.duration(&rf.cfg.Window, "window", "CHALLENGE_STREAM_WINDOW", pipeline.DefaultWindow, "how long a window gathers changes before it is flushed")
-	f.string(&rf.metricsAddr, "metrics-addr", "CHALLENGE_STREAM_METRICS_ADDR", "127.0.0.1:9464", "address of /metrics, /livez and /readyz, or off")
+	// All interfaces: the kubelet probes and Prometheus scrapes the pod's IP, not localhost.
+	f.string(&rf.metricsAddr, "metrics-addr", "CHALLENGE_STREAM_METRICS_ADDR", defaultMetricsAddr,
+		"address of /metrics, /livez and /readyz (e.g. 127.0.0.1:9464 for local scrapes only), or off")
 	rf.opsFlags.register(f)
 	f.bool(&rf.cfg.Backfill, "backfill", "CHALLENGE_STREAM_BACKFILL", "on the first start, derive all history instead of starting from now")
 	f.bool(&rf.cfg.SkipMigrations, "skip-migrations", "CHALLENGE_STREAM_SKIP_MIGRATIONS", "do not apply the project's own migrations at start")
@@ -56,6 +59,9 @@ func parseRunFlags(e env) (runFlags, error) {
 	return rf, nil
 }
 
+// defaultMetricsAddr follows the exporter convention: every interface, port 9464.
+const defaultMetricsAddr = ":9464"
+
 // runCommand is the sidecar: it streams until SIGTERM/SIGINT, then flushes, confirms and exits 0.
 func runCommand(ctx context.Context, e env) error {
 	rf, err := parseRunFlags(e)
@@ -66,8 +72,14 @@ func runCommand(ctx context.Context, e env) error {
 	defer func() { _ = log.Sync() }()
 	cfg := rf.cfg
 	cfg.Log = log
-	log.Info("starting", zap.String("database", redact.URL(cfg.DatabaseURL)), zap.String("slot", cfg.Slot),
+	bi := buildinfo.Get()
+	log.Info("starting", zap.String("version", bi.Version), zap.String("revision", bi.Revision),
+		zap.String("go_version", bi.GoVersion),
+		zap.String("database", redact.URL(cfg.DatabaseURL)), zap.String("slot", cfg.Slot),
 		zap.String("publication", cfg.Publication), zap.Duration("window", cfg.Window))
+	if rf.opsFlags.readyMaxLagBytes != 0 {
+		log.Warn("--ready-max-lag-bytes is deprecated and ignored: lag no longer affects /readyz")
+	}
 
 	ops, err := startOps(ctx, rf.opsConfig(), log)
 	if err != nil {
