@@ -290,7 +290,7 @@ func TestHostileIntLimits(t *testing.T) {
 
 // TestHostileCatalog: catalog rows the reference tolerates — a non-numeric amount (the amount is
 // 0), a NULL step_count (the tier is skipped, so the next tier's gate is the previous active
-// step), a non-integer c amount (0).
+// step), a non-integer c amount (its leading integer, as the polling job's Sscanf("%d") keeps).
 func TestHostileCatalog(t *testing.T) {
 	h := newHostile(t)
 	h.db.Exec(t, `UPDATE challenges SET amount = 'lots' WHERE id = 'p1'`)
@@ -307,7 +307,7 @@ func TestHostileCatalog(t *testing.T) {
 	h.requireReward("p1", "29:250", 250, 0, true)
 	h.requireNoReward("p2", "29:1000")
 	h.requireReward("p3", "29:10000", 300, 1000, false)
-	h.requireReward("c", "2a:202523", 1, 0, true)
+	h.requireReward("c", "2a:202523", 1, 1, true)
 	h.verified()
 }
 

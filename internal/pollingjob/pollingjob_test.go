@@ -11,6 +11,7 @@ import (
 	"github.com/challenge-stream/challenge-stream/internal/hostdb"
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
 	"github.com/challenge-stream/challenge-stream/internal/pollingjob"
+	"github.com/challenge-stream/challenge-stream/migrations"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 
@@ -21,10 +22,22 @@ var in2025 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 // setup returns a database with artist 400 (track 1) and both legacy checkpoints at zero.
 func setup(t *testing.T) (context.Context, *pgtest.DB) {
 	t.Helper()
-	ctx, db := t.Context(), pgtest.NewDB(t)
+	ctx, db := migratedDB(t)
 	require.NoError(t, hostdb.AddUser(ctx, db.Pool, 400, true))
 	require.NoError(t, hostdb.AddTrack(ctx, db.Pool, 1, 400))
 	require.NoError(t, checkpoints.AdvanceLegacy(ctx, db.Pool, checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true}))
+	return ctx, db
+}
+
+// migratedDB is a host database with the project's migrations, where the legacy checkpoints'
+// bookkeeping lives.
+func migratedDB(t *testing.T) (context.Context, *pgtest.DB) {
+	t.Helper()
+	ctx, db := t.Context(), pgtest.NewDB(t)
+	conn, err := db.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	require.NoError(t, migrations.Apply(ctx, conn.Conn(), nil))
 	return ctx, db
 }
 
@@ -32,6 +45,7 @@ func tick(t *testing.T, ctx context.Context, db *pgtest.DB, maxRows int64) polli
 	t.Helper()
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	res, err := pollingjob.Tick(ctx, tx, maxRows)
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(ctx))
@@ -84,7 +98,7 @@ func TestTickBudget(t *testing.T) {
 
 func TestTickSeedsAbsentCheckpoints(t *testing.T) {
 	t.Parallel()
-	ctx, db := t.Context(), pgtest.NewDB(t)
+	ctx, db := migratedDB(t)
 	require.NoError(t, hostdb.AddUser(ctx, db.Pool, 400, true))
 	require.NoError(t, hostdb.AddTrack(ctx, db.Pool, 1, 400))
 	require.NoError(t, hostdb.InsertPlays(ctx, db.Pool, 1, 300, in2025))

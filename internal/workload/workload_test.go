@@ -11,6 +11,7 @@ import (
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
 	"github.com/challenge-stream/challenge-stream/internal/workload"
+	"github.com/challenge-stream/challenge-stream/migrations"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 
@@ -36,6 +37,8 @@ func setup(t *testing.T, cfg workload.Config) bundle {
 	conn, err := pgx.Connect(ctx, db.URL)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	// Generate derives the history's rewards, which keeps its bookkeeping in our schema.
+	require.NoError(t, migrations.Apply(ctx, conn, nil))
 	host, sizes, err := workload.Generate(ctx, conn, cfg)
 	require.NoError(t, err)
 	return bundle{db: db, conn: conn, host: host, size: sizes}
