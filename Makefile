@@ -64,7 +64,7 @@ bench: build
 
 ## bench-smoke: every benchmark once at tiny sizes, so they never rot.
 bench-smoke: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./replication/ ./internal/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./replication/ ./pipeline/
 	./$(BIN) bench --smoke
 
 ## demo: the whole pipeline on a throw-away local Postgres with synthetic traffic (~30 s).

@@ -22,8 +22,20 @@ type Config struct {
 	// identifiers). Default "challenge_stream".
 	Slot        string
 	Publication string
-	// Window is how long a window stays open after its first change. Default 1s.
+	// Window is the longest a change waits in a window while the stream keeps delivering.
+	// A window closes earlier once the stream has caught up and the flusher is idle (group
+	// commit), unless FixedWindows is set. Default 1s.
 	Window time.Duration
+	// FixedWindows closes windows only on their length or size: fewer, larger flushes at the
+	// cost of latency (today's rule before group commit).
+	FixedWindows bool
+	// ReceiveTimeout ends a session whose server has sent nothing for this long, although
+	// the sidecar asked for a reply: the server is gone without closing the socket. Default
+	// 60s, the server's default wal_sender_timeout.
+	ReceiveTimeout time.Duration
+	// ShutdownProbeInterval is how often the sidecar checks whether the server refuses new
+	// connections because it is shutting down (see watchShutdown). Default 10s.
+	ShutdownProbeInterval time.Duration
 	// MaxWindowSize closes a window early once it holds this many distinct IDs, bounding the
 	// flush's size and the memory. Default 50,000.
 	MaxWindowSize int
@@ -70,6 +82,8 @@ const (
 	DefaultMaxWindowSize    = 50_000
 	DefaultStatusInterval   = 10 * time.Second
 	DefaultShutdownTimeout  = 8 * time.Second
+	DefaultReceiveTimeout   = time.Minute
+	DefaultShutdownProbe    = 10 * time.Second
 	DefaultRetryMaxInterval = 5 * time.Second
 	DefaultPlayIDMargin     = 100_000
 	DefaultIdleConfirmBytes = 1 << 20
@@ -93,6 +107,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.ReceiveTimeout == 0 {
+		c.ReceiveTimeout = DefaultReceiveTimeout
+	}
+	if c.ShutdownProbeInterval == 0 {
+		c.ShutdownProbeInterval = DefaultShutdownProbe
 	}
 	if c.RetryMaxInterval == 0 {
 		c.RetryMaxInterval = DefaultRetryMaxInterval
@@ -138,6 +158,9 @@ func (c Config) Validate() error {
 	}
 	if c.StatusInterval < 0 || c.StatusInterval > time.Minute {
 		return fmt.Errorf("status interval %s must be between 0 and 1m (the server drops silent clients)", c.StatusInterval)
+	}
+	if c.ReceiveTimeout <= c.StatusInterval {
+		return fmt.Errorf("receive timeout %s must be longer than the status interval %s", c.ReceiveTimeout, c.StatusInterval)
 	}
 	return nil
 }

@@ -34,29 +34,38 @@ type FlushResult struct {
 	ForeignCheckpoints []string
 }
 
-// Flush applies a window in one database transaction: resolve its tracks to eligible artists,
+// dbFlusher applies windows on the session's flush connection.
+type dbFlusher struct {
+	conn *pgx.Conn
+	slot string
+	// margins are the catch-up margins used when a re-activated rule derives its gap.
+	margins processors.WindowOptions
+	now     func() time.Time
+}
+
+// flush applies a window in one database transaction: resolve its tracks to eligible artists,
 // recompute p1–p3 and c, advance the legacy checkpoints and store the window's end LSN. Either
 // all of it commits or none of it does, so the stored LSN always describes the rewards.
-func Flush(ctx context.Context, conn *pgx.Conn, slot string, w *Window, now func() time.Time) (FlushResult, error) {
-	start := now()
-	res := FlushResult{LSN: w.EndLSN, Tracks: len(w.Tracks), Commenters: len(w.Commenters), FirstCommit: w.FirstCommit}
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if w.HasChanges() {
+func (f dbFlusher) flush(ctx context.Context, w *window) (FlushResult, error) {
+	start := f.now()
+	res := FlushResult{LSN: w.endLSN, Tracks: len(w.tracks), Commenters: len(w.commenters), FirstCommit: w.firstCommit}
+	err := pgx.BeginFunc(ctx, f.conn, func(tx pgx.Tx) error {
+		if w.hasChanges() {
 			r, err := processors.ApplyWindow(ctx, tx, processors.Window{
-				TrackIDs: IDs(w.Tracks), UserIDs: IDs(w.Commenters), Legacy: w.Legacy,
-			}, processors.WindowOptions{})
+				TrackIDs: ids(w.tracks), UserIDs: ids(w.commenters), Legacy: w.legacy,
+			}, f.margins)
 			if err != nil {
 				return err
 			}
 			res.Stats, res.Artists, res.Oddities = r.Stats, r.Artists, r.Oddities
 			res.Held, res.Gaps, res.ForeignCheckpoints = r.Held, r.Gaps, r.Foreign
 		}
-		return checkpoints.StoreLSN(ctx, tx, slot, w.EndLSN)
+		return checkpoints.StoreLSN(ctx, tx, f.slot, w.endLSN)
 	})
 	if err != nil {
-		return FlushResult{}, fmt.Errorf("flush window ending %s: %w", w.EndLSN, err)
+		return FlushResult{}, fmt.Errorf("flush window ending %s: %w", w.endLSN, err)
 	}
-	res.CommittedAt = now()
+	res.CommittedAt = f.now()
 	res.Duration = res.CommittedAt.Sub(start)
 	return res, nil
 }

@@ -3,11 +3,11 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -15,14 +15,37 @@ import (
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
-// flushPoll is how often the loop looks for a finished flush while nothing arrives.
-const flushPoll = 10 * time.Millisecond
+// source is the replication stream as the loop consumes it (*replication.Stream).
+type source interface {
+	// Next returns the next committed transaction or keepalive, or MessageTimeout once the
+	// deadline passes or Interrupt is called.
+	Next(deadline time.Time) (replication.Message, error)
+	// Interrupt wakes a waiting Next; it is the one method safe from other goroutines.
+	Interrupt()
+	// SendStatus reports what was received and confirms flushed; zero confirms nothing.
+	SendStatus(flushed pglogrepl.LSN, replyRequested bool) error
+	InTransaction() bool
+	Received() pglogrepl.LSN
+}
+
+// flusher applies a window in one database transaction and stores its end LSN with it.
+type flusher interface {
+	flush(ctx context.Context, w *window) (FlushResult, error)
+}
+
+// ErrShutdownIncomplete means the stop signal's final flush did not commit in time. Nothing is
+// lost — the window is replayed on the next start — but the exit is not clean.
+var ErrShutdownIncomplete = errors.New("final flush did not finish in time; the window will be replayed on the next start")
+
+// errServerSilent ends a session whose server sent nothing, not even an answer to a reply
+// request, for the receive timeout: a dead host or a black hole, which TCP may take minutes
+// to notice.
+var errServerSilent = errors.New("no message from the server")
 
 // When a flush takes more than half a window the flusher is saturated (a backlog after
 // downtime, a burst): the next window stretches to flushStretch times that flush, at most
 // maxStretch windows. A flush's cost grows with the distinct artists it recomputes, not with
-// plays, so fewer, larger flushes leave the CPU to decoding. At steady state flushes are far
-// shorter than the window and windows keep their configured length.
+// plays, so fewer, larger flushes leave the CPU to decoding. Catching up ends the stretch.
 const (
 	flushStretch = 4
 	maxStretch   = 8
@@ -31,31 +54,39 @@ const (
 // summaryInterval is how often an info line summarises the work.
 const summaryInterval = 10 * time.Second
 
+// healthyAfter is how long a session must stream before the reconnect backoff starts afresh.
+const healthyAfter = time.Minute
+
 type flushOutcome struct {
 	res FlushResult
 	err error
 }
 
-// loop is the streaming part of a session. One goroutine (run) owns the replication
-// connection: it receives, fills windows and sends status updates. A second (the flusher) owns
-// the database connection and applies one window at a time, so decoding goes on while a window
-// is being flushed.
+// loop is the streaming part of a session; doc.go tells its rules. One goroutine (run) owns
+// the source: it receives, fills windows and sends status updates. A second (the flusher)
+// applies one window at a time, so decoding goes on while a window is being flushed.
 type loop struct {
-	cfg    Config
-	log    *zap.Logger
-	stream *replication.Stream
-	conn   *pgx.Conn
+	cfg     Config
+	log     *zap.Logger
+	src     source
+	flusher flusher
+	now     func() time.Time
+	after   func(time.Duration) <-chan time.Time // a timer; tests pass a fake clock's
 
-	window   *Window
+	window   *window
 	stored   pglogrepl.LSN // durably applied: the flush and apply position we confirm
 	walEnd   pglogrepl.LSN // the server's WAL end from the last keepalive
+	caughtUp bool          // the last message was a keepalive between transactions
 	flushing bool
-	work     chan *Window
+	work     chan *window
 	done     chan flushOutcome
 
-	lastStatus   time.Time
-	oddities     *oddityLog
+	nextStatus   time.Time     // when the next scheduled status update is due
+	heardAt      time.Time     // when the server last sent anything
+	heardLSN     pglogrepl.LSN // src.Received() then
 	lastFlush    time.Duration // how long the last flush with changes took
+	stopping     <-chan struct{}
+	oddities     *oddityLog
 	resetBackoff func()
 	streamedAt   time.Time
 	summary      summary
@@ -70,24 +101,46 @@ type summary struct {
 	maxFlush            time.Duration
 }
 
-func newLoop(cfg Config, stream *replication.Stream, conn *pgx.Conn, stored pglogrepl.LSN, oddities *oddityLog, resetBackoff func()) *loop {
+// loopDeps are the loop's collaborators besides its configuration.
+type loopDeps struct {
+	src     source
+	flusher flusher
+	stored  pglogrepl.LSN
+	// stopping is closed when the server is shutting down (see watchShutdown); nil never is.
+	stopping     <-chan struct{}
+	oddities     *oddityLog
+	resetBackoff func()
+}
+
+func newLoop(cfg Config, d loopDeps) *loop {
 	now := cfg.Now()
+	if d.oddities == nil {
+		d.oddities = &oddityLog{log: cfg.Log}
+	}
 	return &loop{
 		cfg:          cfg,
 		log:          cfg.Log.Named("pipeline"),
-		stream:       stream,
-		conn:         conn,
-		window:       NewWindow(),
-		stored:       stored,
-		work:         make(chan *Window),
+		src:          d.src,
+		flusher:      d.flusher,
+		now:          cfg.Now,
+		after:        time.After,
+		window:       newWindow(),
+		stored:       d.stored,
+		work:         make(chan *window),
 		done:         make(chan flushOutcome, 1),
-		oddities:     oddities,
-		resetBackoff: resetBackoff,
+		heardAt:      now,
+		heardLSN:     d.src.Received(),
+		stopping:     d.stopping,
+		oddities:     d.oddities,
+		resetBackoff: d.resetBackoff,
 		streamedAt:   now,
 		summary:      summary{at: now},
 	}
 }
 
+// run streams until ctx is cancelled or the server shuts down, then flushes what it holds and
+// confirms it. It returns nil after a clean stop, errServerStopping after the server's, and
+// the session's error otherwise.
 func (l *loop) run(ctx context.Context) error {
 	// The flusher outlives ctx's cancellation so the final window still commits; it stops when
 	// the work channel closes, or is cancelled when the session fails.
@@ -96,14 +149,20 @@ func (l *loop) run(ctx context.Context) error {
 	var g errgroup.Group
 	g.Go(func() error {
 		for w := range l.work {
-			res, err := Flush(flushCtx, l.conn, l.cfg.Slot, w, l.cfg.Now)
+			res, err := l.flusher.flush(flushCtx, w)
 			l.done <- flushOutcome{res, err}
+			l.src.Interrupt() // the loop may be waiting for a message: wake it to collect
 		}
 		return nil
 	})
-	err := l.streamUntilStopped(ctx)
-	if err == nil {
-		err = l.shutdown(ctx, cancelFlush)
+	stopWaking := context.AfterFunc(ctx, l.src.Interrupt)
+	defer stopWaking()
+
+	err := l.stream(ctx)
+	if err == nil || errors.Is(err, errServerStopping) {
+		if serr := l.shutdown(ctx, cancelFlush); serr != nil {
+			err = serr
+		}
 	}
 	if err != nil {
 		cancelFlush()
@@ -113,53 +172,138 @@ func (l *loop) run(ctx context.Context) error {
 	return err
 }
 
-// streamUntilStopped runs until ctx is cancelled (nil) or the session fails.
-func (l *loop) streamUntilStopped(ctx context.Context) error {
+// stream runs until ctx is cancelled (nil), the server shuts down (errServerStopping) or the
+// session fails.
+func (l *loop) stream(ctx context.Context) error {
 	// The first status update goes out at once: it tells the server where we stand.
-	if err := l.sendStatus(ctx, false); err != nil {
+	if err := l.sendStatus(); err != nil {
 		return err
 	}
-	for {
-		if ctx.Err() != nil {
-			return nil
+	for ctx.Err() == nil {
+		select {
+		case <-l.stopping:
+			return errServerStopping
+		default:
 		}
-		if err := l.step(ctx); err != nil {
+		if err := l.step(); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
 	}
+	return nil
 }
 
-// step does one round: collect a finished flush, start the next, confirm, receive.
-func (l *loop) step(ctx context.Context) error {
+// step does one round: collect a finished flush, hand over a due window, send a due status
+// update, then wait for the next message until the next thing that is due.
+func (l *loop) step() error {
 	if err := l.collect(); err != nil {
 		return err
 	}
-	now := l.cfg.Now()
+	now := l.now()
 	switch {
-	case !l.flushing && l.window.Due(now, l.windowLength(), l.cfg.MaxWindowSize):
+	case l.windowDue(now):
 		l.handOver()
-	case l.flushing && l.window.Size() >= l.cfg.MaxWindowSize:
-		// Full while the previous window is still flushing: wait for it (backpressure) rather
-		// than grow without bound.
-		if err := l.waitForFlusher(ctx); err != nil {
-			return err
-		}
-		if !l.flushing {
-			l.handOver()
-		}
-	case !l.flushing && !l.window.HasChanges() && l.statusDue(now):
-		l.confirmIdle()
+	case l.flushing && l.window.size() >= l.cfg.MaxWindowSize:
+		// Full while the previous window is still flushing: stop reading until it is done
+		// (backpressure) rather than grow without bound.
+		return l.waitForFlush()
 	}
-	if l.statusDue(now) {
-		if err := l.sendStatus(ctx, false); err != nil {
+	if !now.Before(l.nextStatus) {
+		if !l.flushing && !l.window.hasChanges() {
+			l.confirmIdle()
+		}
+		// Ask for a reply when the server has been quiet: its answer proves it is alive.
+		if err := l.sendScheduledStatus(now.Sub(l.heardAt) >= l.cfg.StatusInterval); err != nil {
 			return err
 		}
 		l.logSummary(now)
 	}
-	return l.receive(ctx, now)
+	if silent := now.Sub(l.heardAt); silent >= l.cfg.ReceiveTimeout {
+		return fmt.Errorf("%w for %s (receive timeout %s)", errServerSilent, silent.Round(time.Second), l.cfg.ReceiveTimeout)
+	}
+	msg, err := l.src.Next(l.wakeAt(now))
+	if err != nil {
+		return err
+	}
+	return l.handle(msg)
+}
+
+// windowDue reports whether the window goes to the flusher now. Group commit: with the flusher
+// idle, a window closes as soon as the stream has caught up, so at low load every transaction
+// is applied right after its commit and under load batches grow by themselves; while the
+// stream keeps delivering it closes on its length (stretched while the flusher is saturated)
+// or when full. FixedWindows keeps only the last two rules.
+func (l *loop) windowDue(now time.Time) bool {
+	w := l.window
+	switch {
+	case l.flushing || !w.hasChanges():
+		return false
+	case w.size() >= l.cfg.MaxWindowSize:
+		return true
+	case l.caughtUp && !l.cfg.FixedWindows:
+		return true
+	}
+	return !now.Before(w.openedAt.Add(l.windowLength()))
+}
+
+// wakeAt is when a wait for the next message must end: the next status update, the window's
+// time, the receive timeout. A finishing flush wakes the wait itself (Interrupt), so a window
+// that waits for the flusher sets no deadline — a deadline already past would spin.
+func (l *loop) wakeAt(now time.Time) time.Time {
+	at := minTime(l.nextStatus, l.heardAt.Add(l.cfg.ReceiveTimeout))
+	if !l.flushing && l.window.hasChanges() {
+		at = minTime(at, l.window.openedAt.Add(l.windowLength()))
+	}
+	return at
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// handle takes one message from the source.
+func (l *loop) handle(msg replication.Message) error {
+	if r := l.src.Received(); r != l.heardLSN || msg.Kind != replication.MessageTimeout {
+		// Bytes of a transaction still being received count too: a large one can take longer
+		// than the receive timeout to arrive.
+		l.heardAt, l.heardLSN = l.now(), r
+	}
+	switch msg.Kind {
+	case replication.MessageTransaction:
+		l.caughtUp = false
+		l.take(msg.Transaction)
+	case replication.MessageKeepalive:
+		l.walEnd = max(l.walEnd, msg.ServerWALEnd)
+		if !l.src.InTransaction() {
+			// The walsender sends a keepalive when it has read all the WAL there is: the
+			// stream has caught up, and a stretched window goes back to its length.
+			l.caughtUp = true
+			l.lastFlush = 0
+		}
+		if msg.ReplyRequested {
+			return l.reply()
+		}
+	}
+	return nil
+}
+
+// reply answers a keepalive that asks for one. It reports what was received and confirms
+// nothing (flush invalid): a walsender that finishes a fast or smart shutdown waits for the
+// reported flush, or write while flush is invalid, to reach the end of what it sent — WAL
+// that carried nothing for us included — and the store that confirming it would need is
+// impossible then, because the server has already ended our flush session. Confirmations go
+// in the scheduled updates, which the reply does not move.
+func (l *loop) reply() error {
+	if err := l.src.SendStatus(0, false); err != nil {
+		return err
+	}
+	l.cfg.Observer.StatusSent(l.src.Received(), l.stored, l.walEnd)
+	return nil
 }
 
 // confirmIdle moves the stored position forward when the window holds no changes: past
@@ -168,12 +312,12 @@ func (l *loop) step(ctx context.Context) error {
 // holds WAL while the rest of the database writes. The position is stored before it is
 // confirmed, so the slot never gets ahead of the stored LSN.
 func (l *loop) confirmIdle() {
-	target := l.window.EndLSN
-	if !l.stream.InTransaction() && l.walEnd > target {
+	target := l.window.endLSN
+	if !l.src.InTransaction() && l.walEnd > target {
 		target = l.walEnd
 	}
 	if target > l.stored && uint64(target-l.stored) >= l.cfg.IdleConfirmBytes {
-		l.window.EndLSN = target
+		l.window.endLSN = target
 		l.handOver()
 	}
 }
@@ -188,7 +332,7 @@ func (l *loop) windowLength() time.Duration {
 
 func (l *loop) handOver() {
 	w := l.window
-	l.window = NewWindow()
+	l.window = newWindow()
 	l.flushing = true
 	l.work <- w
 }
@@ -206,41 +350,18 @@ func (l *loop) collect() error {
 	}
 }
 
-// oddityLog logs the catalog's oddities once, and again only when they change: a catalog
-// typo should not repeat on every flush.
-type oddityLog struct {
-	log  *zap.Logger
-	last []string
-}
-
-func (o *oddityLog) note(oddities []string) {
-	if slices.Equal(oddities, o.last) {
-		return
-	}
-	o.last = oddities
-	if len(oddities) > 0 {
-		o.log.Warn("challenge catalog has rows the rules interpret", zap.Strings("oddities", oddities))
-	}
-}
-
-// waitForFlusher waits for the flush in flight — which may sit behind a lock for minutes —
-// while still sending status updates, so the server does not drop the connection after
-// wal_sender_timeout. It returns early, still flushing, when ctx is cancelled: shutdown waits.
-func (l *loop) waitForFlusher(ctx context.Context) error {
-	for {
-		timer := time.NewTimer(max(l.lastStatus.Add(l.cfg.StatusInterval).Sub(l.cfg.Now()), 0))
-		select {
-		case o := <-l.done:
-			timer.Stop()
-			return l.finish(o)
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case <-timer.C:
-			if err := l.sendStatus(ctx, false); err != nil {
-				return err
-			}
-		}
+// waitForFlush waits for the flush in flight — which may sit behind a lock for minutes — until
+// the next status update is due, so the next round still sends it and the server does not drop
+// the connection after wal_sender_timeout. Shutdown's own wait takes over when the session is
+// stopped.
+func (l *loop) waitForFlush() error {
+	select {
+	case o := <-l.done:
+		return l.finish(o)
+	case <-l.stopping:
+		return nil
+	case <-l.after(l.nextStatus.Sub(l.now())):
+		return nil
 	}
 }
 
@@ -254,6 +375,11 @@ func (l *loop) finish(o flushOutcome) error {
 		failpoint.Hit("after-flush-commit")
 		l.oddities.note(o.res.Oddities)
 		l.lastFlush = o.res.Duration
+	}
+	if len(o.res.ForeignCheckpoints) > 0 {
+		l.log.Warn("a legacy checkpoint was written by someone else: is the polling job still running? "+
+			"Stop it; its late writes can leave older counts until the artist's next play",
+			zap.Strings("checkpoints", o.res.ForeignCheckpoints))
 	}
 	l.stored = o.res.LSN
 	l.cfg.Observer.Flushed(o.res)
@@ -275,88 +401,57 @@ func (l *loop) note(r FlushResult) {
 	s.maxFlush = max(s.maxFlush, r.Duration)
 }
 
-func (l *loop) statusDue(now time.Time) bool {
-	return !now.Before(l.lastStatus.Add(l.cfg.StatusInterval))
-}
+// sendStatus confirms the stored position and schedules the next update.
+func (l *loop) sendStatus() error { return l.sendScheduledStatus(false) }
 
-func (l *loop) sendStatus(ctx context.Context, replyRequested bool) error {
-	if err := l.stream.SendStatus(ctx, l.stored, replyRequested); err != nil {
+func (l *loop) sendScheduledStatus(replyRequested bool) error {
+	if err := l.src.SendStatus(l.stored, replyRequested); err != nil {
 		return err
 	}
-	l.lastStatus = l.cfg.Now()
-	l.cfg.Observer.StatusSent(l.stream.Received(), l.stored, l.walEnd)
-	return nil
-}
-
-// receive waits for the next message until the next thing the loop must do on time.
-func (l *loop) receive(ctx context.Context, now time.Time) error {
-	deadline := l.lastStatus.Add(l.cfg.StatusInterval)
-	if due := l.window.DueAt(l.windowLength()); !due.IsZero() && due.Before(deadline) {
-		deadline = due
-	}
-	if l.flushing && now.Add(flushPoll).Before(deadline) {
-		deadline = now.Add(flushPoll)
-	}
-	rctx, cancel := context.WithDeadline(ctx, deadline)
-	msg, err := l.stream.Next(rctx)
-	cancel()
-	if err != nil {
-		return err
-	}
-	switch msg.Kind {
-	case replication.MessageTransaction:
-		l.take(msg.Transaction)
-	case replication.MessageKeepalive:
-		// The walsender sends keepalives when it waits for WAL: the stream has caught up, so a
-		// stretched window goes back to its length.
-		l.lastFlush = 0
-		l.walEnd = max(l.walEnd, msg.ServerWALEnd)
-		if msg.ReplyRequested {
-			return l.sendStatus(ctx, false)
-		}
-	}
+	l.nextStatus = l.now().Add(l.cfg.StatusInterval)
+	l.cfg.Observer.StatusSent(l.src.Received(), l.stored, l.walEnd)
 	return nil
 }
 
 // take adds a committed transaction to the window and counts it.
 func (l *loop) take(tx *replication.Transaction) {
 	l.cfg.Observer.TransactionReceived(tx)
-	l.window.Add(tx, l.cfg.Now())
+	l.window.add(tx, l.now())
 	l.summary.transactions++
 	l.summary.plays += tx.Plays
 	l.summary.comments += tx.Comments
 }
 
 // shutdown finishes the open transaction (briefly), flushes the window, confirms and returns.
-// It runs after ctx is cancelled, under its own timeout.
+// It runs after the stop, under its own timeout.
 func (l *loop) shutdown(ctx context.Context, cancelFlush context.CancelFunc) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ShutdownTimeout)
 	defer cancel()
-	for l.stream.InTransaction() && sctx.Err() == nil {
-		rctx, c := context.WithTimeout(sctx, l.cfg.ShutdownTimeout/2)
-		msg, err := l.stream.Next(rctx)
-		c()
+	// Half the time may go to receiving the rest of a transaction already begun.
+	txBy := l.now().Add(l.cfg.ShutdownTimeout / 2)
+	for l.src.InTransaction() {
+		if !l.now().Before(txBy) {
+			l.log.Warn("stopping without the open transaction; it will be replayed on the next start")
+			break
+		}
+		msg, err := l.src.Next(txBy)
 		if err != nil {
 			break
 		}
 		if msg.Kind == replication.MessageTransaction {
 			l.take(msg.Transaction)
 		}
-		if msg.Kind == replication.MessageTimeout {
-			l.log.Warn("stopping without the open transaction; it will be replayed on the next start")
-			break
-		}
 	}
 	if err := l.awaitFlush(sctx, cancelFlush); err != nil {
 		return err
 	}
-	if l.window.HasChanges() || l.window.EndLSN > l.stored {
+	if l.window.hasChanges() || l.window.endLSN > l.stored {
 		l.handOver()
 		if err := l.awaitFlush(sctx, cancelFlush); err != nil {
 			return err
 		}
 	}
-	if err := l.sendStatus(sctx, false); err != nil {
+	if err := l.sendStatus(); err != nil {
 		return err
 	}
 	l.log.Info("stopped", zap.Stringer("stored_lsn", l.stored))
@@ -375,20 +470,37 @@ func (l *loop) awaitFlush(ctx context.Context, cancelFlush context.CancelFunc) e
 		cancelFlush()
 		<-l.done
 		l.flushing = false
-		return errors.New("final flush did not finish in time; the window will be replayed on the next start")
+		return ErrShutdownIncomplete
+	}
+}
+
+// oddityLog logs the catalog's oddities once, and again only when they change: a catalog
+// typo should not repeat on every flush.
+type oddityLog struct {
+	log  *zap.Logger
+	last []string
+}
+
+func (o *oddityLog) note(oddities []string) {
+	if slices.Equal(oddities, o.last) {
+		return
+	}
+	o.last = oddities
+	if len(oddities) > 0 {
+		o.log.Warn("challenge catalog has rows the rules interpret", zap.Strings("oddities", oddities))
 	}
 }
 
 func (l *loop) logSummary(now time.Time) {
-	s := &l.summary
-	if now.Sub(s.at) < summaryInterval {
-		return
-	}
-	if now.Sub(l.streamedAt) > time.Minute && l.resetBackoff != nil {
+	if now.Sub(l.streamedAt) > healthyAfter && l.resetBackoff != nil {
 		// A session that has streamed for a while is healthy: the next failure starts the
 		// backoff afresh.
 		l.resetBackoff()
 		l.resetBackoff = nil
+	}
+	s := &l.summary
+	if now.Sub(s.at) < summaryInterval {
+		return
 	}
 	l.log.Info("summary",
 		zap.Int("transactions", s.transactions), zap.Int("plays", s.plays), zap.Int("comments", s.comments),

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/failpoint"
@@ -50,6 +51,8 @@ func Run(ctx context.Context, cfg Config) error {
 	err := backoff.RetryNotify(func() error {
 		err := p.session(ctx)
 		switch {
+		case ctx.Err() != nil && errors.Is(err, ErrShutdownIncomplete):
+			return backoff.Permanent(err)
 		case ctx.Err() != nil:
 			return nil
 		case err == nil:
@@ -69,14 +72,25 @@ func Run(ctx context.Context, cfg Config) error {
 		p.log.Warn("session ended; reconnecting", p.errFields(err, zap.Duration("retry_in", wait))...)
 	})
 	cfg.Observer.StateChanged(StateStopped)
-	if ctx.Err() != nil && !isPermanent(err) {
+	if ctx.Err() != nil && !isPermanent(err) && !errors.Is(err, ErrShutdownIncomplete) {
 		return nil
 	}
 	if err != nil {
-		return errors.New(redact.String(err.Error(), cfg.DatabaseURL))
+		p.log.Error("stopped", p.errFields(err)...)
+		return redactedError{err: err, url: cfg.DatabaseURL}
 	}
 	return nil
 }
+
+// redactedError keeps an error's chain, so errors.Is works on the sentinels from cmd, while its
+// text loses the database URL's secrets.
+type redactedError struct {
+	err error
+	url string
+}
+
+func (e redactedError) Error() string { return redact.String(e.err.Error(), e.url) }
+func (e redactedError) Unwrap() error { return e.err }
 
 type pipeline struct {
 	cfg          Config
@@ -190,8 +204,7 @@ func (p *pipeline) session(ctx context.Context) error {
 	}
 	p.log.Info("streaming", zap.String("slot", cfg.Slot), zap.Stringer("from_lsn", start))
 	cfg.Observer.StateChanged(StateStreaming)
-	l := newLoop(cfg, stream, conn, start, p.oddities, p.resetBackoff)
-	err = l.run(ctx)
+	err = p.stream(ctx, stream, conn, start)
 	p.noteUnusableSlot(err)
 	return err
 }
@@ -331,4 +344,34 @@ func catchUpInSnapshot(ctx context.Context, conn *pgx.Conn, slot replication.New
 		return processors.CatchUpResult{}, fmt.Errorf("catch up in snapshot: %w", err)
 	}
 	return res, nil
+}
+
+// stream runs the loop on a started stream, with the shutdown watch beside it.
+func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn *pgx.Conn, start pglogrepl.LSN) error {
+	cfg := p.cfg
+	probe, err := probeConfig(cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("parse database URL: %w", err)
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	stopping := make(chan struct{})
+	var g errgroup.Group
+	g.Go(func() error {
+		watchShutdown(watchCtx, probe, cfg.ShutdownProbeInterval, p.log, stopping, stream.Interrupt)
+		return nil
+	})
+	l := newLoop(cfg, loopDeps{
+		src: stream,
+		flusher: dbFlusher{conn: conn, slot: cfg.Slot, now: cfg.Now, margins: processors.WindowOptions{
+			PlayIDMargin: cfg.PlayIDMargin, CommentBlockMargin: processors.DefaultCommentBlockMargin,
+		}},
+		stored:       start,
+		stopping:     stopping,
+		oddities:     p.oddities,
+		resetBackoff: p.resetBackoff,
+	})
+	err = l.run(ctx)
+	stopWatch()
+	_ = g.Wait()
+	return err
 }

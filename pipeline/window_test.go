@@ -32,50 +32,23 @@ func tx(end pglogrepl.LSN, tracks []int64, maxPlay int64, commenters []int64, ma
 
 func TestWindowAdd(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	w := NewWindow()
-	w.Add(tx(100, nil, 0, nil, 0), t0) // touched nothing of ours
-	require.False(t, w.HasChanges())
-	require.Equal(t, pglogrepl.LSN(100), w.EndLSN, "an empty transaction still moves the end")
-	require.True(t, w.OpenedAt.IsZero(), "only a change opens the window")
+	w := newWindow()
+	w.add(tx(100, nil, 0, nil, 0), t0) // touched nothing of ours
+	require.False(t, w.hasChanges())
+	require.Equal(t, pglogrepl.LSN(100), w.endLSN, "an empty transaction still moves the end")
+	require.True(t, w.openedAt.IsZero(), "only a change opens the window")
 
-	w.Add(tx(200, []int64{1, 2}, 50, nil, 0), t0.Add(time.Second))
-	w.Add(tx(300, []int64{2, 3}, 40, []int64{9}, 7), t0.Add(2*time.Second))
-	require.True(t, w.HasChanges())
-	require.Equal(t, t0.Add(time.Second), w.OpenedAt, "opened by the first change")
-	require.Equal(t, time.Unix(200, 0), w.FirstCommit)
-	require.Equal(t, pglogrepl.LSN(300), w.EndLSN)
-	require.Equal(t, 4, w.Size(), "distinct IDs: tracks 1,2,3 and commenter 9")
-	require.EqualValues(t, 50, w.Legacy.LastPlayID, "the highest plays.id, not the last")
-	require.EqualValues(t, 7, w.Legacy.LastCommentBlock)
-	require.Equal(t, 3, w.Transactions)
-	require.Equal(t, 4, w.Plays)
-}
-
-func TestWindowDue(t *testing.T) {
-	t0 := time.Unix(1000, 0)
-	cases := []struct {
-		name    string
-		txs     int
-		now     time.Duration
-		maxSize int
-		want    bool
-	}{
-		{"empty never due", 0, time.Hour, 10, false},
-		{"before the window length", 1, 999 * time.Millisecond, 10, false},
-		{"at the window length", 1, time.Second, 10, true},
-		{"full before time", 5, 0, 5, true},
-		{"below the cap", 4, 0, 5, false},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			w := NewWindow()
-			for i := range c.txs {
-				w.Add(tx(pglogrepl.LSN(i+1), []int64{int64(i)}, 1, nil, 0), t0)
-			}
-			require.Equal(t, c.want, w.Due(t0.Add(c.now), time.Second, c.maxSize))
-		})
-	}
-	require.True(t, NewWindow().DueAt(time.Second).IsZero())
+	w.add(tx(200, []int64{1, 2}, 50, nil, 0), t0.Add(time.Second))
+	w.add(tx(300, []int64{2, 3}, 40, []int64{9}, 7), t0.Add(2*time.Second))
+	require.True(t, w.hasChanges())
+	require.Equal(t, t0.Add(time.Second), w.openedAt, "opened by the first change")
+	require.Equal(t, time.Unix(200, 0), w.firstCommit)
+	require.Equal(t, pglogrepl.LSN(300), w.endLSN)
+	require.Equal(t, 4, w.size(), "distinct IDs: tracks 1,2,3 and commenter 9")
+	require.EqualValues(t, 50, w.legacy.LastPlayID, "the highest plays.id, not the last")
+	require.EqualValues(t, 7, w.legacy.LastCommentBlock)
+	require.Equal(t, 3, w.transactions)
+	require.Equal(t, 4, w.plays)
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -87,6 +60,7 @@ func TestConfigValidate(t *testing.T) {
 		"bad publication": {DatabaseURL: ok.DatabaseURL, Publication: "1pub"},
 		"negative window": {DatabaseURL: ok.DatabaseURL, Window: -time.Second},
 		"silent too long": {DatabaseURL: ok.DatabaseURL, StatusInterval: 2 * time.Minute},
+		"receive timeout inside the status interval": {DatabaseURL: ok.DatabaseURL, ReceiveTimeout: 5 * time.Second},
 	} {
 		require.Error(t, c.Validate(), name)
 	}

@@ -2,8 +2,10 @@ package replication
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -84,8 +86,8 @@ type Message struct {
 }
 
 // Stream is one replication session on a slot: it decodes pgoutput, keeps each transaction's
-// IDs until its COMMIT and hands back committed transactions and keepalives. It is not safe for
-// concurrent use: one goroutine receives and sends status updates.
+// IDs until its COMMIT and hands back committed transactions and keepalives. One goroutine
+// receives and sends status updates; Interrupt may be called from any other.
 type Stream struct {
 	conn     *pgconn.PgConn
 	log      *zap.Logger
@@ -94,6 +96,9 @@ type Stream struct {
 	tx       Transaction
 	inTx     bool
 	received pglogrepl.LSN
+	// woken is set by Interrupt, so a wake-up that lands between two reads is not lost.
+	woken  atomic.Bool
+	status []byte // the standby status update, encoded in place
 }
 
 // Start sends START_REPLICATION for the slot from startLSN with pgoutput protocol version 1.
@@ -121,19 +126,32 @@ func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, s
 // the server's WAL end must not be confirmed.
 func (s *Stream) InTransaction() bool { return s.inTx }
 
-// Received is the highest WAL position received.
+// Received is the highest WAL position the server has told us it sent: the start of the last
+// change or the end of the last transaction, or a keepalive's WAL end between transactions.
+// It is what a shutting-down walsender waits to see reported (see SendStatus).
 func (s *Stream) Received() pglogrepl.LSN { return s.received }
 
-// Next receives until a transaction commits, a keepalive arrives or ctx's deadline passes
-// (MessageTimeout, nil). Any other error ends the session.
-func (s *Stream) Next(ctx context.Context) (Message, error) {
+// Next receives until a transaction commits, a keepalive arrives, the deadline passes or
+// Interrupt is called; the last two return MessageTimeout. Any error ends the session.
+//
+// The wait is a read deadline on the socket rather than a context: pgconn arms a context
+// watcher on every call that takes a cancellable context, and Next runs once per message on
+// the hot path. Cancellation goes through Interrupt instead (the loop registers it with
+// context.AfterFunc once per session).
+func (s *Stream) Next(deadline time.Time) (Message, error) {
+	if err := s.conn.Conn().SetReadDeadline(deadline); err != nil {
+		return Message{}, fmt.Errorf("set read deadline: %w", err)
+	}
+	// Checked after the deadline is set: an Interrupt from now on moves the deadline into the
+	// past, and one before it is seen here.
+	if s.woken.Swap(false) {
+		return Message{Kind: MessageTimeout}, nil
+	}
 	for {
-		raw, err := s.conn.ReceiveMessage(ctx)
+		raw, err := s.conn.ReceiveMessage(context.Background())
 		if err != nil {
-			if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				if pgconn.Timeout(err) {
-					return Message{Kind: MessageTimeout}, nil
-				}
+			if pgconn.Timeout(err) {
+				return Message{Kind: MessageTimeout}, nil
 			}
 			return Message{}, fmt.Errorf("receive: %w", err)
 		}
@@ -151,6 +169,13 @@ func (s *Stream) Next(ctx context.Context) (Message, error) {
 			// NoticeResponse and the like carry nothing for us.
 		}
 	}
+}
+
+// Interrupt makes a Next that is waiting return MessageTimeout at once, or the next call if
+// none is waiting. It is safe to call from any goroutine.
+func (s *Stream) Interrupt() {
+	s.woken.Store(true)
+	_ = s.conn.Conn().SetReadDeadline(time.Unix(1, 0))
 }
 
 func (s *Stream) handleCopyData(data []byte) (Message, bool, error) {
@@ -172,8 +197,11 @@ func (s *Stream) handleCopyData(data []byte) (Message, bool, error) {
 		if err != nil {
 			return Message{}, false, fmt.Errorf("parse xlogdata: %w", err)
 		}
-		if end := xld.WALStart + pglogrepl.LSN(len(xld.WALData)); end > s.received {
-			s.received = end
+		// WALStart is the change's LSN, or the transaction's end LSN for a COMMIT. Adding the
+		// message length would report a position the server never sent, and a shutting-down
+		// walsender waits for the exact one.
+		if xld.WALStart > s.received {
+			s.received = xld.WALStart
 		}
 		return s.handleEvent(xld.WALData, xld.WALStart)
 	default:
@@ -210,23 +238,43 @@ func (s *Stream) handleEvent(walData []byte, at pglogrepl.LSN) (Message, bool, e
 	return Message{}, false, nil
 }
 
-// SendStatus confirms positions to the server. write is what we received; flush and apply are
-// what is durably applied (stored with the rewards). All three are set explicitly: pglogrepl
-// would copy write into a zero flush and so confirm unapplied data.
-func (s *Stream) SendStatus(ctx context.Context, applied pglogrepl.LSN, replyRequested bool) error {
-	write := s.received
-	if applied > write {
-		write = applied
+// statusWriteTimeout bounds a status update's write: a peer that stopped reading must not
+// hang the loop.
+const statusWriteTimeout = 10 * time.Second
+
+// SendStatus sends a standby status update. write is what we received; flush and apply are
+// flushed, what is durably applied (stored with the rewards). All three are set explicitly:
+// pglogrepl would copy write into a zero flush and so confirm unapplied data.
+//
+// A zero flushed is sent as such — "invalid" — and the server then leaves the slot where it
+// is. That is the answer to a keepalive that asks for one: a walsender finishing a fast or
+// smart shutdown waits until the reported flush, or write while flush is invalid, equals what
+// it sent. Confirming flush there would need a store first, and the server has already
+// terminated our flush connection by then.
+func (s *Stream) SendStatus(flushed pglogrepl.LSN, replyRequested bool) error {
+	write := max(s.received, flushed)
+	buf := append(s.status[:0], 'd', 0, 0, 0, 4+34, pglogrepl.StandbyStatusUpdateByteID)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(write))
+	buf = binary.BigEndian.AppendUint64(buf, uint64(flushed))
+	buf = binary.BigEndian.AppendUint64(buf, uint64(flushed))
+	buf = binary.BigEndian.AppendUint64(buf, uint64(toPgTime(time.Now())))
+	if replyRequested {
+		buf = append(buf, 1)
+	} else {
+		buf = append(buf, 0)
 	}
-	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
-		WALWritePosition: write,
-		WALFlushPosition: applied,
-		WALApplyPosition: applied,
-		ClientTime:       time.Now(),
-		ReplyRequested:   replyRequested,
-	})
-	if err != nil {
+	s.status = buf
+	if err := s.conn.Conn().SetWriteDeadline(time.Now().Add(statusWriteTimeout)); err != nil {
+		return fmt.Errorf("send status update: %w", err)
+	}
+	if err := s.conn.Frontend().SendUnbufferedEncodedCopyData(buf); err != nil {
 		return fmt.Errorf("send status update: %w", err)
 	}
 	return nil
 }
+
+// pgEpochMicros is 2000-01-01 00:00:00 UTC, the Postgres epoch, in Unix microseconds.
+const pgEpochMicros = 946_684_800_000_000
+
+// toPgTime is a protocol timestamp: microseconds since the Postgres epoch.
+func toPgTime(t time.Time) int64 { return t.UnixMicro() - pgEpochMicros }

@@ -234,9 +234,7 @@ func (b *bench) drainStreamOnly(ctx context.Context, url, slot, publication stri
 	}
 	var plays int64
 	for plays < n {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		msg, err := stream.Next(rctx)
-		cancel()
+		msg, err := stream.Next(time.Now().Add(10 * time.Second))
 		if err != nil {
 			return drainResult{}, fmt.Errorf("stream: %w", err)
 		}
@@ -245,7 +243,7 @@ func (b *bench) drainStreamOnly(ctx context.Context, url, slot, publication stri
 			plays += int64(msg.Transaction.Plays)
 		case replication.MessageKeepalive:
 			if msg.ReplyRequested {
-				if err := stream.SendStatus(ctx, 0, false); err != nil {
+				if err := stream.SendStatus(0, false); err != nil {
 					return drainResult{}, err
 				}
 			}

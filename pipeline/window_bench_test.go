@@ -1,4 +1,4 @@
-package bench_test
+package pipeline
 
 import (
 	"math/rand/v2"
@@ -7,7 +7,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
-	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
@@ -39,18 +38,18 @@ func blocks(n, perTx int, tracks int64) []*replication.Transaction {
 // BenchmarkWindowAdd merges 100-play transactions into a window, as the stream does for every
 // committed block, starting a new window after 500 of them (a busy second). Run with
 //
-//	go test ./internal/bench/ -run '^$' -bench Window
+//	go test ./pipeline/ -run '^$' -bench Window
 func BenchmarkWindowAdd(b *testing.B) {
 	txs := blocks(500, 100, 50_000)
 	now := time.Now()
-	w := pipeline.NewWindow()
+	w := newWindow()
 	i := 0
 	b.ReportAllocs()
 	for b.Loop() {
 		if i == len(txs) {
-			w, i = pipeline.NewWindow(), 0
+			w, i = newWindow(), 0
 		}
-		w.Add(txs[i], now)
+		w.add(txs[i], now)
 		i++
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/play")
@@ -61,14 +60,14 @@ func BenchmarkWindowAdd(b *testing.B) {
 func BenchmarkWindowAddSameTracks(b *testing.B) {
 	txs := blocks(8, 100, 500)
 	now := time.Now()
-	w := pipeline.NewWindow()
+	w := newWindow()
 	for _, tx := range txs {
-		w.Add(tx, now)
+		w.add(tx, now)
 	}
 	i := 0
 	b.ReportAllocs()
 	for b.Loop() {
-		w.Add(txs[i%len(txs)], now)
+		w.add(txs[i%len(txs)], now)
 		i++
 	}
 }
@@ -80,8 +79,8 @@ func BenchmarkWindowAddHuge(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		w := pipeline.NewWindow()
-		w.Add(tx, now)
+		w := newWindow()
+		w.add(tx, now)
 	}
 }
 
@@ -90,9 +89,9 @@ func BenchmarkWindowAddHuge(b *testing.B) {
 func BenchmarkWindowAddEmpty(b *testing.B) {
 	tx := &replication.Transaction{EndLSN: 42, Tracks: map[int64]struct{}{}, Commenters: map[int64]struct{}{}}
 	now := time.Now()
-	w := pipeline.NewWindow()
+	w := newWindow()
 	b.ReportAllocs()
 	for b.Loop() {
-		w.Add(tx, now)
+		w.add(tx, now)
 	}
 }
