@@ -13,7 +13,7 @@ LDFLAGS   := -X $(MODULE)/internal/buildinfo.version=$(VERSION) -X $(MODULE)/int
 PKGS      := $(shell $(GO) list ./... | grep -v /faults)
 # The 1,000,000-row transaction runs at full size in test-large; test keeps it brief.
 LARGE_TX_ROWS ?= 100000
-FAULT_CYCLES  ?= 9
+FAULT_CYCLES  ?= 11
 
 .PHONY: build test test-large test-faults fuzz bench bench-smoke demo vet clean test-pg-matrix test-pg-subset image-context image test-deploy
 
@@ -41,13 +41,15 @@ test-faults:
 PG_MAJORS          ?= 14 15 16 17 18
 PG_SUBSET_PIPELINE := ^(TestStreamAppliesRules|TestTwoTransactionsOneWindow|TestTransactionsWithoutOurChanges|TestLowerIDCommitsLater|TestPruneTruncateAndAddColumn|TestFirstStart|TestRestartResumesFromStoredLSN|TestSlotLostWhileDown|TestTwoReplicas|TestIdleSlotKeepsConfirming|TestConnectionsTerminatedWhilePlaysArrive)$$
 PG_SUBSET_E2E      := ^(TestKill9WithUnflushedWindow|TestCrashAfterFlushCommit|TestSIGTERMFlushesOpenWindow|TestPostgresRestartWhileStreaming|TestPostgresRestartDuringFlush|TestFlushConnectionTerminated|TestWalLevelReplica|TestHostileDroppedColumn|TestPrimaryFailover)$$
+PG_SUBSET_FAULTS   := ^TestPlannedShutdowns$$
 test-pg-matrix: test-pg-subset
 test-pg-subset:
 	for major in $(PG_MAJORS); do \
 		bin=$$(scripts/install-postgres.sh $$major); start=$$(date +%s); \
-		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m ./migrations/ ./checkpoints/; \
-		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_PIPELINE)' ./pipeline/; \
-		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_E2E)' ./e2e/; \
+		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m ./migrations/ ./checkpoints/ || exit 1; \
+		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_PIPELINE)' ./pipeline/ || exit 1; \
+		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_E2E)' ./e2e/ || exit 1; \
+		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_FAULTS)' ./faults/ || exit 1; \
 		echo "postgres $$major: subset passed in $$(( $$(date +%s) - start ))s"; \
 	done
 

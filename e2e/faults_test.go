@@ -21,6 +21,7 @@ import (
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 )
@@ -198,7 +199,7 @@ func setupAlone(t *testing.T) *env {
 // restartPostgres crashes the server (immediate shutdown) and starts it again.
 func (e *env) restartPostgres() {
 	e.t.Helper()
-	require.NoError(e.t, pgtest.Cluster().Restart(e.ctx, true))
+	require.NoError(e.t, pgtest.Cluster().Restart(e.ctx, pgcluster.Immediate, time.Minute))
 	e.db.Pool.Reset() // its connections died with the server
 }
 

@@ -5,7 +5,8 @@
 //
 //   - kill -9 of the sidecar at a random moment, or exactly between a flush's COMMIT and the
 //     standby status update that confirms it (the after-flush-commit failpoint);
-//   - an immediate (crash) restart of Postgres;
+//   - an immediate (crash) restart of Postgres, and a fast one (pg_ctl restart -m fast), which
+//     hangs unless the sidecar lets the walsender finish;
 //   - pg_terminate_backend of the walsender or of the flush connection;
 //   - a TCP proxy between the sidecar and Postgres that cuts every connection, or stalls them
 //     for a few seconds, or turns into a black hole (sockets open, nothing relayed, the proxy's
@@ -23,6 +24,9 @@
 // TestBlackHoledLeader runs two replicas, each behind its own proxy, turns the leader's proxy
 // into a black hole and reports how long the standby takes to stream and apply again
 // (BLACKHOLE_RUNS repeats it).
+//
+// TestPlannedShutdowns restarts Postgres with fast and smart shutdowns while the sidecar streams
+// and requires each to finish, the slot kept and verify clean (SHUTDOWN_RUNS repeats it).
 //
 // FAULT_CYCLES sets the number of cycles (default: one of each kind, for CI) and FAULT_SEED the
 // seed (default: the clock; the seed is printed so a failure can be replayed). A long local run:

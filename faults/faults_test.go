@@ -47,6 +47,7 @@ func faultKinds() []fault {
 		{"kill -9 of the sidecar", (*suite).kill9},
 		{"kill -9 between flush commit and confirm", (*suite).failpoint},
 		{"postgres immediate restart", (*suite).restartPostgres},
+		{"postgres fast restart", (*suite).fastRestart},
 		{"terminate the walsender", (*suite).terminateWalsender},
 		{"terminate the flush connection", (*suite).terminateFlush},
 		{"proxy cuts all connections", (*suite).proxyCut},
@@ -280,7 +281,13 @@ func (s *suite) failpoint(rng *rand.Rand) error {
 }
 
 func (s *suite) restartPostgres(*rand.Rand) error {
-	return s.cluster.Restart(s.ctx, true)
+	return s.cluster.Restart(s.ctx, pgcluster.Immediate, time.Minute)
+}
+
+// fastRestart is pg_ctl restart -m fast: the walsender sends the rest of the WAL and waits for
+// the sidecar to report it flushed, so a sidecar that never does hangs the restart.
+func (s *suite) fastRestart(*rand.Rand) error {
+	return s.cluster.Restart(s.ctx, pgcluster.Fast, plannedShutdownLimit)
 }
 
 func (s *suite) terminateWalsender(*rand.Rand) error {

@@ -81,9 +81,15 @@ type traffic struct {
 
 // startTraffic starts writers goroutines, each with its own generator seeded from seed.
 func startTraffic(pool *pgxpool.Pool, writers int, seed uint64) *traffic {
-	ctx, cancel := context.WithCancel(context.Background())
-	tr := &traffic{pool: pool, cancel: cancel}
+	tr := &traffic{pool: pool}
 	tr.block.Store(1000)
+	tr.start(writers, seed)
+	return tr
+}
+
+func (tr *traffic) start(writers int, seed uint64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	tr.cancel = cancel
 	for w := range writers {
 		rng := rand.New(rand.NewPCG(seed, uint64(w)+1))
 		tr.wg.Add(1)
@@ -92,7 +98,16 @@ func startTraffic(pool *pgxpool.Pool, writers int, seed uint64) *traffic {
 			tr.write(ctx, rng)
 		}()
 	}
-	return tr
+}
+
+// resume starts writers on pool that go on from a stopped traffic's ids and block numbers.
+func (tr *traffic) resume(pool *pgxpool.Pool, writers int, seed uint64) *traffic {
+	next := startTraffic(pool, 0, seed)
+	next.block.Store(tr.block.Load())
+	next.comment.Store(tr.comment.Load())
+	next.oneShot.Store(tr.oneShot.Load())
+	next.start(writers, seed)
+	return next
 }
 
 // stop stops the writers and waits for them.

@@ -67,13 +67,13 @@ func TestStreamAppliesRules(t *testing.T) {
 	s.stop()
 }
 
-// TestTwoTransactionsOneWindow: a window gathers several transactions and applies them in one
-// flush (here the final flush at shutdown, so the test does not depend on timing).
+// TestTwoTransactionsOneWindow: a fixed window gathers several transactions and applies them in
+// one flush (here the final flush at shutdown, so the test does not depend on timing).
 func TestTwoTransactionsOneWindow(t *testing.T) {
 	e := setup(t)
 	e.artist(7, true)
 	e.track(70, 7)
-	s := e.start(func(c *pipeline.Config) { c.Window = time.Hour })
+	s := e.start(func(c *pipeline.Config) { c.Window, c.FixedWindows = time.Hour, true })
 	s.waitStreaming()
 	e.plays(70, 200)
 	e.plays(70, 100)
@@ -374,4 +374,22 @@ func TestIdleSlotKeepsConfirming(t *testing.T) {
 	})
 	require.LessOrEqual(t, e.storedLSN(), e.currentLSN())
 	s.stop()
+}
+
+// TestCaughtUpStreamFlushesEachTransaction: with group commit a lone transaction is applied as
+// soon as the stream has caught up, long before a window of an hour would close.
+func TestCaughtUpStreamFlushesEachTransaction(t *testing.T) {
+	e := setup(t)
+	e.artist(7, true)
+	e.track(70, 7)
+	s := e.start(func(c *pipeline.Config) { c.Window = time.Hour })
+	s.waitStreaming()
+	e.plays(70, 250)
+	eventually(t, "applied without waiting for the window", func() bool {
+		_, _, found := e.row("p1", "7:250")
+		return found
+	})
+	e.requireRow("p1", "7:250", 250, true)
+	s.stop()
+	e.verified()
 }

@@ -24,6 +24,8 @@ func TestBadConfigExits2(t *testing.T) {
 		{"bad window flag", []string{"run", "--database-url", url, "--window", "soon"}, nil, "-window"},
 		{"bad window env", []string{"run", "--database-url", url}, map[string]string{"CHALLENGE_STREAM_WINDOW": "1 sec"}, "CHALLENGE_STREAM_WINDOW"},
 		{"negative window", []string{"run", "--database-url", url, "--window", "-1s"}, nil, "window -1s"},
+		{"receive timeout too short", []string{"run", "--database-url", url, "--receive-timeout", "5s"}, nil, "receive timeout 5s"},
+		{"bad fixed windows env", []string{"run", "--database-url", url}, map[string]string{"CHALLENGE_STREAM_FIXED_WINDOWS": "often"}, "CHALLENGE_STREAM_FIXED_WINDOWS"},
 		{"slot with capitals", []string{"run", "--database-url", url, "--slot", "Bad"}, nil, `slot "Bad"`},
 		{"slot injection", []string{"run", "--database-url", url, "--slot", "x; DROP TABLE plays"}, nil, "slot"},
 		{"publication too long", []string{"run", "--database-url", url, "--publication", strings.Repeat("p", 64)}, nil, "publication"},

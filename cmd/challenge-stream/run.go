@@ -22,7 +22,12 @@ func parseRunFlags(e env) (runFlags, error) {
 	var rf runFlags
 	f := newFlagSet("run", e)
 	rf.register(f)
-	f.duration(&rf.cfg.Window, "window", "CHALLENGE_STREAM_WINDOW", pipeline.DefaultWindow, "how long a window gathers changes before it is flushed")
+	f.duration(&rf.cfg.Window, "window", "CHALLENGE_STREAM_WINDOW", pipeline.DefaultWindow,
+		"the longest a window gathers changes while the stream keeps delivering; a caught-up stream flushes at once")
+	f.bool(&rf.cfg.FixedWindows, "fixed-windows", "CHALLENGE_STREAM_FIXED_WINDOWS",
+		"close windows only on --window or the size cap, not when the stream has caught up (fewer, larger flushes)")
+	f.duration(&rf.cfg.ReceiveTimeout, "receive-timeout", "CHALLENGE_STREAM_RECEIVE_TIMEOUT", pipeline.DefaultReceiveTimeout,
+		"reconnect when the server has sent nothing for this long (a dead host or a black hole)")
 	// All interfaces: the kubelet probes and Prometheus scrapes the pod's IP, not localhost.
 	f.string(&rf.metricsAddr, "metrics-addr", "CHALLENGE_STREAM_METRICS_ADDR", defaultMetricsAddr,
 		"address of /metrics, /livez and /readyz (e.g. 127.0.0.1:9464 for local scrapes only), or off")
@@ -43,6 +48,9 @@ func parseRunFlags(e env) (runFlags, error) {
 	}
 	if rf.cfg.Window <= 0 {
 		return rf, usagef("window %s must be positive", rf.cfg.Window)
+	}
+	if rf.cfg.ReceiveTimeout <= pipeline.DefaultStatusInterval {
+		return rf, usagef("receive timeout %s must be longer than the status interval %s", rf.cfg.ReceiveTimeout, pipeline.DefaultStatusInterval)
 	}
 	if idleConfirm <= 0 {
 		return rf, usagef("idle confirm bytes %d must be positive", idleConfirm)

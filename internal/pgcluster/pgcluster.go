@@ -197,31 +197,67 @@ func (c *Cluster) start(ctx context.Context) error {
 
 // kill signals the postmaster and waits for it to exit.
 func (c *Cluster) kill(sig syscall.Signal) {
-	c.mu.Lock()
-	cmd, exited := c.cmd, c.exited
-	c.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(60 * time.Second):
+	if err := c.signalAndWait(sig, 60*time.Second); err != nil {
+		c.mu.Lock()
+		cmd, exited := c.cmd, c.exited
+		c.mu.Unlock()
 		_ = cmd.Process.Kill()
 		<-exited
 	}
 }
 
-// Restart stops the server — with an immediate shutdown (a crash, as far as clients and WAL
-// recovery are concerned) when immediate is set, a fast one otherwise — and starts it again on
-// the same port.
-func (c *Cluster) Restart(ctx context.Context, immediate bool) error {
-	sig := syscall.SIGINT // fast shutdown
-	if immediate {
-		sig = syscall.SIGQUIT
+// signalAndWait signals the postmaster and waits up to timeout for it to exit.
+func (c *Cluster) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
+	c.mu.Lock()
+	cmd, exited := c.cmd, c.exited
+	c.mu.Unlock()
+	if cmd == nil {
+		return nil
 	}
-	c.kill(sig)
-	return c.start(ctx)
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("postmaster still running %s after %s", timeout, sig)
+	}
+}
+
+// Shutdown is how the postmaster is asked to stop (the modes of pg_ctl stop -m).
+type Shutdown syscall.Signal
+
+const (
+	// Smart waits for every client session to end on its own.
+	Smart = Shutdown(syscall.SIGTERM)
+	// Fast ends client sessions, but walsenders first send all WAL and wait for the
+	// clients' confirmation of it.
+	Fast = Shutdown(syscall.SIGINT)
+	// Immediate is a crash as far as clients and WAL recovery are concerned.
+	Immediate = Shutdown(syscall.SIGQUIT)
+)
+
+func (m Shutdown) String() string {
+	switch m {
+	case Smart:
+		return "smart"
+	case Fast:
+		return "fast"
+	case Immediate:
+		return "immediate"
+	}
+	return syscall.Signal(m).String()
+}
+
+// Restart stops the server in the given mode and starts it again on the same port. A smart or
+// fast shutdown that does not finish within timeout is an error — the server is then stopped
+// immediately and started anyway, so a test can report the hang and go on.
+func (c *Cluster) Restart(ctx context.Context, mode Shutdown, timeout time.Duration) error {
+	hung := c.signalAndWait(syscall.Signal(mode), timeout)
+	if hung != nil {
+		c.kill(syscall.SIGQUIT)
+		hung = fmt.Errorf("%s shutdown: %w", mode, hung)
+	}
+	return errors.Join(hung, c.start(ctx))
 }
 
 // Stop shuts the server down and removes its directory.
