@@ -41,7 +41,7 @@ test-faults:
 PG_MAJORS          ?= 14 15 16 17 18
 PG_SUBSET_PIPELINE := ^(TestStreamAppliesRules|TestTwoTransactionsOneWindow|TestTransactionsWithoutOurChanges|TestLowerIDCommitsLater|TestPruneTruncateAndAddColumn|TestFirstStart|TestRestartResumesFromStoredLSN|TestSlotLostWhileDown|TestTwoReplicas|TestIdleSlotKeepsConfirming|TestConnectionsTerminatedWhilePlaysArrive)$$
 PG_SUBSET_E2E      := ^(TestKill9WithUnflushedWindow|TestCrashAfterFlushCommit|TestSIGTERMFlushesOpenWindow|TestPostgresRestartWhileStreaming|TestPostgresRestartDuringFlush|TestFlushConnectionTerminated|TestWalLevelReplica|TestHostileDroppedColumn|TestPrimaryFailover)$$
-PG_SUBSET_FAULTS   := ^TestPlannedShutdowns$$
+PG_SUBSET_FAULTS   := ^(TestPlannedShutdowns|TestCommitStreamedBeforeVisible)$$
 test-pg-matrix: test-pg-subset
 test-pg-subset:
 	for major in $(PG_MAJORS); do \

@@ -178,7 +178,7 @@ func (e *env) writes() int64 { e.t.Helper(); return e.count(`SELECT n FROM uc_wr
 func TestKill9WithUnflushedWindow(t *testing.T) {
 	e := setup(t)
 	e.artistWithTrack(1, 10)
-	p := e.run(nil, "--window", "1h")
+	p := e.run(nil, "--window", "1h", "--fixed-windows")
 	e.waitStreaming(p)
 	e.plays(10, 300)
 	require.NoError(t, hostdb.InsertComment(e.ctx, e.db.Pool, 1, 1, in2025, 5))
@@ -227,7 +227,7 @@ func TestCrashAfterFlushCommit(t *testing.T) {
 func TestSIGTERMFlushesOpenWindow(t *testing.T) {
 	e := setup(t)
 	e.artistWithTrack(3, 30)
-	p := e.run(nil, "--window", "1h")
+	p := e.run(nil, "--window", "1h", "--fixed-windows")
 	e.waitStreaming(p)
 	e.plays(30, 260)
 	e.waitSent()

@@ -28,6 +28,9 @@
 // TestPlannedShutdowns restarts Postgres with fast and smart shutdowns while the sidecar streams
 // and requires each to finish, the slot kept and verify clean (SHUTDOWN_RUNS repeats it).
 //
+// TestCommitStreamedBeforeVisible holds a commit in its synchronous-replication wait — in WAL
+// and streamed, invisible to everyone — and requires the sidecar not to flush past it.
+//
 // FAULT_CYCLES sets the number of cycles (default: one of each kind, for CI) and FAULT_SEED the
 // seed (default: the clock; the seed is printed so a failure can be replayed). A long local run:
 //

@@ -362,7 +362,7 @@ func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn 
 	})
 	l := newLoop(cfg, loopDeps{
 		src: stream,
-		flusher: dbFlusher{conn: conn, slot: cfg.Slot, now: cfg.Now, margins: processors.WindowOptions{
+		flusher: dbFlusher{conn: conn, slot: cfg.Slot, now: cfg.Now, log: p.log, margins: processors.WindowOptions{
 			PlayIDMargin: cfg.PlayIDMargin, CommentBlockMargin: processors.DefaultCommentBlockMargin,
 		}},
 		stored:       start,

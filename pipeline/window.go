@@ -16,6 +16,8 @@ type window struct {
 	commenters map[int64]struct{}
 	legacy     checkpoints.Legacy // highest plays.id and comments.blocknumber seen
 	endLSN     pglogrepl.LSN      // end of the last transaction in the window
+	// xids are the transactions with changes: the flush waits until all are visible.
+	xids []uint32
 
 	transactions int
 	plays        int
@@ -47,6 +49,7 @@ func (w *window) add(tx *replication.Transaction, now time.Time) {
 	}
 	w.plays += tx.Plays
 	w.comments += tx.Comments
+	w.xids = append(w.xids, tx.Xid)
 	for id := range tx.Tracks {
 		w.tracks[id] = struct{}{}
 	}

@@ -88,6 +88,8 @@ type Event struct {
 	EndLSN pglogrepl.LSN
 	// CommitTime is set for Commit, in UTC.
 	CommitTime time.Time
+	// Xid is the transaction's ID, set for Begin.
+	Xid uint32
 
 	// PlayID is plays.id; HasPlayID is false when it was NULL.
 	PlayID    int64
@@ -185,7 +187,7 @@ func (d *Decoder) decodeCold(walData []byte) (Event, error) {
 	var ev Event
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		ev = Event{Kind: EventBegin}
+		ev = Event{Kind: EventBegin, Xid: m.Xid}
 	case *pglogrepl.CommitMessage:
 		ev = Event{Kind: EventCommit, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime.UTC()}
 	case *pglogrepl.RelationMessage:

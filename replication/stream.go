@@ -23,6 +23,9 @@ var ErrStreamEnded = errors.New("server ended the replication stream")
 type Transaction struct {
 	EndLSN     pglogrepl.LSN // CommitMessage.TransactionEndLSN: the restart and checkpoint key
 	CommitTime time.Time
+	// Xid is the transaction's ID. Its COMMIT can reach us before other sessions see the
+	// transaction (see pipeline's doc), so a flush first waits until it is visible.
+	Xid uint32
 
 	Tracks     map[int64]struct{} // play_item_id of inserted plays
 	Commenters map[int64]struct{} // user_id of inserted or updated comments
@@ -217,6 +220,7 @@ func (s *Stream) handleEvent(walData []byte, at pglogrepl.LSN) (Message, bool, e
 	switch ev.Kind {
 	case EventBegin:
 		s.tx.reset()
+		s.tx.Xid = ev.Xid
 		s.inTx = true
 	case EventCommit:
 		s.inTx = false

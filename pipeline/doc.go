@@ -1,0 +1,70 @@
+// Package pipeline runs challenge-stream: it turns the replication stream into applied reward
+// rows, exactly once, and keeps doing so through restarts, failovers and lost connections.
+//
+// # The data path
+//
+// A session (pipeline.go) opens a replication connection, takes the leader lock on it, opens
+// a second, ordinary connection for the flushes, checks the server (preflight.go), applies the
+// project's migrations, decides where to start (below) and starts the stream. The loop
+// (loop.go) then receives committed transactions from replication.Stream into a window
+// (window.go): the distinct track IDs of plays, the user IDs of comments, the highest plays.id
+// and comments.blocknumber, and the end LSN of the last whole transaction. A window is handed
+// to the flusher (flush.go), which in one database transaction recomputes the affected rewards
+// (processors.ApplyWindow), advances the legacy checkpoints and stores the window's end LSN,
+// then commits. Only then is that LSN confirmed to the server.
+//
+// A COMMIT can reach us before the transaction is visible to other sessions: the walsender
+// sends it once its WAL is flushed, while the committing backend becomes visible only after
+// that (and after a synchronous standby answered, when synchronous_commit waits for one). The
+// rules read the tables, so a flush first waits until every transaction of its window is
+// visible to a new snapshot (waitVisible); otherwise it would store an LSN past rows it never
+// saw.
+//
+// # LSN rules
+//
+//   - Stored: the end LSN of the last transaction of a committed flush, in the same transaction
+//     as its reward rows (package checkpoints). Nothing else is ever stored, except the
+//     server's WAL end while idle (below).
+//   - Confirmed: never more than what is stored. Scheduled status updates (every 10 s) confirm
+//     the stored LSN as flush and apply; the slot therefore never moves past unapplied data. A
+//     reply to a keepalive that asks for one confirms nothing (flush invalid) and reports what
+//     was received, which is what lets a fast or smart Postgres shutdown finish.
+//   - Skipped: after a restart the stream starts at the stored LSN, and transactions that end at
+//     or before it — already applied — are dropped by replication.Stream.
+//   - Idle: with nothing pending and no transaction open, the server's WAL end is stored (an
+//     LSN-only flush) and confirmed once it is IdleConfirmBytes ahead, so a quiet slot does not
+//     hold the primary's WAL.
+//
+// # The window rule (group commit)
+//
+// A window closes only between transactions and only while no flush runs. It closes as soon as
+// the stream has caught up (a keepalive between transactions: the walsender has no more WAL to
+// send), so at low load each transaction is applied right after its commit; while the stream
+// keeps delivering it closes Window after its first change (stretched while flushes are slow,
+// see windowLength) or at MaxWindowSize distinct IDs. FixedWindows drops the caught-up rule.
+// Decoding continues during a flush; a window that fills while the previous one is flushing
+// stops the reading until that flush is done (backpressure), with status updates going on.
+//
+// # Start states (SPEC §5)
+//
+// prepare decides from the slot and the stored LSN: first start (create the slot and catch up
+// inside its exported snapshot from the legacy checkpoints, or seed them, or derive all history
+// with Backfill); slot and stored LSN (stream from the LSN); stored LSN but slot missing, lost,
+// confirmed past the LSN by someone else, or its publication recreated (recreate the slot and
+// catch up, counted in SlotRecreated); slot without a stored LSN (an interrupted first start:
+// recreate and start again as a first start, Backfill honoured).
+//
+// # The leader lock
+//
+// One replica per slot streams. It holds a session advisory lock (TryLeaderLock) on its
+// replication connection, so the lock ends with the walsender: on a crash, a kill -9, or a dead
+// host once wal_sender_timeout or TCP keepalives notice. Other replicas stand by and retry.
+//
+// # Stopping
+//
+// On cancellation the loop receives the rest of an open transaction (briefly), flushes the
+// window, confirms it and returns; a final flush that does not finish within ShutdownTimeout
+// is ErrShutdownIncomplete (nothing is lost: the window is replayed). When the server itself
+// shuts down smartly it refuses new connections: watchShutdown notices, and the session
+// flushes and disconnects so the shutdown can finish, then reconnects with backoff.
+package pipeline
