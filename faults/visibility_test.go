@@ -73,7 +73,9 @@ func TestCommitStreamedBeforeVisible(t *testing.T) {
 	var writerPID int
 	require.NoError(t, writer.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&writerPID))
 	committed := make(chan error, 1)
-	go func() { committed <- hostdb.InsertPlays(ctx, writer, 70, 250, time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)) }()
+	go func() {
+		committed <- hostdb.InsertPlays(ctx, writer, 70, 250, time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC))
+	}()
 
 	// The commit is in WAL and waits for the standby: the sidecar receives it now.
 	until("the writer's commit to wait for the synchronous standby", func() bool {
