@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -391,4 +392,31 @@ func labelsMatch(labels string, matchers []string) bool {
 		}
 	}
 	return true
+}
+
+// TestSIGTERMWithStuckFinalFlush: SIGTERM while the final flush waits for a row lock that
+// outlasts the shutdown timeout (8 s). The process gives up, says why and exits non-zero —
+// an orchestrator must not take it for a clean stop — and nothing is lost: the window is
+// replayed by the next start.
+func TestSIGTERMWithStuckFinalFlush(t *testing.T) {
+	e := setup(t)
+	e.artistWithTrack(6, 60)
+	p := e.run(nil, "--window", "100ms")
+	e.waitStreaming(p)
+	e.plays(60, 250)
+	e.waitRow("p1", "6:250", 250)
+	lock := e.lockRow("p1", "6:250")
+	e.plays(60, 5)
+	e.waitFlushBlocked()
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	code := p.exited(30 * time.Second)
+	require.NotEqual(t, 0, code, "a stop that could not flush is not a clean exit")
+	require.Contains(t, p.out.String(), "final flush did not finish in time")
+	require.NoError(t, lock.Close(e.ctx))
+
+	p = e.run(nil, "--window", "100ms")
+	e.waitStreaming(p)
+	e.caughtUp()
+	e.verified()
 }

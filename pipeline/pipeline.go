@@ -269,31 +269,22 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		CommentBlockMargin: processors.DefaultCommentBlockMargin,
 		CommentNullBlocks:  true,
 	}
-	switch {
-	case slot.Exists && !slot.Lost() && found && p.unusableSlot == "":
+	plan := decideStart(startState{slot: slot, stored: found, unusable: p.unusableSlot, backfill: cfg.Backfill})
+	switch plan.kind {
+	case resume:
 		return stored, nil
-	case found:
-		reason := "missing"
-		switch {
-		case p.unusableSlot != "":
-			reason = p.unusableSlot
-		case slot.Exists:
-			reason = "lost"
-		}
+	case recreate:
 		p.log.Error("replication slot is gone; recreating it and catching up from the legacy checkpoints",
-			zap.String("slot", cfg.Slot), zap.String("reason", reason), zap.Stringer("stored_lsn", stored))
-		cfg.Observer.SlotRecreated(reason)
-	case slot.Exists:
-		// A slot without a stored position: a first start that died before its catch-up
-		// committed. Nothing was applied from it; start over, as a first start (with its
-		// --backfill, or its cut-over from the legacy checkpoints).
-		p.log.Warn("slot has no stored position (interrupted first start); recreating it", zap.String("slot", cfg.Slot))
-		fallthrough
-	default:
-		opts.FromScratch = cfg.Backfill
+			zap.String("slot", cfg.Slot), zap.String("reason", plan.reason), zap.Stringer("stored_lsn", stored))
+		cfg.Observer.SlotRecreated(plan.reason)
+	case firstStart:
+		if plan.interrupted {
+			p.log.Warn("slot has no stored position (interrupted first start); recreating it", zap.String("slot", cfg.Slot))
+		}
+		opts.FromScratch = plan.fromScratch
 		p.log.Info("first start: creating the slot", zap.String("slot", cfg.Slot), zap.Bool("backfill", cfg.Backfill))
 	}
-	if slot.Exists {
+	if plan.dropSlot {
 		if err := replication.DropSlot(ctx, conn, cfg.Slot); err != nil {
 			return 0, err
 		}
