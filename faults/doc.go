@@ -5,8 +5,9 @@
 //
 //   - kill -9 of the sidecar at a random moment, or exactly between a flush's COMMIT and the
 //     standby status update that confirms it (the after-flush-commit failpoint);
-//   - an immediate (crash) restart of Postgres, and a fast one (pg_ctl restart -m fast), which
-//     hangs unless the sidecar lets the walsender finish;
+//   - an immediate (crash) restart of Postgres, a fast one (pg_ctl restart -m fast), which
+//     hangs unless the sidecar lets the walsender finish, and a smart one, which also waits
+//     for the sidecar to end its sessions by itself (the suite ends the host's own);
 //   - pg_terminate_backend of the walsender or of the flush connection;
 //   - a TCP proxy between the sidecar and Postgres that cuts every connection, or stalls them
 //     for a few seconds, or turns into a black hole (sockets open, nothing relayed, the proxy's

@@ -48,6 +48,7 @@ func faultKinds() []fault {
 		{"kill -9 between flush commit and confirm", (*suite).failpoint},
 		{"postgres immediate restart", (*suite).restartPostgres},
 		{"postgres fast restart", (*suite).fastRestart},
+		{"postgres smart restart", (*suite).smartRestart},
 		{"terminate the walsender", (*suite).terminateWalsender},
 		{"terminate the flush connection", (*suite).terminateFlush},
 		{"proxy cuts all connections", (*suite).proxyCut},
@@ -288,6 +289,28 @@ func (s *suite) restartPostgres(*rand.Rand) error {
 // the sidecar to report it flushed, so a sidecar that never does hangs the restart.
 func (s *suite) fastRestart(*rand.Rand) error {
 	return s.cluster.Restart(s.ctx, pgcluster.Fast, plannedShutdownLimit)
+}
+
+// smartRestart is pg_ctl restart -m smart: new connections are refused and the server waits
+// for every session to end. The host's own clients (the traffic, the suite's checks) end theirs
+// here as applications do when asked; the sidecar must end its own by itself.
+func (s *suite) smartRestart(*rand.Rand) error {
+	admin, err := pgx.Connect(s.ctx, s.cluster.URL(s.db.Name)) // opened before connections are refused
+	if err != nil {
+		return err
+	}
+	defer admin.Close(context.WithoutCancel(s.ctx))
+	restarted := make(chan error, 1)
+	go func() { restarted <- s.cluster.Restart(s.ctx, pgcluster.Smart, plannedShutdownLimit) }()
+	for end := time.Now().Add(time.Second); time.Now().Before(end); pause(s.ctx, 100*time.Millisecond) {
+		if _, err := admin.Exec(s.ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+			  AND application_name NOT LIKE 'challenge-stream%'`); err != nil {
+			return fmt.Errorf("end the host's own sessions: %w", err)
+		}
+	}
+	_ = admin.Close(s.ctx)
+	return <-restarted
 }
 
 func (s *suite) terminateWalsender(*rand.Rand) error {

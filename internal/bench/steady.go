@@ -212,14 +212,17 @@ func (b *bench) latencySection(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		target := w + 100*time.Millisecond
-		p99, censored, ok := run.lat.Percentile(0.99)
+		// Group commit applies a caught-up stream at once, so the window does not set the
+		// latency at this load (issue 11's targets hold for every window).
+		p50, censored50, ok := run.lat.Percentile(0.50)
+		p99, censored99, _ := run.lat.Percentile(0.99)
 		b.report.add(Row{
 			Section: "latency",
 			Measure: fmt.Sprintf("milestone p50 / p99, window %s, %s plays/s", w, rate(b.cfg.Rate)),
 			Sidecar: fmt.Sprintf("%s (%d milestones)", percentiles(run.lat), run.lat.Total()),
-			Target:  "p99 <= " + seconds(target),
-			Met:     yesNo(ok && !censored && p99 <= target),
+			Target:  "p50 <= 50ms, p99 <= 100ms",
+			Met: yesNo(ok && !censored50 && !censored99 &&
+				p50 <= 50*time.Millisecond && p99 <= 100*time.Millisecond),
 		})
 		b.noteOddities("latency "+w.String(), run.lat)
 	}
