@@ -51,6 +51,14 @@ const (
 	maxStretch   = 8
 )
 
+// backlogLag is how old a transaction's commit must be for the stream to count as draining a
+// backlog (after downtime, or behind a burst). Windows then take their longest stretch: the
+// rows are late already, and each flush recomputes every artist it touches, so fewer, larger
+// flushes leave the cores to the walsender's decoding, which is what the drain waits for.
+// Catching up ends it. The server's clock against ours: a skew beyond this only stretches
+// windows of a stream that never catches up.
+const backlogLag = 5 * time.Second
+
 // summaryInterval is how often an info line summarises the work.
 const summaryInterval = 10 * time.Second
 
@@ -85,6 +93,7 @@ type loop struct {
 	heardAt      time.Time     // when the server last sent anything
 	heardLSN     pglogrepl.LSN // src.Received() then
 	lastFlush    time.Duration // how long the last flush with changes took
+	behind       bool          // the last transaction committed more than backlogLag ago
 	stopping     <-chan struct{}
 	oddities     *oddityLog
 	resetBackoff func()
@@ -284,6 +293,7 @@ func (l *loop) handle(msg replication.Message) error {
 			// stream has caught up, and a stretched window goes back to its length.
 			l.caughtUp = true
 			l.lastFlush = 0
+			l.behind = false
 		}
 		if msg.ReplyRequested {
 			return l.reply()
@@ -324,7 +334,10 @@ func (l *loop) confirmIdle() {
 
 // windowLength is the configured window, stretched while the flusher is saturated.
 func (l *loop) windowLength() time.Duration {
-	if l.lastFlush <= l.cfg.Window/2 {
+	switch {
+	case l.behind:
+		return maxStretch * l.cfg.Window
+	case l.lastFlush <= l.cfg.Window/2:
 		return l.cfg.Window
 	}
 	return min(flushStretch*l.lastFlush, maxStretch*l.cfg.Window)
@@ -416,7 +429,9 @@ func (l *loop) sendScheduledStatus(replyRequested bool) error {
 // take adds a committed transaction to the window and counts it.
 func (l *loop) take(tx *replication.Transaction) {
 	l.cfg.Observer.TransactionReceived(tx)
-	l.window.add(tx, l.now())
+	now := l.now()
+	l.behind = now.Sub(tx.CommitTime) > backlogLag
+	l.window.add(tx, now)
 	l.summary.transactions++
 	l.summary.plays += tx.Plays
 	l.summary.comments += tx.Comments

@@ -74,6 +74,9 @@ func (s *fakeSource) Next(deadline time.Time) (replication.Message, error) {
 	switch next.msg.Kind {
 	case replication.MessageTransaction:
 		s.received = max(s.received, next.msg.Transaction.EndLSN)
+		if next.msg.Transaction.CommitTime.IsZero() {
+			next.msg.Transaction.CommitTime = next.at // committed just now, unless the script says
+		}
 	case replication.MessageKeepalive:
 		if !s.inTx {
 			s.received = max(s.received, next.msg.ServerWALEnd)
@@ -144,8 +147,11 @@ func setupLoop(t *testing.T, tweak ...func(*Config)) loopBundle {
 func (b loopBundle) at(d time.Duration) time.Time { return b.t0.Add(d) }
 
 // play is a committed transaction with one play of track at end.
+// Its commit time is left for the source to set to its delivery: the stream is not behind.
 func play(end pglogrepl.LSN, track int64) replication.Message {
-	return replication.Message{Kind: replication.MessageTransaction, Transaction: tx(end, []int64{track}, int64(end), nil, 0)}
+	t := tx(end, []int64{track}, int64(end), nil, 0)
+	t.CommitTime = time.Time{}
+	return replication.Message{Kind: replication.MessageTransaction, Transaction: t}
 }
 
 func keepalive(walEnd pglogrepl.LSN, replyRequested bool) replication.Message {
@@ -412,4 +418,26 @@ func TestFlushErrorEndsTheSession(t *testing.T) {
 	b.l.done <- flushOutcome{err: boom}
 	require.ErrorIs(t, b.l.step(), boom)
 	require.Equal(t, pglogrepl.LSN(1000), b.l.stored)
+}
+
+func TestBacklogStretchesWindows(t *testing.T) {
+	b := setupLoop(t)
+	// Transactions committed a minute ago, one every 100 ms and never a keepalive: a backlog.
+	for i := range 100 {
+		m := play(pglogrepl.LSN(2000+i), int64(i))
+		m.Transaction.CommitTime = b.t0.Add(-time.Minute)
+		b.src.script = append(b.src.script, scripted{at: b.at(time.Duration(i+1) * 100 * time.Millisecond), msg: m})
+	}
+	b.src.script = append(b.src.script, scripted{at: b.at(10050 * time.Millisecond), msg: keepalive(3000, false)})
+	var got *window
+	for got == nil {
+		b.steps(t, 1)
+		got = b.handedOver()
+	}
+	require.Equal(t, b.at(8100*time.Millisecond), b.src.lastWait(), "the longest stretch, 8 windows")
+	b.flushed(got)
+	for got = nil; got == nil; got = b.handedOver() {
+		b.steps(t, 1)
+	}
+	require.Equal(t, b.at(10050*time.Millisecond), b.src.lastWait(), "caught up: the rest goes at once")
 }
