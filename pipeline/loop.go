@@ -217,7 +217,7 @@ func (l *loop) step() error {
 	case l.flushing && l.window.size() >= l.cfg.MaxWindowSize:
 		// Full while the previous window is still flushing: stop reading until it is done
 		// (backpressure) rather than grow without bound.
-		return l.waitForFlush()
+		return l.backpressure()
 	}
 	if !now.Before(l.nextStatus) {
 		if !l.flushing && !l.window.hasChanges() {
@@ -363,11 +363,11 @@ func (l *loop) collect() error {
 	}
 }
 
-// waitForFlush waits for the flush in flight — which may sit behind a lock for minutes — until
+// backpressure waits for the flush in flight — which may sit behind a lock for minutes — until
 // the next status update is due, so the next round still sends it and the server does not drop
 // the connection after wal_sender_timeout. Shutdown's own wait takes over when the session is
 // stopped.
-func (l *loop) waitForFlush() error {
+func (l *loop) backpressure() error {
 	select {
 	case o := <-l.done:
 		return l.finish(o)
@@ -457,12 +457,12 @@ func (l *loop) shutdown(ctx context.Context, cancelFlush context.CancelFunc) err
 			l.take(msg.Transaction)
 		}
 	}
-	if err := l.awaitFlush(sctx, cancelFlush); err != nil {
+	if err := l.awaitFlushAtStop(sctx, cancelFlush); err != nil {
 		return err
 	}
 	if l.window.hasChanges() || l.window.endLSN > l.stored {
 		l.handOver()
-		if err := l.awaitFlush(sctx, cancelFlush); err != nil {
+		if err := l.awaitFlushAtStop(sctx, cancelFlush); err != nil {
 			return err
 		}
 	}
@@ -473,8 +473,9 @@ func (l *loop) shutdown(ctx context.Context, cancelFlush context.CancelFunc) err
 	return nil
 }
 
-// awaitFlush waits for an in-flight flush, cancelling it when the shutdown time runs out.
-func (l *loop) awaitFlush(ctx context.Context, cancelFlush context.CancelFunc) error {
+// awaitFlushAtStop waits for an in-flight flush during shutdown, cancelling it when the shutdown
+// time runs out.
+func (l *loop) awaitFlushAtStop(ctx context.Context, cancelFlush context.CancelFunc) error {
 	if !l.flushing {
 		return nil
 	}
