@@ -227,6 +227,7 @@ func (l *loop) step() error {
 		if err := l.sendScheduledStatus(now.Sub(l.heardAt) >= l.cfg.StatusInterval); err != nil {
 			return err
 		}
+		l.noteHealthy(now)
 		l.logSummary(now)
 	}
 	if silent := now.Sub(l.heardAt); silent >= l.cfg.ReceiveTimeout {
@@ -507,13 +508,16 @@ func (o *oddityLog) note(oddities []string) {
 	}
 }
 
-func (l *loop) logSummary(now time.Time) {
+// noteHealthy resets the reconnect backoff once the session has streamed for a while: the next
+// failure then starts the backoff afresh.
+func (l *loop) noteHealthy(now time.Time) {
 	if now.Sub(l.streamedAt) > healthyAfter && l.resetBackoff != nil {
-		// A session that has streamed for a while is healthy: the next failure starts the
-		// backoff afresh.
 		l.resetBackoff()
 		l.resetBackoff = nil
 	}
+}
+
+func (l *loop) logSummary(now time.Time) {
 	s := &l.summary
 	if now.Sub(s.at) < summaryInterval {
 		return
