@@ -211,13 +211,8 @@ func (l *loop) step() error {
 		return err
 	}
 	now := l.now()
-	switch {
-	case l.windowDue(now):
+	if l.windowDue(now) {
 		l.handOver()
-	case l.flushing && l.window.size() >= l.cfg.MaxWindowSize:
-		// Full while the previous window is still flushing: stop reading until it is done
-		// (backpressure) rather than grow without bound.
-		return l.backpressure()
 	}
 	if !now.Before(l.nextStatus) {
 		if !l.flushing && !l.window.hasChanges() {
@@ -229,6 +224,11 @@ func (l *loop) step() error {
 		}
 		l.noteHealthy(now)
 		l.logSummary(now)
+	}
+	if l.flushing && l.window.size() >= l.cfg.MaxWindowSize {
+		// Full while the previous window is still flushing: stop reading until it is done
+		// (backpressure) rather than grow without bound.
+		return l.backpressure()
 	}
 	if silent := now.Sub(l.heardAt); silent >= l.cfg.ReceiveTimeout {
 		return fmt.Errorf("%w for %s (receive timeout %s)", errServerSilent, silent.Round(time.Second), l.cfg.ReceiveTimeout)
@@ -369,6 +369,8 @@ func (l *loop) collect() error {
 // the connection after wal_sender_timeout. Shutdown's own wait takes over when the session is
 // stopped.
 func (l *loop) backpressure() error {
+	// The server's silence counts only while we listen: reading resumes with a fresh clock.
+	defer func() { l.heardAt = l.now() }()
 	select {
 	case o := <-l.done:
 		return l.finish(o)

@@ -351,13 +351,23 @@ func TestFullWindowWaitsForTheFlusher(t *testing.T) {
 	b.steps(t, 1) // full and flushing: the loop waits for the flush instead of reading on
 	require.Len(t, b.src.script, 1, "nothing more is read while the window is full")
 	require.Equal(t, b.at(10*time.Second), b.clock.t, "until the next status update is due")
+	// The flush is slow: every round sends the status update that is due and waits for the next
+	// one, without reading and without spinning (the fake timer moves the clock).
+	sent := len(b.src.sent)
+	b.steps(t, 2)
+	require.Len(t, b.src.sent, sent+2)
+	require.Equal(t, b.at(20*time.Second), b.src.lastStatus().at)
+	require.Equal(t, b.at(30*time.Second), b.clock.t)
+	require.Len(t, b.src.script, 1)
+	b.steps(t, 6) // a minute and a half behind a lock: longer than the receive timeout
+	require.Equal(t, b.at(90*time.Second), b.clock.t)
 	b.flushed(first)
 	b.steps(t, 1)
 	second := b.handedOver()
 	require.NotNil(t, second, "once the flush is collected the full window goes")
 	require.Equal(t, pglogrepl.LSN(2003), second.endLSN)
-	require.Equal(t, b.at(10*time.Second), b.src.lastStatus().at, "and the due status update is sent")
-	require.Empty(t, b.src.script, "reading resumes")
+	require.Equal(t, b.at(90*time.Second), b.src.lastStatus().at, "and the due status update is sent")
+	require.Empty(t, b.src.script, "reading resumes: the silence while we did not listen does not count")
 }
 
 func TestServerStoppingEndsTheStream(t *testing.T) {
