@@ -71,13 +71,17 @@ func MilestoneRows(ctx context.Context, q Querier, cat Catalog, artistIDs []int6
 	if len(cat.Milestones) == 0 || len(artistIDs) == 0 {
 		return nil, nil
 	}
+	// Eligibility is looked up per artist first (users by primary key): written as EXISTS on
+	// tracks, the planner chose a merge semi join that walked users_pkey from the start to the
+	// highest owner id, a cost that grew with the users table, not with the window (14.7 ms of
+	// which 6.3 ms in that walk for 216 artists at 10x the synthetic data; 8.2 ms this way).
 	counts, err := q.Query(ctx, `
 SELECT t.owner_id, SUM(a.count)::bigint
-FROM tracks t
-JOIN aggregate_monthly_plays a ON a.play_item_id = t.track_id
-WHERE t.owner_id = ANY($1::bigint[]) AND t.is_current = true AND t.is_delete = false
-  AND a."timestamp" >= DATE '2025-01-01'
-  AND `+eligibleArtist+`
+FROM (SELECT DISTINCT u.user_id FROM users u
+      WHERE u.user_id = ANY($1::bigint[]) AND u.is_current = true AND u.is_verified = true
+        AND u.is_deactivated = false) eligible
+JOIN tracks t ON t.owner_id = eligible.user_id AND t.is_current = true AND t.is_delete = false
+JOIN aggregate_monthly_plays a ON a.play_item_id = t.track_id AND a."timestamp" >= DATE '2025-01-01'
 GROUP BY t.owner_id
 HAVING SUM(a.count) > 0`, artistIDs)
 	if err != nil {
