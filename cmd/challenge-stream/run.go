@@ -49,8 +49,11 @@ func parseRunFlags(e env) (runFlags, error) {
 	if rf.cfg.Window <= 0 {
 		return rf, usagef("window %s must be positive", rf.cfg.Window)
 	}
-	if rf.cfg.ReceiveTimeout <= pipeline.DefaultStatusInterval {
-		return rf, usagef("receive timeout %s must be longer than the status interval %s", rf.cfg.ReceiveTimeout, pipeline.DefaultStatusInterval)
+	rf.cfg.DatabaseURL, rf.cfg.Slot, rf.cfg.Publication = rf.databaseURL, rf.slot, rf.publication
+	// The pipeline's own checks of the run settings (the receive timeout against the status
+	// interval), as usage errors.
+	if err := rf.cfg.Validate(); err != nil {
+		return rf, usageError{err.Error()}
 	}
 	if idleConfirm <= 0 {
 		return rf, usagef("idle confirm bytes %d must be positive", idleConfirm)
@@ -63,7 +66,6 @@ func parseRunFlags(e env) (runFlags, error) {
 	if err := rf.opsFlags.check(); err != nil {
 		return rf, err
 	}
-	rf.cfg.DatabaseURL, rf.cfg.Slot, rf.cfg.Publication = rf.databaseURL, rf.slot, rf.publication
 	return rf, nil
 }
 
