@@ -49,12 +49,16 @@ func (l Latencies) Percentile(q float64) (d time.Duration, censored bool, ok boo
 	if n == 0 {
 		return 0, false, false
 	}
-	rank := int(math.Ceil(q*float64(n))) - 1
-	rank = max(0, min(rank, n-1))
+	rank := nearestRank(q, n)
 	if rank < len(l.Samples) {
 		return l.Samples[rank], false, true
 	}
 	return slices.Min(l.Pending), true, true
+}
+
+// nearestRank is the index of the q-quantile among n sorted values (n > 0).
+func nearestRank(q float64, n int) int {
+	return max(0, min(int(math.Ceil(q*float64(n)))-1, n-1))
 }
 
 // MeasureLatencies reads the rows of the crossings and attributes each to the interval that

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -230,7 +229,7 @@ func (b *bench) latencySection(ctx context.Context) error {
 			Section: "latency",
 			Measure: fmt.Sprintf("milestone p50 / p99, window %s, %s plays/s", w, rate(b.cfg.Rate)),
 			Sidecar: fmt.Sprintf("%s (%d milestones); flush p50 / p99 %s / %s", percentiles(run.lat), run.lat.Total(),
-				seconds(nearestRank(run.flushes, 0.5)), seconds(nearestRank(run.flushes, 0.99))),
+				seconds(quantile(run.flushes, 0.5)), seconds(quantile(run.flushes, 0.99))),
 			Target: "p50 <= 50ms, p99 <= 100ms",
 			Met: yesNo(ok && !censored50 && !censored99 &&
 				p50 <= 50*time.Millisecond && p99 <= 100*time.Millisecond),
@@ -297,11 +296,10 @@ func (b *bench) noteOddities(what string, l Latencies) {
 	}
 }
 
-// nearestRank is the q-quantile of sorted durations, 0 when there are none.
-func nearestRank(sorted []time.Duration, q float64) time.Duration {
+// quantile is the q-quantile of sorted durations, 0 when there are none.
+func quantile(sorted []time.Duration, q float64) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
-	i := int(math.Ceil(q*float64(len(sorted)))) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
+	return sorted[nearestRank(q, len(sorted))]
 }
