@@ -333,7 +333,8 @@ func (l *loop) confirmIdle() {
 	}
 }
 
-// windowLength is the configured window, stretched while the flusher is saturated.
+// windowLength is the configured window, stretched while the stream drains a backlog or the
+// flusher is saturated.
 func (l *loop) windowLength() time.Duration {
 	switch {
 	case l.behind:
