@@ -43,14 +43,7 @@ func TestPlannedShutdowns(t *testing.T) {
 	pool := db.Pool
 	until := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(2 * time.Minute)
-		for !cond() {
-			require.NoError(t, sc.failed(), "waiting for %s", what)
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s\n%s", what, sc.tail(2, 30))
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		sc.waitFor(t, what, 2*time.Minute, cond)
 	}
 	// applied writes a play after everything so far and waits until the stored position passes it.
 	applied := func(what string) {

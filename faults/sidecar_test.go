@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/challenge-stream/challenge-stream/internal/testbin"
 )
 
@@ -194,4 +196,18 @@ func lastLines(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// waitFor polls cond until it holds, failing the test when the sidecar gave up or within
+// passes (with the sidecar's last log lines).
+func (s *supervisor) waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		require.NoError(t, s.failed(), "waiting for %s", what)
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s\n%s", what, s.tail(2, 30))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

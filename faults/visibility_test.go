@@ -37,14 +37,7 @@ func TestCommitStreamedBeforeVisible(t *testing.T) {
 		"--publication", db.Publication, "--metrics-addr", "off", "--log-level", "debug"})
 	until := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for !cond() {
-			require.NoError(t, sc.failed(), "waiting for %s", what)
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s\n%s", what, sc.tail(1, 30))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		sc.waitFor(t, what, time.Minute, cond)
 	}
 	until("the sidecar to stream", func() bool {
 		_, found, err := checkpoints.LoadLSN(ctx, db.Pool, db.Slot)
