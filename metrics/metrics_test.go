@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -223,19 +224,13 @@ func TestLagBytes(t *testing.T) {
 	}
 }
 
-func TestSlotPollerRejectsBadURL(t *testing.T) {
-	t.Parallel()
-	_, err := New("cs_slot").NewSlotPoller("postgres://u:secret@host:notaport/db", "s", 0, nil)
-	require.Error(t, err)
-	require.NotContains(t, err.Error(), "secret")
-}
-
 func TestSlotPollerSurvivesUnreachableDatabase(t *testing.T) {
 	t.Parallel()
 	m := New("cs_slot")
 	// Port 1 on loopback refuses connections at once.
-	p, err := m.NewSlotPoller("postgres://u:secret@127.0.0.1:1/db?connect_timeout=2", "s", time.Hour, nil)
+	database, err := pgx.ParseConfig("postgres://u:secret@127.0.0.1:1/db?connect_timeout=2")
 	require.NoError(t, err)
+	p := m.NewSlotPoller(database, "s", time.Hour, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

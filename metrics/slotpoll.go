@@ -22,21 +22,17 @@ const slotPollTimeout = 10 * time.Second
 // opens a short-lived connection per poll: idle between polls, and a database that is down
 // costs a failed poll, never the process.
 type SlotPoller struct {
-	m           *Metrics
-	conn        *pgx.ConnConfig
-	databaseURL string // only to keep the password out of logged errors
-	slot        string
-	interval    time.Duration
-	log         *zap.Logger
+	m        *Metrics
+	conn     *pgx.ConnConfig
+	slot     string
+	interval time.Duration
+	log      *zap.Logger
 }
 
-// NewSlotPoller prepares a poller of slot on the database at databaseURL; interval 0 means
-// DefaultSlotPollInterval. Start it with Run.
-func (m *Metrics) NewSlotPoller(databaseURL, slot string, interval time.Duration, log *zap.Logger) (*SlotPoller, error) {
-	cfg, err := pgx.ParseConfig(databaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("parse database URL: %s", redact.String(err.Error(), databaseURL))
-	}
+// NewSlotPoller prepares a poller of slot on the database (its settings are copied);
+// interval 0 means DefaultSlotPollInterval. Start it with Run.
+func (m *Metrics) NewSlotPoller(database *pgx.ConnConfig, slot string, interval time.Duration, log *zap.Logger) *SlotPoller {
+	cfg := database.Copy()
 	cfg.RuntimeParams["application_name"] = "challenge-stream-metrics"
 	if interval <= 0 {
 		interval = DefaultSlotPollInterval
@@ -44,7 +40,7 @@ func (m *Metrics) NewSlotPoller(databaseURL, slot string, interval time.Duration
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &SlotPoller{m: m, conn: cfg, databaseURL: databaseURL, slot: slot, interval: interval, log: log}, nil
+	return &SlotPoller{m: m, conn: cfg, slot: slot, interval: interval, log: log}
 }
 
 // Run polls at once and then every interval until ctx is cancelled. Failures are counted
@@ -63,7 +59,7 @@ func (p *SlotPoller) Run(ctx context.Context) {
 			p.m.slotPollErrors.Inc()
 			if !failing {
 				p.log.Warn("cannot read the replication slot; retrying", zap.String("slot", p.slot),
-					zap.String("error", redact.String(err.Error(), p.databaseURL)), zap.Duration("every", p.interval))
+					zap.String("error", redact.Secret(err.Error(), p.conn.Password)), zap.Duration("every", p.interval))
 			}
 			failing = true
 		case failing:

@@ -6,18 +6,20 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
-	"github.com/challenge-stream/challenge-stream/internal/redact"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 // Config configures Run. Zero durations and sizes take the documented defaults.
 type Config struct {
-	// DatabaseURL is a libpq URL or DSN of the host database (required). Its role needs the
-	// REPLICATION attribute (see the README's runbook).
-	DatabaseURL string
+	// Database is the host database's connection settings, parsed once by the caller
+	// (pgx.ParseConfig: URL or DSN, environment, .pgpass, service file). Every connection the
+	// pipeline opens (replication, flush, shutdown probe) uses a copy with its own
+	// application_name. Required; its role needs the REPLICATION attribute (see the README's
+	// runbook).
+	Database *pgx.ConnConfig
 	// Slot and Publication name the replication slot and publication (plain lower-case
 	// identifiers). Default "challenge_stream".
 	Slot        string
@@ -138,11 +140,8 @@ func (c Config) withDefaults() Config {
 // Validate checks the configuration after defaults; errors name the bad value.
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	if c.DatabaseURL == "" {
-		return errors.New("database URL is required (--database-url or DATABASE_URL)")
-	}
-	if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
-		return fmt.Errorf("database URL does not parse: %s", redact.String(err.Error(), c.DatabaseURL))
+	if c.Database == nil {
+		return errors.New("the database's connection settings are required")
 	}
 	if !replication.ValidIdentifier(c.Slot) {
 		return fmt.Errorf("slot %q is not a plain lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)", c.Slot)

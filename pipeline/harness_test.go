@@ -85,7 +85,7 @@ type sidecar struct {
 // config is the test configuration: fast status updates so idle confirms and waits are quick.
 func (e *env) config() pipeline.Config {
 	return pipeline.Config{
-		DatabaseURL:      e.db.URL,
+		Database:         e.db.ConnConfig(e.t),
 		Slot:             e.db.Slot,
 		Publication:      e.db.Publication,
 		Window:           100 * time.Millisecond,

@@ -129,7 +129,7 @@ func setupLoop(t *testing.T, tweak ...func(*Config)) loopBundle {
 	t.Helper()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := &fakeClock{t: t0}
-	cfg := Config{DatabaseURL: "postgres://localhost/db", Log: zaptest.NewLogger(t), Now: clock.now}
+	cfg := Config{Database: mustParse(t, "postgres://localhost/db"), Log: zaptest.NewLogger(t), Now: clock.now}
 	for _, f := range tweak {
 		f(&cfg)
 	}

@@ -77,19 +77,19 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if err != nil {
 		p.log.Error("stopped", p.errFields(err)...)
-		return redactedError{err: err, url: cfg.DatabaseURL}
+		return redactedError{err: err, password: cfg.Database.Password}
 	}
 	return nil
 }
 
 // redactedError keeps an error's chain, so errors.Is works on the sentinels from cmd, while its
-// text loses the database URL's secrets.
+// text loses the database password, should a server or driver message ever echo it.
 type redactedError struct {
-	err error
-	url string
+	err      error
+	password string
 }
 
-func (e redactedError) Error() string { return redact.String(e.err.Error(), e.url) }
+func (e redactedError) Error() string { return redact.Secret(e.err.Error(), e.password) }
 func (e redactedError) Unwrap() error { return e.err }
 
 type pipeline struct {
@@ -106,7 +106,7 @@ type pipeline struct {
 // errFields describes an error for a log line: the message without secrets and, for a
 // Postgres error, its SQLSTATE.
 func (p *pipeline) errFields(err error, extra ...zap.Field) []zap.Field {
-	fields := []zap.Field{zap.String("error", redact.String(err.Error(), p.cfg.DatabaseURL))}
+	fields := []zap.Field{zap.String("error", redact.Secret(err.Error(), p.cfg.Database.Password))}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		fields = append(fields, zap.String("sqlstate", pgErr.Code))
@@ -149,7 +149,7 @@ func isPermanent(err error) bool {
 func (p *pipeline) session(ctx context.Context) error {
 	cfg := p.cfg
 	cfg.Observer.StateChanged(StateStarting)
-	repl, err := replication.Connect(ctx, cfg.DatabaseURL)
+	repl, err := replication.Connect(ctx, &cfg.Database.Config)
 	if err != nil {
 		return err
 	}
@@ -164,7 +164,7 @@ func (p *pipeline) session(ctx context.Context) error {
 		return errStandby
 	}
 
-	conn, err := connectFlush(ctx, cfg.DatabaseURL)
+	conn, err := connectFlush(ctx, cfg.Database)
 	if err != nil {
 		return err
 	}
@@ -211,11 +211,8 @@ func (p *pipeline) session(ctx context.Context) error {
 
 // connectFlush opens the connection that runs the catch-up and the flushes. It names itself so
 // operators (and fault tests) can find it in pg_stat_activity.
-func connectFlush(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(databaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("parse database URL: %w", err)
-	}
+func connectFlush(ctx context.Context, database *pgx.ConnConfig) (*pgx.Conn, error) {
+	cfg := database.Copy()
 	if _, set := cfg.RuntimeParams["application_name"]; !set {
 		cfg.RuntimeParams["application_name"] = FlushApplicationName
 	}
@@ -340,9 +337,9 @@ func catchUpInSnapshot(ctx context.Context, conn *pgx.Conn, slot replication.New
 // stream runs the loop on a started stream, with the shutdown watch beside it.
 func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn *pgx.Conn, start pglogrepl.LSN) error {
 	cfg := p.cfg
-	probe, err := probeConfig(cfg.DatabaseURL)
+	probe, err := probeConfig(&cfg.Database.Config)
 	if err != nil {
-		return fmt.Errorf("parse database URL: %w", err)
+		return err
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	stopping := make(chan struct{})

@@ -59,11 +59,8 @@ func serverStopping(ctx context.Context, cfg *pgconn.Config, timeout time.Durati
 const ShutdownProbeApplicationName = "challenge-stream-probe"
 
 // probeConfig is the shutdown probe's connection configuration.
-func probeConfig(databaseURL string) (*pgconn.Config, error) {
-	cfg, err := pgconn.ParseConfig(databaseURL)
-	if err != nil {
-		return nil, err
-	}
+func probeConfig(database *pgconn.Config) (*pgconn.Config, error) {
+	cfg := database.Copy()
 	cfg.RuntimeParams["application_name"] = ShutdownProbeApplicationName
 	if err := replication.DetectDeadPeers(cfg); err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/challenge-stream/challenge-stream/replication"
@@ -52,16 +53,24 @@ func TestWindowAdd(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	ok := Config{DatabaseURL: "postgres://u:pw@localhost/db"}
+	ok := Config{Database: mustParse(t, "postgres://u:pw@localhost/db")}
 	require.NoError(t, ok.Validate())
 	for name, c := range map[string]Config{
-		"no url":          {},
-		"bad slot":        {DatabaseURL: ok.DatabaseURL, Slot: "A-B"},
-		"bad publication": {DatabaseURL: ok.DatabaseURL, Publication: "1pub"},
-		"negative window": {DatabaseURL: ok.DatabaseURL, Window: -time.Second},
-		"silent too long": {DatabaseURL: ok.DatabaseURL, StatusInterval: 2 * time.Minute},
-		"receive timeout inside the status interval": {DatabaseURL: ok.DatabaseURL, ReceiveTimeout: 5 * time.Second},
+		"no database":     {},
+		"bad slot":        {Database: ok.Database, Slot: "A-B"},
+		"bad publication": {Database: ok.Database, Publication: "1pub"},
+		"negative window": {Database: ok.Database, Window: -time.Second},
+		"silent too long": {Database: ok.Database, StatusInterval: 2 * time.Minute},
+		"receive timeout inside the status interval": {Database: ok.Database, ReceiveTimeout: 5 * time.Second},
 	} {
 		require.Error(t, c.Validate(), name)
 	}
+}
+
+// mustParse is the connection settings of url, as cmd parses them.
+func mustParse(t *testing.T, url string) *pgx.ConnConfig {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(url)
+	require.NoError(t, err)
+	return cfg
 }

@@ -238,13 +238,11 @@ func DropPublication(ctx context.Context, q Querier, publication string) error {
 // synchronous standby.
 const ApplicationName = "challenge-stream"
 
-// Connect opens a logical replication connection (replication=database) to the URL's database.
-// TLS settings in the URL (sslmode, sslrootcert, …) apply as for any pgx connection.
-func Connect(ctx context.Context, databaseURL string) (*pgconn.PgConn, error) {
-	cfg, err := pgconn.ParseConfig(databaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("parse database URL: %w", err)
-	}
+// Connect opens a logical replication connection (replication=database) to the database of
+// a copy of database (which stays unchanged). Its TLS settings (sslmode, sslrootcert, …) apply
+// as for any pgx connection.
+func Connect(ctx context.Context, database *pgconn.Config) (*pgconn.PgConn, error) {
+	cfg := database.Copy()
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["application_name"] = ApplicationName
 	if err := DetectDeadPeers(cfg); err != nil {

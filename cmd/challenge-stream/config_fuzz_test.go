@@ -83,8 +83,8 @@ func parseForFuzz(t *testing.T, args, environ, dbURL string, viaEnv bool) fuzzRe
 		if verr := rf.cfg.Validate(); verr != nil {
 			t.Fatalf("parse accepted a configuration that does not validate: %v", verr)
 		}
-		if rf.cfg.DatabaseURL == "" {
-			t.Fatal("parse accepted an empty database URL")
+		if rf.cfg.Database == nil {
+			t.Fatal("parse accepted a configuration without database settings")
 		}
 	case errors.Is(err, errHelp):
 		res.help = stderr.String()

@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/challenge-stream/challenge-stream/internal/redact"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 )
@@ -108,6 +110,10 @@ type commonFlags struct {
 	publication string
 	logFormat   string
 	logLevel    string
+
+	// database is databaseURL parsed, set by validate: the one parse of the URL, which every
+	// connection copies.
+	database *pgx.ConnConfig
 }
 
 func (c *commonFlags) register(f *flagSet) {
@@ -120,21 +126,6 @@ func (c *commonFlags) register(f *flagSet) {
 	f.string(&c.publication, "publication", "CHALLENGE_STREAM_PUBLICATION", pipeline.DefaultName, "publication name")
 	f.string(&c.logFormat, "log-format", "CHALLENGE_STREAM_LOG_FORMAT", "json", "log format: json or console")
 	f.string(&c.logLevel, "log-level", "CHALLENGE_STREAM_LOG_LEVEL", "info", "log level: debug, info, warn or error")
-}
-
-// validate checks what every database command needs, before connecting.
-func (c *commonFlags) validate() error {
-	cfg := pipeline.Config{DatabaseURL: c.databaseURL, Slot: c.slot, Publication: c.publication}
-	if err := cfg.Validate(); err != nil {
-		return usageError{err.Error()}
-	}
-	if c.logFormat != "json" && c.logFormat != "console" {
-		return usagef("log format %q must be json or console", c.logFormat)
-	}
-	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
-		return usagef("log level %q must be debug, info, warn or error", c.logLevel)
-	}
-	return nil
 }
 
 // logger builds the process's logger; it writes to stderr.

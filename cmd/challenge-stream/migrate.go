@@ -38,19 +38,10 @@ func withDB(ctx context.Context, e env, name string, extra func(*flagSet), fn fu
 	if err := c.validate(); err != nil {
 		return err
 	}
-	conn, err := connect(ctx, c.databaseURL)
+	conn, err := pgx.ConnectConfig(ctx, c.database)
 	if err != nil {
-		return err
+		return redacted(fmt.Errorf("connect: %w", err), c.databaseURL)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	return redacted(fn(c, conn), c.databaseURL)
-}
-
-// connect opens an ordinary connection; its errors carry no password.
-func connect(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
-	conn, err := pgx.Connect(ctx, databaseURL)
-	if err != nil {
-		return nil, redacted(fmt.Errorf("connect: %w", err), databaseURL)
-	}
-	return conn, nil
 }

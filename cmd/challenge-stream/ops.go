@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -40,13 +41,6 @@ func (o *opsFlags) register(f *flagSet) {
 		"deprecated, ignored: lag no longer affects /readyz (alert on challenge_stream_slot_lag_bytes)")
 }
 
-func (o *opsFlags) check() error {
-	if !validAddr(o.debugAddr) {
-		return usagef("debug address %q must be host:port or off", o.debugAddr)
-	}
-	return nil
-}
-
 // bytes registers a non-negative byte count flag.
 func (f *flagSet) bytes(p *int64, name, envName string, def int64, usage string) {
 	if v := f.envOr(envName, ""); v != "" {
@@ -61,9 +55,9 @@ func (f *flagSet) bytes(p *int64, name, envName string, def int64, usage string)
 
 // opsConfig configures startOps.
 type opsConfig struct {
-	addr             string // host:port of the listener, or "off"
-	debugAddr        string // host:port of the pprof listener, or "off" / empty
-	databaseURL      string // for the slot poller; empty disables it
+	addr             string          // host:port of the listener, or "off"
+	debugAddr        string          // host:port of the pprof listener, or "off" / empty
+	database         *pgx.ConnConfig // for the slot poller; nil disables it
 	slot             string
 	slotPollInterval time.Duration // 0: metrics' default
 	now              func() time.Time
@@ -72,10 +66,10 @@ type opsConfig struct {
 // opsConfig is the operational side's share of run's flags.
 func (rf runFlags) opsConfig() opsConfig {
 	return opsConfig{
-		addr:        rf.metricsAddr,
-		debugAddr:   rf.opsFlags.debugAddr,
-		databaseURL: rf.databaseURL,
-		slot:        rf.slot,
+		addr:      rf.metricsAddr,
+		debugAddr: rf.opsFlags.debugAddr,
+		database:  rf.database,
+		slot:      rf.slot,
 	}
 }
 
@@ -137,12 +131,8 @@ func startOps(ctx context.Context, cfg opsConfig, log *zap.Logger) (ops, error) 
 		o.debugAddr = ln.Addr().String()
 	}
 	var poller *metrics.SlotPoller
-	if cfg.addr != "off" && cfg.databaseURL != "" {
-		var err error
-		if poller, err = m.NewSlotPoller(cfg.databaseURL, cfg.slot, cfg.slotPollInterval, log); err != nil {
-			closeAll()
-			return ops{}, err
-		}
+	if cfg.addr != "off" && cfg.database != nil {
+		poller = m.NewSlotPoller(cfg.database, cfg.slot, cfg.slotPollInterval, log)
 	}
 
 	pollCtx, stopPoll := context.WithCancel(ctx)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
@@ -35,7 +36,7 @@ func TestOpsServesMetricsAndProbes(t *testing.T) {
 	db := pgtest.NewDB(t)
 	db.Exec(t, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", db.Slot)
 
-	o, err := startOps(ctx, opsConfig{addr: "127.0.0.1:0", databaseURL: db.URL, slot: db.Slot}, zaptest.NewLogger(t))
+	o, err := startOps(ctx, opsConfig{addr: "127.0.0.1:0", database: db.ConnConfig(t), slot: db.Slot}, zaptest.NewLogger(t))
 	require.NoError(t, err)
 	t.Cleanup(o.close)
 	base := "http://" + o.addr
@@ -84,7 +85,7 @@ func TestOpsServesMetricsAndProbes(t *testing.T) {
 
 func TestOpsOff(t *testing.T) {
 	t.Parallel()
-	o, err := startOps(context.Background(), opsConfig{addr: "off", databaseURL: "postgres://localhost/x", slot: "s"},
+	o, err := startOps(context.Background(), opsConfig{addr: "off", database: mustParse(t, "postgres://localhost/x"), slot: "s"},
 		zaptest.NewLogger(t))
 	require.NoError(t, err)
 	require.Empty(t, o.addr)
@@ -170,4 +171,12 @@ func TestRunFlagsOps(t *testing.T) {
 		require.Equal(t, exitUsage, exitCode(err, io.Discard))
 		require.False(t, strings.Contains(err.Error(), "\n"))
 	}
+}
+
+// mustParse is url's connection settings, as validate parses them.
+func mustParse(t *testing.T, url string) *pgx.ConnConfig {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(url)
+	require.NoError(t, err)
+	return cfg
 }

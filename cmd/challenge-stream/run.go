@@ -13,9 +13,13 @@ import (
 // runFlags are the flags of `run`.
 type runFlags struct {
 	commonFlags
-	cfg         pipeline.Config
+	cfg         pipeline.Config // the pipeline's settings; validate completes it
 	metricsAddr string
 	opsFlags    opsFlags // --debug-addr, --ready-max-lag-bytes (ops.go)
+
+	// Flags whose pipeline setting has another type or sense; validate carries them over.
+	idleConfirmBytes int64
+	failoverSlot     bool
 }
 
 func parseRunFlags(e env) (runFlags, error) {
@@ -34,39 +38,14 @@ func parseRunFlags(e env) (runFlags, error) {
 	rf.opsFlags.register(f)
 	f.bool(&rf.cfg.Backfill, "backfill", "CHALLENGE_STREAM_BACKFILL", "on the first start, derive all history instead of starting from now")
 	f.bool(&rf.cfg.SkipMigrations, "skip-migrations", "CHALLENGE_STREAM_SKIP_MIGRATIONS", "do not apply the project's own migrations at start")
-	failoverSlot := true
-	f.boolDefault(&failoverSlot, "failover-slot", "CHALLENGE_STREAM_FAILOVER_SLOT", true,
+	f.boolDefault(&rf.failoverSlot, "failover-slot", "CHALLENGE_STREAM_FAILOVER_SLOT", true,
 		"on Postgres 17+, create the slot with FAILOVER so a slot-syncing standby keeps it across a promotion")
-	var idleConfirm int64
-	f.bytes(&idleConfirm, "idle-confirm-bytes", "CHALLENGE_STREAM_IDLE_CONFIRM_BYTES", pipeline.DefaultIdleConfirmBytes,
+	f.bytes(&rf.idleConfirmBytes, "idle-confirm-bytes", "CHALLENGE_STREAM_IDLE_CONFIRM_BYTES", pipeline.DefaultIdleConfirmBytes,
 		"WAL an idle slot may hold before the sidecar stores and confirms the server's WAL end")
 	if err := f.parse(e.args); err != nil {
 		return rf, err
 	}
-	if err := rf.validate(); err != nil {
-		return rf, err
-	}
-	if rf.cfg.Window <= 0 {
-		return rf, usagef("window %s must be positive", rf.cfg.Window)
-	}
-	rf.cfg.DatabaseURL, rf.cfg.Slot, rf.cfg.Publication = rf.databaseURL, rf.slot, rf.publication
-	// The pipeline's own checks of the run settings (the receive timeout against the status
-	// interval), as usage errors.
-	if err := rf.cfg.Validate(); err != nil {
-		return rf, usageError{err.Error()}
-	}
-	if idleConfirm <= 0 {
-		return rf, usagef("idle confirm bytes %d must be positive", idleConfirm)
-	}
-	rf.cfg.IdleConfirmBytes = uint64(idleConfirm)
-	rf.cfg.DisableFailoverSlot = !failoverSlot
-	if !validAddr(rf.metricsAddr) {
-		return rf, usagef("metrics address %q must be host:port or off", rf.metricsAddr)
-	}
-	if err := rf.opsFlags.check(); err != nil {
-		return rf, err
-	}
-	return rf, nil
+	return rf, rf.validate()
 }
 
 // defaultMetricsAddr follows the exporter convention: every interface, port 9464.
@@ -85,7 +64,7 @@ func runCommand(ctx context.Context, e env) error {
 	bi := buildinfo.Get()
 	log.Info("starting", zap.String("version", bi.Version), zap.String("revision", bi.Revision),
 		zap.String("go_version", bi.GoVersion),
-		zap.String("database", redact.URL(cfg.DatabaseURL)), zap.String("slot", cfg.Slot),
+		zap.String("database", redact.URL(rf.databaseURL)), zap.String("slot", cfg.Slot),
 		zap.String("publication", cfg.Publication), zap.Duration("window", cfg.Window))
 	if rf.opsFlags.readyMaxLagBytes != 0 {
 		log.Warn("--ready-max-lag-bytes is deprecated and ignored: lag no longer affects /readyz")

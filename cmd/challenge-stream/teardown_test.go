@@ -67,7 +67,7 @@ func TestTeardownRefusesActiveSlot(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	d := setupDeployed(t)
-	repl, err := replication.Connect(ctx, d.db.URL)
+	repl, err := replication.Connect(ctx, &d.db.ConnConfig(t).Config)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = repl.Close(context.Background()) })
 	require.NoError(t, pglogrepl.StartReplication(ctx, repl, d.db.Slot, d.lsn, pglogrepl.StartReplicationOptions{

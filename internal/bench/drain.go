@@ -229,7 +229,11 @@ func (b *bench) drainStreamOnly(ctx context.Context, url, slot, publication stri
 	defer ws.stop()
 	cpu0 := cpuTime()
 	start := time.Now()
-	conn, err := replication.Connect(ctx, url)
+	database, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return drainResult{}, err
+	}
+	conn, err := replication.Connect(ctx, database)
 	if err != nil {
 		return drainResult{}, err
 	}

@@ -3,10 +3,12 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"github.com/challenge-stream/challenge-stream/pipeline"
@@ -214,12 +216,17 @@ type Sidecar struct {
 func StartSidecar(ctx context.Context, databaseURL, slot string, window time.Duration, rec *Recorder, log *zap.Logger) *Sidecar {
 	runCtx, cancel := context.WithCancel(ctx)
 	s := &Sidecar{rec: rec, cancel: cancel, exited: make(chan struct{})}
+	database, err := pgx.ParseConfig(databaseURL)
 	cfg := pipeline.Config{
-		DatabaseURL: databaseURL, Slot: slot, Publication: slot, Window: window,
+		Database: database, Slot: slot, Publication: slot, Window: window,
 		Log: log, Observer: rec,
 	}
 	go func() {
 		defer close(s.exited)
+		if err != nil {
+			s.err = fmt.Errorf("parse database URL: %w", err)
+			return
+		}
 		s.err = pipeline.Run(runCtx, cfg)
 	}()
 	return s

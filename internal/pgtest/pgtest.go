@@ -79,6 +79,14 @@ type DB struct {
 	Pool        *pgxpool.Pool
 }
 
+// ConnConfig is the database's connection settings, parsed as cmd parses --database-url.
+func (d *DB) ConnConfig(t testing.TB) *pgx.ConnConfig {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(d.URL)
+	require.NoError(t, err)
+	return cfg
+}
+
 var unsafeChars = regexp.MustCompile(`[^a-z0-9]+`)
 
 // NewDB creates a database with the host schema and registers its removal (and the removal of

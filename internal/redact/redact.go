@@ -39,6 +39,14 @@ func String(s, databaseURL string) string {
 	return s
 }
 
+// Secret masks every occurrence of password in s; an empty password masks nothing.
+func Secret(s, password string) string {
+	if password == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, password, mask)
+}
+
 // secrets are the password as written in the URL and as decoded.
 func secrets(databaseURL string) []string {
 	var out []string
