@@ -37,16 +37,16 @@ var externalMetrics = map[string]bool{
 func registered(t *testing.T, bin liveBinary) map[string]bool {
 	t.Helper()
 	m := metrics.New(pipeline.DefaultName)
-	m.StateChanged(pipeline.StateStreaming)
-	m.TransactionReceived(&replication.Transaction{Plays: 1, Comments: 1, Truncates: 1})
-	m.Flushed(pipeline.FlushResult{
+	m.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
+	m.Observe(pipeline.TransactionReceived{Tx: &replication.Transaction{Plays: 1, Comments: 1, Truncates: 1}})
+	m.Observe(pipeline.Flushed{
 		LSN: 1, Tracks: 1, Commenters: 1, Duration: time.Millisecond,
 		Stats:       processors.Stats{"p1": {Inserted: 1, Updated: 1, Unchanged: 1}},
 		FirstCommit: time.Unix(1, 0), CommittedAt: time.Unix(2, 0),
 	})
-	m.StatusSent(pglogrepl.LSN(2), pglogrepl.LSN(1), pglogrepl.LSN(3))
-	m.Reconnecting(nil)
-	m.SlotRecreated("lost")
+	m.Observe(pipeline.StatusSent{Received: pglogrepl.LSN(2), Applied: pglogrepl.LSN(1), ServerWALEnd: pglogrepl.LSN(3)})
+	m.Observe(pipeline.Reconnecting{Err: nil})
+	m.Observe(pipeline.SlotRecreated{Reason: "lost"})
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	require.Equal(t, http.StatusOK, rec.Code)

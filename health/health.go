@@ -33,10 +33,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-
 	"github.com/challenge-stream/challenge-stream/pipeline"
-	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 // Defaults for Options.
@@ -67,7 +64,7 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Checker follows the pipeline as a pipeline.Observer and answers the probes. It is safe for
+// Checker follows the pipeline (Observe) and answers the probes. It is safe for
 // concurrent use.
 type Checker struct {
 	opts Options
@@ -80,8 +77,6 @@ type Checker struct {
 	// first reaches a healthy role.
 	healthyAt time.Time
 }
-
-var _ pipeline.Observer = (*Checker)(nil)
 
 // New returns a Checker in the starting state.
 func New(opts Options) *Checker {
@@ -189,8 +184,17 @@ func probeHandler(check func() error) http.Handler {
 	})
 }
 
-// StateChanged implements pipeline.Observer.
-func (c *Checker) StateChanged(s pipeline.State) {
+// Observe follows the pipeline's state and status updates (pipeline.Config.Observe).
+func (c *Checker) Observe(e pipeline.Event) {
+	switch e := e.(type) {
+	case pipeline.StateChanged:
+		c.stateChanged(e.State)
+	case pipeline.StatusSent:
+		c.statusSent()
+	}
+}
+
+func (c *Checker) stateChanged(s pipeline.State) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s == c.state {
@@ -201,8 +205,7 @@ func (c *Checker) StateChanged(s pipeline.State) {
 	c.state, c.since = s, now
 }
 
-// StatusSent implements pipeline.Observer.
-func (c *Checker) StatusSent(_, _, _ pglogrepl.LSN) {
+func (c *Checker) statusSent() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.opts.Now()
@@ -211,15 +214,3 @@ func (c *Checker) StatusSent(_, _, _ pglogrepl.LSN) {
 	c.healthyAt = c.lastHealthy(now)
 	c.lastStatus = now
 }
-
-// TransactionReceived implements pipeline.Observer.
-func (c *Checker) TransactionReceived(*replication.Transaction) {}
-
-// Flushed implements pipeline.Observer.
-func (c *Checker) Flushed(pipeline.FlushResult) {}
-
-// Reconnecting implements pipeline.Observer.
-func (c *Checker) Reconnecting(error) {}
-
-// SlotRecreated implements pipeline.Observer.
-func (c *Checker) SlotRecreated(string) {}

@@ -27,8 +27,8 @@ func setup(t *testing.T) (*Checker, *clock) {
 
 // streaming puts h in the streaming state with a status update just sent.
 func streaming(h *Checker) {
-	h.StateChanged(pipeline.StateStreaming)
-	h.StatusSent(0x2000, 0x1000, 0x1000)
+	h.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
+	h.Observe(pipeline.StatusSent{Received: 0x2000, Applied: 0x1000, ServerWALEnd: 0x1000})
 }
 
 func TestProbes(t *testing.T) {
@@ -49,7 +49,7 @@ func TestProbes(t *testing.T) {
 		{
 			name: "never healthy, reconnecting for long",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateReconnecting)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateReconnecting})
 				c.advance(time.Hour)
 			},
 			live:     true,
@@ -58,7 +58,7 @@ func TestProbes(t *testing.T) {
 		{
 			name: "standby replica is live and ready",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStandby)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateStandby})
 				c.advance(time.Hour)
 			},
 			live:  true,
@@ -67,9 +67,9 @@ func TestProbes(t *testing.T) {
 		{
 			name: "standby retrying the lock passes through starting",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStandby)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateStandby})
 				c.advance(5 * time.Second)
-				h.StateChanged(pipeline.StateStarting)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateStarting})
 				c.advance(DefaultReadyGrace)
 			},
 			live:  true,
@@ -78,9 +78,9 @@ func TestProbes(t *testing.T) {
 		{
 			name: "standby that lost the database, past the grace",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStandby)
-				h.StateChanged(pipeline.StateStarting)
-				h.StateChanged(pipeline.StateReconnecting)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateStandby})
+				h.Observe(pipeline.StateChanged{State: pipeline.StateStarting})
+				h.Observe(pipeline.StateChanged{State: pipeline.StateReconnecting})
 				c.advance(DefaultReadyGrace + time.Second)
 			},
 			live:     true,
@@ -89,7 +89,7 @@ func TestProbes(t *testing.T) {
 		{
 			name: "catching up for long is live and ready",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateCatchingUp)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateCatchingUp})
 				c.advance(time.Hour)
 			},
 			live:  true,
@@ -107,8 +107,8 @@ func TestProbes(t *testing.T) {
 		{
 			name: "lag is never readiness",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStreaming)
-				h.StatusSent(0, 0x1000, 0x1000+(1<<40))
+				h.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
+				h.Observe(pipeline.StatusSent{Received: 0, Applied: 0x1000, ServerWALEnd: 0x1000 + (1 << 40)})
 			},
 			live:  true,
 			ready: true,
@@ -116,7 +116,7 @@ func TestProbes(t *testing.T) {
 		{
 			name: "streaming before the first status update",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStreaming)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
 				c.advance(DefaultStatusMaxAge)
 			},
 			live:  true,
@@ -151,7 +151,7 @@ func TestProbes(t *testing.T) {
 		{
 			name: "stalled before the first status update",
 			drive: func(h *Checker, c *clock) {
-				h.StateChanged(pipeline.StateStreaming)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
 				c.advance(DefaultStallTimeout + time.Second)
 			},
 			notReady: "streaming but no status update for 2m1s",
@@ -161,7 +161,7 @@ func TestProbes(t *testing.T) {
 			drive: func(h *Checker, c *clock) {
 				streaming(h)
 				c.advance(5 * time.Second)
-				h.StateChanged(pipeline.StateReconnecting)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateReconnecting})
 				c.advance(DefaultReadyGrace)
 			},
 			live:  true,
@@ -171,7 +171,7 @@ func TestProbes(t *testing.T) {
 			name: "long reconnect after streaming",
 			drive: func(h *Checker, c *clock) {
 				streaming(h)
-				h.StateChanged(pipeline.StateReconnecting)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateReconnecting})
 				c.advance(DefaultReadyGrace + time.Second)
 			},
 			live:     true,
@@ -182,7 +182,7 @@ func TestProbes(t *testing.T) {
 			drive: func(h *Checker, c *clock) {
 				streaming(h)
 				c.advance(DefaultStatusMaxAge + 20*time.Second)
-				h.StateChanged(pipeline.StateReconnecting)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateReconnecting})
 				c.advance(11 * time.Second)
 			},
 			live:     true,
@@ -192,7 +192,7 @@ func TestProbes(t *testing.T) {
 			name: "stopped",
 			drive: func(h *Checker, c *clock) {
 				streaming(h)
-				h.StateChanged(pipeline.StateStopped)
+				h.Observe(pipeline.StateChanged{State: pipeline.StateStopped})
 			},
 			notReady: "pipeline stopped",
 		},
@@ -221,22 +221,22 @@ func TestReadyAgain(t *testing.T) {
 	t.Parallel()
 	h, c := setup(t)
 	streaming(h)
-	h.StateChanged(pipeline.StateReconnecting)
+	h.Observe(pipeline.StateChanged{State: pipeline.StateReconnecting})
 	c.advance(time.Hour)
 	require.Error(t, h.Ready())
 
-	h.StateChanged(pipeline.StateStarting)
+	h.Observe(pipeline.StateChanged{State: pipeline.StateStarting})
 	require.Error(t, h.Ready())
-	h.StateChanged(pipeline.StateStandby) // another replica took over meanwhile
+	h.Observe(pipeline.StateChanged{State: pipeline.StateStandby}) // another replica took over meanwhile
 	require.NoError(t, h.Ready())
 
-	h.StateChanged(pipeline.StateStarting)
+	h.Observe(pipeline.StateChanged{State: pipeline.StateStarting})
 	c.advance(DefaultReadyGrace)
 	require.NoError(t, h.Ready())
-	h.StateChanged(pipeline.StateStreaming)
+	h.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
 	c.advance(DefaultStatusMaxAge + DefaultReadyGrace + time.Second)
 	require.Error(t, h.Ready(), "no status update since taking over")
-	h.StatusSent(0, 1, 1)
+	h.Observe(pipeline.StatusSent{Received: 0, Applied: 1, ServerWALEnd: 1})
 	require.NoError(t, h.Ready())
 }
 
@@ -244,8 +244,8 @@ func TestReadyGraceOption(t *testing.T) {
 	t.Parallel()
 	c := &clock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
 	h := New(Options{ReadyGrace: time.Second, Now: c.now})
-	h.StateChanged(pipeline.StateStandby)
-	h.StateChanged(pipeline.StateReconnecting)
+	h.Observe(pipeline.StateChanged{State: pipeline.StateStandby})
+	h.Observe(pipeline.StateChanged{State: pipeline.StateReconnecting})
 	c.advance(time.Second)
 	require.NoError(t, h.Ready())
 	c.advance(time.Millisecond)
@@ -272,7 +272,7 @@ func TestHandlers(t *testing.T) {
 	code, _ = get(h.ReadyHandler())
 	require.Equal(t, http.StatusOK, code)
 
-	h.StateChanged(pipeline.StateStopped)
+	h.Observe(pipeline.StateChanged{State: pipeline.StateStopped})
 	code, body = get(h.LiveHandler())
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, "pipeline stopped\n", body)

@@ -2,7 +2,7 @@
 // Prometheus metrics. Everything lives on a registry of the Metrics value's own: nothing is
 // registered globally, so tests and several pipelines in one process never collide.
 //
-// Metrics implements pipeline.Observer; a SlotPoller adds the server's view of the slot (WAL
+// Metrics observes the pipeline (Observe); a SlotPoller adds the server's view of the slot (WAL
 // retained, lag), which the pipeline cannot see while it is down or standing by.
 package metrics
 
@@ -76,8 +76,6 @@ type Metrics struct {
 	slotLag        prometheus.Gauge
 	slotPollErrors prometheus.Counter
 }
-
-var _ pipeline.Observer = (*Metrics)(nil)
 
 // New creates the metrics on a new registry, with the Go runtime and process collectors. slot
 // labels challenge_stream_leader, so that "no replica leads" can be told per slot across
@@ -206,7 +204,7 @@ func New(slot string) *Metrics {
 		Namespace: namespace, Name: "build_info",
 		Help: "Always 1; its labels name the running build.",
 	}, []string{"version", "revision", "goversion"}).WithLabelValues(bi.Version, bi.Revision, bi.GoVersion).Set(1)
-	m.StateChanged(pipeline.StateStarting)
+	m.stateChanged(pipeline.StateStarting)
 	return m
 }
 
@@ -218,8 +216,28 @@ func (m *Metrics) Handler() http.Handler {
 	})
 }
 
-// StateChanged implements pipeline.Observer.
-func (m *Metrics) StateChanged(s pipeline.State) {
+// Observe updates the metrics from a pipeline event (pipeline.Config.Observe).
+func (m *Metrics) Observe(e pipeline.Event) {
+	switch e := e.(type) {
+	case pipeline.StateChanged:
+		m.stateChanged(e.State)
+	case pipeline.TransactionReceived:
+		m.transactionReceived(e.Tx)
+	case pipeline.Flushed:
+		m.flushed(e)
+	case pipeline.StatusSent:
+		m.statusUpdates.Inc()
+		m.receivedLSN.Set(lsnFloat(e.Received))
+		m.confirmedLSN.Set(lsnFloat(e.Applied))
+		m.lag.Set(float64(lagBytes(e.Applied, e.ServerWALEnd)))
+	case pipeline.Reconnecting:
+		m.reconnects.Inc()
+	case pipeline.SlotRecreated:
+		m.slotRecreated.WithLabelValues(e.Reason).Inc()
+	}
+}
+
+func (m *Metrics) stateChanged(s pipeline.State) {
 	for _, st := range states {
 		m.state.WithLabelValues(st.String()).Set(boolFloat(st == s))
 	}
@@ -228,8 +246,7 @@ func (m *Metrics) StateChanged(s pipeline.State) {
 	m.leader.Set(boolFloat(s == pipeline.StateCatchingUp || s == pipeline.StateStreaming))
 }
 
-// TransactionReceived implements pipeline.Observer.
-func (m *Metrics) TransactionReceived(tx *replication.Transaction) {
+func (m *Metrics) transactionReceived(tx *replication.Transaction) {
 	m.transactions.Inc()
 	if tx.Plays > 0 {
 		m.events.WithLabelValues(tablePlays, operationInsert).Add(float64(tx.Plays))
@@ -242,8 +259,7 @@ func (m *Metrics) TransactionReceived(tx *replication.Transaction) {
 	}
 }
 
-// Flushed implements pipeline.Observer.
-func (m *Metrics) Flushed(r pipeline.FlushResult) {
+func (m *Metrics) flushed(r pipeline.Flushed) {
 	m.flushes.Inc()
 	m.flushDuration.Observe(r.Duration.Seconds())
 	m.dirtySetSize.Observe(float64(r.Tracks + r.Commenters))
@@ -261,20 +277,6 @@ func (m *Metrics) Flushed(r pipeline.FlushResult) {
 	}
 	m.storedLSN.Set(lsnFloat(r.LSN))
 }
-
-// StatusSent implements pipeline.Observer.
-func (m *Metrics) StatusSent(received, applied, serverWALEnd pglogrepl.LSN) {
-	m.statusUpdates.Inc()
-	m.receivedLSN.Set(lsnFloat(received))
-	m.confirmedLSN.Set(lsnFloat(applied))
-	m.lag.Set(float64(lagBytes(applied, serverWALEnd)))
-}
-
-// Reconnecting implements pipeline.Observer.
-func (m *Metrics) Reconnecting(error) { m.reconnects.Inc() }
-
-// SlotRecreated implements pipeline.Observer.
-func (m *Metrics) SlotRecreated(reason string) { m.slotRecreated.WithLabelValues(reason).Inc() }
 
 // lagBytes is how far applied trails the server's WAL end; zero when the WAL end is not known
 // yet (no keepalive so far) or not ahead.

@@ -120,7 +120,7 @@ func TestLeaderFollowsState(t *testing.T) {
 		{pipeline.StateStarting, 0},
 		{pipeline.StateStopped, 0},
 	} {
-		m.StateChanged(tc.state)
+		m.Observe(pipeline.StateChanged{State: tc.state})
 		_, values := scrape(t, m)
 		require.Equal(t, tc.leader, values[`challenge_stream_leader{slot="cs_slot"}`], tc.state.String())
 	}
@@ -129,11 +129,11 @@ func TestLeaderFollowsState(t *testing.T) {
 func TestObserverMovesCounters(t *testing.T) {
 	t.Parallel()
 	m := New("cs_slot")
-	m.StateChanged(pipeline.StateStreaming)
-	m.TransactionReceived(&replication.Transaction{Plays: 3, Comments: 2})
-	m.TransactionReceived(&replication.Transaction{Plays: 1, Truncates: 1})
+	m.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
+	m.Observe(pipeline.TransactionReceived{Tx: &replication.Transaction{Plays: 3, Comments: 2}})
+	m.Observe(pipeline.TransactionReceived{Tx: &replication.Transaction{Plays: 1, Truncates: 1}})
 	committed := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	m.Flushed(pipeline.FlushResult{
+	m.Observe(pipeline.Flushed{
 		LSN:    pglogrepl.LSN(0x1_0000_0010),
 		Tracks: 4, Commenters: 2,
 		Stats: processors.Stats{
@@ -144,9 +144,9 @@ func TestObserverMovesCounters(t *testing.T) {
 		FirstCommit: committed.Add(-1500 * time.Millisecond),
 		CommittedAt: committed,
 	})
-	m.StatusSent(0x2000, 0x1000, 0x1800)
-	m.Reconnecting(nil)
-	m.SlotRecreated("lost")
+	m.Observe(pipeline.StatusSent{Received: 0x2000, Applied: 0x1000, ServerWALEnd: 0x1800})
+	m.Observe(pipeline.Reconnecting{Err: nil})
+	m.Observe(pipeline.SlotRecreated{Reason: "lost"})
 	m.SlotPolled(replication.SlotInfo{Exists: true, Active: true, WALStatus: "extended", RetainedBytes: 4096, LagBytes: 100})
 
 	_, v := scrape(t, m)
@@ -190,7 +190,7 @@ func TestObserverMovesCounters(t *testing.T) {
 func TestLSNOnlyFlushMeasuresNoLatency(t *testing.T) {
 	t.Parallel()
 	m := New("cs_slot")
-	m.Flushed(pipeline.FlushResult{LSN: 0x10, CommittedAt: time.Unix(100, 0)})
+	m.Observe(pipeline.Flushed{LSN: 0x10, CommittedAt: time.Unix(100, 0)})
 	_, v := scrape(t, m)
 	require.Equal(t, 1.0, v[`challenge_stream_flushes_total`])
 	require.Equal(t, 0.0, v[`challenge_stream_commit_to_flush_seconds_count`])

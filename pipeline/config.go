@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
@@ -71,8 +70,9 @@ type Config struct {
 
 	// Log receives the pipeline's logs (default: none).
 	Log *zap.Logger
-	// Observer is told about events, flushes and state changes (metrics, health).
-	Observer Observer
+	// Observe is told about everything the pipeline does (metrics, health); see Event.
+	// Default: nothing.
+	Observe func(Event)
 	// Now is the clock (default time.Now); tests inject one.
 	Now func() time.Time
 }
@@ -128,8 +128,8 @@ func (c Config) withDefaults() Config {
 	if c.Log == nil {
 		c.Log = zap.NewNop()
 	}
-	if c.Observer == nil {
-		c.Observer = NopObserver{}
+	if c.Observe == nil {
+		c.Observe = func(Event) {}
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -163,68 +163,3 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
-
-// State is where a pipeline is in its life, for health probes.
-type State int
-
-// The pipeline states.
-const (
-	StateStarting   State = iota
-	StateStandby          // another replica holds the slot; this one waits
-	StateCatchingUp       // scanning the source tables inside a new slot's snapshot
-	StateStreaming
-	StateReconnecting
-	StateStopped
-)
-
-func (s State) String() string {
-	switch s {
-	case StateStarting:
-		return "starting"
-	case StateStandby:
-		return "standby"
-	case StateCatchingUp:
-		return "catching_up"
-	case StateStreaming:
-		return "streaming"
-	case StateReconnecting:
-		return "reconnecting"
-	case StateStopped:
-		return "stopped"
-	}
-	return "unknown"
-}
-
-// Observer is told what the pipeline does. Metrics and health implement it; its methods are
-// called from the pipeline's goroutine and must not block.
-type Observer interface {
-	StateChanged(s State)
-	TransactionReceived(tx *replication.Transaction)
-	Flushed(r FlushResult)
-	// StatusSent reports a standby status update: what was received, what is durably applied
-	// (confirmed) and the server's WAL end as last reported.
-	StatusSent(received, applied, serverWALEnd pglogrepl.LSN)
-	Reconnecting(err error)
-	SlotRecreated(reason string)
-}
-
-// NopObserver ignores everything.
-type NopObserver struct{}
-
-// StateChanged implements Observer.
-func (NopObserver) StateChanged(State) {}
-
-// TransactionReceived implements Observer.
-func (NopObserver) TransactionReceived(*replication.Transaction) {}
-
-// Flushed implements Observer.
-func (NopObserver) Flushed(FlushResult) {}
-
-// StatusSent implements Observer.
-func (NopObserver) StatusSent(_, _, _ pglogrepl.LSN) {}
-
-// Reconnecting implements Observer.
-func (NopObserver) Reconnecting(error) {}
-
-// SlotRecreated implements Observer.
-func (NopObserver) SlotRecreated(string) {}

@@ -15,44 +15,40 @@ import (
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
-	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// recorder is an Observer that remembers what the pipeline told it.
+// recorder remembers what the pipeline told it.
 type recorder struct {
-	pipeline.NopObserver
 	mu           sync.Mutex
 	state        pipeline.State
 	transactions int
 	plays        int
-	flushes      []pipeline.FlushResult
+	flushes      []pipeline.Flushed
 	recreated    []string
 }
 
-func (r *recorder) StateChanged(s pipeline.State) { r.mu.Lock(); r.state = s; r.mu.Unlock() }
-func (r *recorder) TransactionReceived(tx *replication.Transaction) {
-	r.mu.Lock()
-	r.transactions++
-	r.plays += tx.Plays
-	r.mu.Unlock()
-}
-func (r *recorder) Flushed(res pipeline.FlushResult) {
-	r.mu.Lock()
-	r.flushes = append(r.flushes, res)
-	r.mu.Unlock()
-}
-func (r *recorder) SlotRecreated(reason string) {
-	r.mu.Lock()
-	r.recreated = append(r.recreated, reason)
-	r.mu.Unlock()
-}
-
-func (r *recorder) get() (state pipeline.State, transactions, plays int, flushes []pipeline.FlushResult, recreated []string) {
+func (r *recorder) observe(e pipeline.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.state, r.transactions, r.plays, append([]pipeline.FlushResult(nil), r.flushes...), append([]string(nil), r.recreated...)
+	switch e := e.(type) {
+	case pipeline.StateChanged:
+		r.state = e.State
+	case pipeline.TransactionReceived:
+		r.transactions++
+		r.plays += e.Tx.Plays
+	case pipeline.Flushed:
+		r.flushes = append(r.flushes, e)
+	case pipeline.SlotRecreated:
+		r.recreated = append(r.recreated, e.Reason)
+	}
+}
+
+func (r *recorder) get() (state pipeline.State, transactions, plays int, flushes []pipeline.Flushed, recreated []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state, r.transactions, r.plays, append([]pipeline.Flushed(nil), r.flushes...), append([]string(nil), r.recreated...)
 }
 
 // env is one test's database plus helpers to write host rows and run the sidecar.
@@ -104,7 +100,7 @@ func (e *env) start(mutate ...func(*pipeline.Config)) *sidecar {
 		m(&cfg)
 	}
 	obs := &recorder{}
-	cfg.Observer = obs
+	cfg.Observe = obs.observe
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &sidecar{t: e.t, cancel: cancel, done: make(chan error, 1), obs: obs}
 	go func() { s.done <- pipeline.Run(ctx, cfg) }()

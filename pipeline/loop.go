@@ -30,7 +30,7 @@ type source interface {
 
 // flusher applies a window in one database transaction and stores its end LSN with it.
 type flusher interface {
-	flush(ctx context.Context, w *window) (FlushResult, error)
+	flush(ctx context.Context, w *window) (Flushed, error)
 }
 
 // ErrShutdownIncomplete means the stop signal's final flush did not commit in time. Nothing is
@@ -66,7 +66,7 @@ const summaryInterval = 10 * time.Second
 const healthyAfter = time.Minute
 
 type flushOutcome struct {
-	res FlushResult
+	res Flushed
 	err error
 }
 
@@ -313,7 +313,7 @@ func (l *loop) reply() error {
 	if err := l.src.SendStatus(0, false); err != nil {
 		return err
 	}
-	l.cfg.Observer.StatusSent(l.src.Received(), l.stored, l.walEnd)
+	l.cfg.Observe(StatusSent{Received: l.src.Received(), Applied: l.stored, ServerWALEnd: l.walEnd})
 	return nil
 }
 
@@ -399,7 +399,7 @@ func (l *loop) finish(o flushOutcome) error {
 			zap.Strings("checkpoints", o.res.ForeignCheckpoints))
 	}
 	l.stored = o.res.LSN
-	l.cfg.Observer.Flushed(o.res)
+	l.cfg.Observe(o.res)
 	l.note(o.res)
 	l.log.Debug("flushed window",
 		zap.Stringer("lsn", o.res.LSN), zap.Int("tracks", o.res.Tracks), zap.Int("artists", o.res.Artists),
@@ -407,7 +407,7 @@ func (l *loop) finish(o flushOutcome) error {
 	return nil
 }
 
-func (l *loop) note(r FlushResult) {
+func (l *loop) note(r Flushed) {
 	s := &l.summary
 	s.flushes++
 	for _, c := range r.Stats {
@@ -426,13 +426,13 @@ func (l *loop) sendScheduledStatus(replyRequested bool) error {
 		return err
 	}
 	l.nextStatus = l.now().Add(l.cfg.StatusInterval)
-	l.cfg.Observer.StatusSent(l.src.Received(), l.stored, l.walEnd)
+	l.cfg.Observe(StatusSent{Received: l.src.Received(), Applied: l.stored, ServerWALEnd: l.walEnd})
 	return nil
 }
 
 // take adds a committed transaction to the window and counts it.
 func (l *loop) take(tx *replication.Transaction) {
-	l.cfg.Observer.TransactionReceived(tx)
+	l.cfg.Observe(TransactionReceived{Tx: tx})
 	now := l.now()
 	l.behind = now.Sub(tx.CommitTime) > backlogLag
 	l.window.add(tx, now)

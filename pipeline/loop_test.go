@@ -109,13 +109,13 @@ func (s *fakeSource) lastStatus() status {
 }
 
 // flushFunc is a flusher made of a function.
-type flushFunc func(ctx context.Context, w *window) (FlushResult, error)
+type flushFunc func(ctx context.Context, w *window) (Flushed, error)
 
-func (f flushFunc) flush(ctx context.Context, w *window) (FlushResult, error) { return f(ctx, w) }
+func (f flushFunc) flush(ctx context.Context, w *window) (Flushed, error) { return f(ctx, w) }
 
 // instantFlush commits every window at once.
-var instantFlush = flushFunc(func(_ context.Context, w *window) (FlushResult, error) {
-	return FlushResult{LSN: w.endLSN, Tracks: len(w.tracks), Commenters: len(w.commenters)}, nil
+var instantFlush = flushFunc(func(_ context.Context, w *window) (Flushed, error) {
+	return Flushed{LSN: w.endLSN, Tracks: len(w.tracks), Commenters: len(w.commenters)}, nil
 })
 
 type loopBundle struct {
@@ -178,7 +178,7 @@ func (b loopBundle) handedOver() *window {
 
 // flushed plays the flusher finishing w.
 func (b loopBundle) flushed(w *window) {
-	b.l.done <- flushOutcome{res: FlushResult{LSN: w.endLSN, Tracks: len(w.tracks), Duration: time.Millisecond}}
+	b.l.done <- flushOutcome{res: Flushed{LSN: w.endLSN, Tracks: len(w.tracks), Duration: time.Millisecond}}
 }
 
 func TestLoneTransactionFlushedOnceCaughtUp(t *testing.T) {
@@ -399,9 +399,9 @@ func TestShutdownFlushesAndConfirms(t *testing.T) {
 }
 
 func TestShutdownTimeoutIsAnError(t *testing.T) {
-	stuck := flushFunc(func(ctx context.Context, _ *window) (FlushResult, error) {
+	stuck := flushFunc(func(ctx context.Context, _ *window) (Flushed, error) {
 		<-ctx.Done() // behind a lock until the shutdown gives up
-		return FlushResult{}, ctx.Err()
+		return Flushed{}, ctx.Err()
 	})
 	b := runLoop(t, stuck, func(c *Config) { c.ShutdownTimeout = 50 * time.Millisecond })
 	b.src.script = []scripted{{at: b.at(time.Millisecond), msg: play(2000, 1)}}

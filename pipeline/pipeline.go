@@ -63,15 +63,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
 		if errors.Is(err, errStandby) {
-			cfg.Observer.StateChanged(StateStandby)
+			cfg.Observe(StateChanged{State: StateStandby})
 			p.log.Debug("standing by: another replica streams from the slot", zap.Duration("retry_in", wait))
 			return
 		}
-		cfg.Observer.StateChanged(StateReconnecting)
-		cfg.Observer.Reconnecting(err)
+		cfg.Observe(StateChanged{State: StateReconnecting})
+		cfg.Observe(Reconnecting{Err: err})
 		p.log.Warn("session ended; reconnecting", p.errFields(err, zap.Duration("retry_in", wait))...)
 	})
-	cfg.Observer.StateChanged(StateStopped)
+	cfg.Observe(StateChanged{State: StateStopped})
 	if ctx.Err() != nil && !isPermanent(err) && !errors.Is(err, ErrShutdownIncomplete) {
 		return nil
 	}
@@ -148,7 +148,7 @@ func isPermanent(err error) bool {
 // session is one connection's life: lead, choose the start state, stream, shut down.
 func (p *pipeline) session(ctx context.Context) error {
 	cfg := p.cfg
-	cfg.Observer.StateChanged(StateStarting)
+	cfg.Observe(StateChanged{State: StateStarting})
 	repl, err := replication.Connect(ctx, &cfg.Database.Config)
 	if err != nil {
 		return err
@@ -203,7 +203,7 @@ func (p *pipeline) session(ctx context.Context) error {
 		return errSlotAhead
 	}
 	p.log.Info("streaming", zap.String("slot", cfg.Slot), zap.Stringer("from_lsn", start))
-	cfg.Observer.StateChanged(StateStreaming)
+	cfg.Observe(StateChanged{State: StateStreaming})
 	err = p.stream(ctx, stream, conn, start)
 	p.noteUnusableSlot(err)
 	return err
@@ -273,7 +273,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	case recreate:
 		p.log.Error("replication slot is gone; recreating it and catching up from the legacy checkpoints",
 			zap.String("slot", cfg.Slot), zap.String("reason", plan.reason), zap.Stringer("stored_lsn", stored))
-		cfg.Observer.SlotRecreated(plan.reason)
+		cfg.Observe(SlotRecreated{Reason: plan.reason})
 	case firstStart:
 		if plan.interrupted {
 			p.log.Warn("slot has no stored position (interrupted first start); recreating it", zap.String("slot", cfg.Slot))
@@ -295,7 +295,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if cfg.afterCreateSlot != nil {
 		cfg.afterCreateSlot()
 	}
-	cfg.Observer.StateChanged(StateCatchingUp)
+	cfg.Observe(StateChanged{State: StateCatchingUp})
 	res, err := catchUpInSnapshot(ctx, conn, created, cfg.Slot, opts)
 	if err != nil {
 		return 0, err

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -19,7 +18,6 @@ import (
 	"github.com/challenge-stream/challenge-stream/health"
 	"github.com/challenge-stream/challenge-stream/metrics"
 	"github.com/challenge-stream/challenge-stream/pipeline"
-	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 // opsShutdownTimeout bounds the wait for in-flight scrapes when the process stops.
@@ -82,8 +80,8 @@ const (
 
 // ops is the operational side of `run`: metrics, probes and the opt-in pprof.
 type ops struct {
-	// observer is to be passed to the pipeline: it feeds the metrics and the probes.
-	observer pipeline.Observer
+	// observe is to be passed to the pipeline: it feeds the metrics and the probes.
+	observe func(pipeline.Event)
 	// addr is where the listener is bound, empty when it is off.
 	addr string
 	// debugAddr is where the pprof listener is bound, empty when it is off.
@@ -95,12 +93,12 @@ type ops struct {
 
 // startOps serves /metrics, /livez and /readyz on cfg.addr and polls the slot for the metrics;
 // with cfg.debugAddr set, it serves pprof there too, on a listener of its own. With addr "off"
-// nothing listens there and nothing polls, but the observer still works.
+// nothing listens there and nothing polls, but observe still feeds the metrics and probes.
 func startOps(ctx context.Context, cfg opsConfig, log *zap.Logger) (ops, error) {
 	log = log.Named("ops")
 	m := metrics.New(cfg.slot)
 	h := health.New(health.Options{Now: cfg.now})
-	o := ops{observer: observers{m, h}, close: func() {}}
+	o := ops{observe: func(e pipeline.Event) { m.Observe(e); h.Observe(e) }, close: func() {}}
 
 	var servers []*http.Server
 	var listeners []net.Listener
@@ -193,45 +191,4 @@ func debugMux() *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
-}
-
-// observers tells several observers, in order.
-type observers []pipeline.Observer
-
-var _ pipeline.Observer = observers(nil)
-
-func (obs observers) StateChanged(s pipeline.State) {
-	for _, o := range obs {
-		o.StateChanged(s)
-	}
-}
-
-func (obs observers) TransactionReceived(tx *replication.Transaction) {
-	for _, o := range obs {
-		o.TransactionReceived(tx)
-	}
-}
-
-func (obs observers) Flushed(r pipeline.FlushResult) {
-	for _, o := range obs {
-		o.Flushed(r)
-	}
-}
-
-func (obs observers) StatusSent(received, applied, serverWALEnd pglogrepl.LSN) {
-	for _, o := range obs {
-		o.StatusSent(received, applied, serverWALEnd)
-	}
-}
-
-func (obs observers) Reconnecting(err error) {
-	for _, o := range obs {
-		o.Reconnecting(err)
-	}
-}
-
-func (obs observers) SlotRecreated(reason string) {
-	for _, o := range obs {
-		o.SlotRecreated(reason)
-	}
 }

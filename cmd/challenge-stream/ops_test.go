@@ -47,11 +47,11 @@ func TestOpsServesMetricsAndProbes(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "not yet leading or standing by")
 
-	o.observer.StateChanged(pipeline.StateStandby)
+	o.observe(pipeline.StateChanged{State: pipeline.StateStandby})
 	code, _ = get(t, base+"/readyz")
 	require.Equal(t, http.StatusOK, code, "a standby is ready")
-	o.observer.StateChanged(pipeline.StateStreaming)
-	o.observer.StatusSent(0x2000, 0x1000, 0x1000)
+	o.observe(pipeline.StateChanged{State: pipeline.StateStreaming})
+	o.observe(pipeline.StatusSent{Received: 0x2000, Applied: 0x1000, ServerWALEnd: 0x1000})
 	code, _ = get(t, base+"/readyz")
 	require.Equal(t, http.StatusOK, code)
 	code, _ = get(t, base+"/debug/pprof/")
@@ -89,7 +89,7 @@ func TestOpsOff(t *testing.T) {
 		zaptest.NewLogger(t))
 	require.NoError(t, err)
 	require.Empty(t, o.addr)
-	o.observer.StateChanged(pipeline.StateStreaming) // still usable
+	o.observe(pipeline.StateChanged{State: pipeline.StateStreaming}) // still usable
 	o.close()
 }
 

@@ -75,6 +75,6 @@ func runCommand(ctx context.Context, e env) error {
 		return err
 	}
 	defer ops.close()
-	cfg.Observer = ops.observer
+	cfg.Observe = ops.observe
 	return pipeline.Run(ctx, cfg)
 }

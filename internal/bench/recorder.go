@@ -19,7 +19,7 @@ import (
 type Flush struct {
 	Start, Commit time.Time // the flush transaction ran within [Start, Commit]
 	LSN           pglogrepl.LSN
-	Result        pipeline.FlushResult
+	Result        pipeline.Flushed
 }
 
 // Tx is one received transaction.
@@ -36,7 +36,7 @@ type Tx struct {
 	Tracks, Commenters []int64
 }
 
-// Recorder is a pipeline.Observer that keeps what the benchmarks and the demo measure. Its
+// Recorder observes a pipeline (Observe) and keeps what the benchmarks and the demo measure. Its
 // methods are cheap and never block the pipeline for long; readers take the same lock.
 type Recorder struct {
 	keepIDs bool
@@ -67,16 +67,35 @@ func (r *Recorder) notifyLocked() {
 	r.changed = make(chan struct{})
 }
 
-// StateChanged implements pipeline.Observer.
-func (r *Recorder) StateChanged(s pipeline.State) {
+// Observe records a pipeline event (pipeline.Config.Observe).
+func (r *Recorder) Observe(e pipeline.Event) {
+	switch e := e.(type) {
+	case pipeline.StateChanged:
+		r.stateChanged(e.State)
+	case pipeline.TransactionReceived:
+		r.transactionReceived(e.Tx)
+	case pipeline.Flushed:
+		r.flushDone(e)
+	case pipeline.StatusSent:
+		r.mu.Lock()
+		r.received, r.walEnd = e.Received, e.ServerWALEnd
+		r.mu.Unlock()
+	case pipeline.Reconnecting:
+		r.mu.Lock()
+		r.reconnects++
+		r.lastErr = e.Err
+		r.mu.Unlock()
+	}
+}
+
+func (r *Recorder) stateChanged(s pipeline.State) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.state = s
 	r.notifyLocked()
 }
 
-// TransactionReceived implements pipeline.Observer.
-func (r *Recorder) TransactionReceived(tx *replication.Transaction) {
+func (r *Recorder) transactionReceived(tx *replication.Transaction) {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -104,8 +123,7 @@ func keys(set map[int64]struct{}) []int64 {
 	return out
 }
 
-// Flushed implements pipeline.Observer.
-func (r *Recorder) Flushed(res pipeline.FlushResult) {
+func (r *Recorder) flushDone(res pipeline.Flushed) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.flushes = append(r.flushes, Flush{Start: res.CommittedAt.Add(-res.Duration), Commit: res.CommittedAt, LSN: res.LSN, Result: res})
@@ -118,24 +136,6 @@ func (r *Recorder) Flushed(res pipeline.FlushResult) {
 	}
 	r.notifyLocked()
 }
-
-// StatusSent implements pipeline.Observer.
-func (r *Recorder) StatusSent(received, _ pglogrepl.LSN, serverWALEnd pglogrepl.LSN) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.received, r.walEnd = received, serverWALEnd
-}
-
-// Reconnecting implements pipeline.Observer.
-func (r *Recorder) Reconnecting(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.reconnects++
-	r.lastErr = err
-}
-
-// SlotRecreated implements pipeline.Observer.
-func (r *Recorder) SlotRecreated(string) {}
 
 // Snapshot is a consistent copy of the recorder's counters.
 type Snapshot struct {
@@ -219,7 +219,7 @@ func StartSidecar(ctx context.Context, databaseURL, slot string, window time.Dur
 	database, err := pgx.ParseConfig(databaseURL)
 	cfg := pipeline.Config{
 		Database: database, Slot: slot, Publication: slot, Window: window,
-		Log: log, Observer: rec,
+		Log: log, Observe: rec.Observe,
 	}
 	go func() {
 		defer close(s.exited)
