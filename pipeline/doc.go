@@ -3,7 +3,8 @@
 //
 // # The data path
 //
-// A session (pipeline.go) opens a replication connection, takes the leader lock on it, opens
+// Run (pipeline.go) retries sessions with backoff until it is cancelled or meets a permanent
+// error. A session (session.go) opens a replication connection, takes the leader lock on it, opens
 // a second, ordinary connection for the flushes, checks the server (preflight.go), applies the
 // project's migrations, decides where to start (below) and starts the stream. The loop
 // (loop.go) then receives committed transactions from replication.Stream into a window
@@ -47,7 +48,8 @@
 //
 // # Start states (SPEC §5)
 //
-// prepare decides from the slot and the stored LSN: first start (create the slot and catch up
+// prepare (startstate.go) decides from the slot and the stored LSN (decideStart, a pure
+// function): first start (create the slot and catch up
 // inside its exported snapshot from the legacy checkpoints, or seed them, or derive all history
 // with Backfill); slot and stored LSN (stream from the LSN); stored LSN but slot missing, lost,
 // confirmed past the LSN by someone else, or its publication recreated (recreate the slot and
@@ -59,6 +61,12 @@
 // One replica per slot streams. It holds a session advisory lock (TryLeaderLock) on its
 // replication connection, so the lock ends with the walsender: on a crash, a kill -9, or a dead
 // host once wal_sender_timeout or TCP keepalives notice. Other replicas stand by and retry.
+//
+// # Configuration and observation
+//
+// Config holds parsed connection settings (Database), never a URL: cmd parses the URL once and
+// every connection here uses a copy. Config.Observe receives typed events (events.go) for the
+// metrics and the probes.
 //
 // # Stopping
 //

@@ -1,6 +1,20 @@
 package pipeline
 
-import "github.com/challenge-stream/challenge-stream/replication"
+import (
+	"context"
+	"fmt"
+	"regexp"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/internal/failpoint"
+	"github.com/challenge-stream/challenge-stream/processors"
+	"github.com/challenge-stream/challenge-stream/replication"
+)
 
 // The start states of SPEC §5. decideStart is the whole decision, kept apart from the I/O that
 // gathers its inputs and carries it out (prepare), so it can be read and tested as a table.
@@ -62,4 +76,92 @@ func decideStart(s startState) startPlan {
 		// with its --backfill, even when an interrupted one left a slot behind.
 		return startPlan{kind: firstStart, interrupted: s.slot.Exists, dropSlot: s.slot.Exists, fromScratch: s.backfill}
 	}
+}
+
+// prepare decides where the stream starts (SPEC §5) and, for a new slot, catches up inside the
+// slot's exported snapshot, so the catch-up and the stream meet without gap or overlap.
+func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn) (pglogrepl.LSN, error) {
+	cfg := p.cfg
+	stored, found, err := checkpoints.LoadLSN(ctx, conn, cfg.Slot)
+	if err != nil {
+		return 0, err
+	}
+	slot, err := replication.InspectSlot(ctx, conn, cfg.Slot)
+	if err != nil {
+		return 0, err
+	}
+	if err := replication.EnsurePublication(ctx, conn, cfg.Publication); err != nil {
+		return 0, err
+	}
+	opts := processors.CatchUpOptions{
+		PlayIDMargin:       cfg.PlayIDMargin,
+		CommentBlockMargin: processors.DefaultCommentBlockMargin,
+		CommentNullBlocks:  true,
+	}
+	plan := decideStart(startState{slot: slot, stored: found, unusable: p.unusableSlot, backfill: cfg.Backfill})
+	switch plan.kind {
+	case resume:
+		return stored, nil
+	case recreate:
+		p.log.Error("replication slot is gone; recreating it and catching up from the legacy checkpoints",
+			zap.String("slot", cfg.Slot), zap.String("reason", plan.reason), zap.Stringer("stored_lsn", stored))
+		cfg.Observe(SlotRecreated{Reason: plan.reason})
+	case firstStart:
+		if plan.interrupted {
+			p.log.Warn("slot has no stored position (interrupted first start); recreating it", zap.String("slot", cfg.Slot))
+		}
+		opts.FromScratch = plan.fromScratch
+		p.log.Info("first start: creating the slot", zap.String("slot", cfg.Slot), zap.Bool("backfill", cfg.Backfill))
+	}
+	if plan.dropSlot {
+		if err := replication.DropSlot(ctx, conn, cfg.Slot); err != nil {
+			return 0, err
+		}
+	}
+	p.unusableSlot = ""
+	created, err := replication.CreateSlot(ctx, repl, cfg.Slot, replication.SlotOptions{Failover: !cfg.DisableFailoverSlot})
+	if err != nil {
+		return 0, err
+	}
+	failpoint.Hit("after-create-slot")
+	if cfg.afterCreateSlot != nil {
+		cfg.afterCreateSlot()
+	}
+	cfg.Observe(StateChanged{State: StateCatchingUp})
+	res, err := catchUpInSnapshot(ctx, conn, created, cfg.Slot, opts)
+	if err != nil {
+		return 0, err
+	}
+	p.log.Info("caught up inside the slot's snapshot",
+		zap.Stringer("consistent_point", created.ConsistentPoint),
+		zap.Int64("plays_scanned", res.PlaysScanned), zap.Int64("comments_scanned", res.CommentsScanned),
+		zap.Int("artists", res.Artists), zap.Int("commenters", res.Users))
+	p.oddities.note(res.Oddities)
+	return created.ConsistentPoint, nil
+}
+
+var snapshotName = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
+
+// catchUpInSnapshot runs the catch-up in one REPEATABLE READ transaction that sees exactly what
+// committed before the slot's consistent point, and stores that point with its results.
+func catchUpInSnapshot(ctx context.Context, conn *pgx.Conn, slot replication.NewSlot, slotName string,
+	opts processors.CatchUpOptions) (processors.CatchUpResult, error) {
+	if !snapshotName.MatchString(slot.Snapshot) {
+		return processors.CatchUpResult{}, fmt.Errorf("unexpected snapshot name %q", slot.Snapshot)
+	}
+	var res processors.CatchUpResult
+	err := pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+slot.Snapshot+"'"); err != nil {
+			return fmt.Errorf("import snapshot: %w", err)
+		}
+		var err error
+		if res, err = processors.CatchUp(ctx, tx, opts); err != nil {
+			return err
+		}
+		return checkpoints.StoreLSN(ctx, tx, slotName, slot.ConsistentPoint)
+	})
+	if err != nil {
+		return processors.CatchUpResult{}, fmt.Errorf("catch up in snapshot: %w", err)
+	}
+	return res, nil
 }

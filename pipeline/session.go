@@ -1,0 +1,146 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/challenge-stream/challenge-stream/migrations"
+	"github.com/challenge-stream/challenge-stream/processors"
+	"github.com/challenge-stream/challenge-stream/replication"
+)
+
+// session is one connection's life: lead, choose the start state, stream, shut down.
+func (p *pipeline) session(ctx context.Context) error {
+	cfg := p.cfg
+	cfg.Observe(StateChanged{State: StateStarting})
+	repl, err := replication.Connect(ctx, &cfg.Database.Config)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.WithoutCancel(ctx))
+	// One replica leads per slot. The lock lives as long as the replication connection (see
+	// TryLeaderLock), so a replica that dies, even by kill -9 or with its host, frees it.
+	leader, err := TryLeaderLock(ctx, repl, cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if !leader {
+		return errStandby
+	}
+
+	conn, err := connectFlush(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := p.preflight(ctx, conn); err != nil {
+		return err
+	}
+	if !cfg.SkipMigrations && !p.migrated {
+		if err := migrations.Apply(ctx, conn, cfg.Log.Named("migrations")); err != nil {
+			return err
+		}
+		p.migrated = true
+	}
+
+	start, err := p.prepare(ctx, conn, repl)
+	if err != nil {
+		return err
+	}
+	stream, err := replication.Start(ctx, repl, cfg.Slot, cfg.Publication, start, cfg.Log.Named("replication"))
+	if err != nil {
+		return err
+	}
+	// START_REPLICATION silently starts at confirmed_flush_lsn when that is ahead of the
+	// requested position; everything in between would be lost.
+	slot, err := replication.InspectSlot(ctx, conn, cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if slot.ConfirmedFlush > start {
+		_ = repl.Close(ctx)
+		p.log.Error("slot was confirmed past the stored LSN by another consumer; recreating it and catching up",
+			zap.Stringer("stored_lsn", start), zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush))
+		if err := replication.DropSlot(ctx, conn, cfg.Slot); err != nil {
+			return err
+		}
+		return errSlotAhead
+	}
+	p.log.Info("streaming", zap.String("slot", cfg.Slot), zap.Stringer("from_lsn", start))
+	cfg.Observe(StateChanged{State: StateStreaming})
+	err = p.stream(ctx, stream, conn, start)
+	p.noteUnusableSlot(err)
+	return err
+}
+
+// connectFlush opens the connection that runs the catch-up and the flushes. It names itself so
+// operators (and fault tests) can find it in pg_stat_activity.
+func connectFlush(ctx context.Context, database *pgx.ConnConfig) (*pgx.Conn, error) {
+	cfg := database.Copy()
+	if _, set := cfg.RuntimeParams["application_name"]; !set {
+		cfg.RuntimeParams["application_name"] = FlushApplicationName
+	}
+	// Our commits never wait for a synchronous standby: should our own walsender ever become
+	// one, the flush would wait for a confirmation that only follows it.
+	if _, set := cfg.RuntimeParams["synchronous_commit"]; !set {
+		cfg.RuntimeParams["synchronous_commit"] = "local"
+	}
+	// A replica cut off in the middle of a flush (a dead host, a black hole) must not keep its
+	// row locks, or the replica that takes over blocks on them: the server ends a transaction
+	// whose client has said nothing for this long. Ours never wait on the client between
+	// statements.
+	if _, set := cfg.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.RuntimeParams["idle_in_transaction_session_timeout"] = FlushIdleInTransactionTimeout
+	}
+	if err := replication.DetectDeadPeers(&cfg.Config); err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return conn, nil
+}
+
+// FlushApplicationName is the application_name of the flush connection.
+const FlushApplicationName = "challenge-stream-flush"
+
+// FlushIdleInTransactionTimeout is the flush session's idle_in_transaction_session_timeout
+// (unless the URL sets one): no longer than the default wal_sender_timeout, after which the
+// leader lock of a cut-off replica is released too.
+const FlushIdleInTransactionTimeout = "60s"
+
+// stream runs the loop on a started stream, with the shutdown watch beside it.
+func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn *pgx.Conn, start pglogrepl.LSN) error {
+	cfg := p.cfg
+	probe, err := probeConfig(&cfg.Database.Config)
+	if err != nil {
+		return err
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	stopping := make(chan struct{})
+	var g errgroup.Group
+	g.Go(func() error {
+		watchShutdown(watchCtx, probe, cfg.ShutdownProbeInterval, p.log, stopping, stream.Interrupt)
+		return nil
+	})
+	l := newLoop(cfg, loopDeps{
+		src: stream,
+		flusher: dbFlusher{conn: conn, slot: cfg.Slot, now: cfg.Now, log: p.log, margins: processors.WindowOptions{
+			PlayIDMargin: cfg.PlayIDMargin, CommentBlockMargin: processors.DefaultCommentBlockMargin,
+		}},
+		stored:       start,
+		stopping:     stopping,
+		oddities:     p.oddities,
+		resetBackoff: p.resetBackoff,
+	})
+	err = l.run(ctx)
+	stopWatch()
+	_ = g.Wait()
+	return err
+}
