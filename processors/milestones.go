@@ -11,6 +11,10 @@ import (
 // produces (at most three milestone rows per artist).
 const idBatchSize = 5000
 
+// trackBatchSize bounds the track IDs of one ArtistsForTracks statement (at most the window
+// size cap, pipeline.DefaultMaxWindowSize, so a window resolves in one statement).
+const trackBatchSize = 50_000
+
 // eligibleArtist is the SPEC §3.2 eligibility test for the artist in column owner_id of t.
 const eligibleArtist = `EXISTS (
     SELECT 1 FROM users u
@@ -23,10 +27,15 @@ const eligibleArtist = `EXISTS (
 // nothing. The result is sorted.
 func ArtistsForTracks(ctx context.Context, q Querier, trackIDs []int64) ([]int64, error) {
 	seen := map[int64]struct{}{}
-	err := chunks(trackIDs, idBatchSize, func(batch []int64) error {
+	// A join on unnest rather than track_id = ANY($1): the planner estimates an ANY list
+	// element by element (8.7 ms of planning for 5,000 IDs), and a backlog's window holds tens
+	// of thousands of tracks. Its output is the distinct owners, so batches can be large.
+	err := chunks(trackIDs, trackBatchSize, func(batch []int64) error {
 		rows, err := q.Query(ctx, `
-SELECT DISTINCT t.owner_id FROM tracks t
-WHERE t.track_id = ANY($1::bigint[]) AND t.is_current = true AND t.is_delete = false
+SELECT DISTINCT t.owner_id
+FROM unnest($1::bigint[]) AS played(track_id)
+JOIN tracks t ON t.track_id = played.track_id
+WHERE t.is_current = true AND t.is_delete = false
   AND `+eligibleArtist, batch)
 		if err != nil {
 			return err
