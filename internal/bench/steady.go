@@ -19,8 +19,11 @@ type steadyRun struct {
 	lat           Latencies
 	keepsUp       bool
 	detail        string // how it kept up or fell behind
-	// flushes are the durations of the sidecar's flushes with changes, sorted.
-	flushes []time.Duration
+	// flushes are the durations of the sidecar's flushes with changes, sorted; artists and
+	// commenters the distinct IDs each of them recomputed, sorted: the work a flush does, to
+	// compare runs on databases of different sizes.
+	flushes             []time.Duration
+	artists, commenters []int
 }
 
 // traffic is the steady load: comments at a 25th of the plays, blocks every BlockInterval.
@@ -81,9 +84,13 @@ func (b *bench) streaming(ctx context.Context, tag string, rate float64, window,
 	for _, f := range rec.Flushes() {
 		if f.Result.Tracks+f.Result.Commenters > 0 {
 			run.flushes = append(run.flushes, f.Result.Duration)
+			run.artists = append(run.artists, f.Result.Artists)
+			run.commenters = append(run.commenters, f.Result.Commenters)
 		}
 	}
 	slices.Sort(run.flushes)
+	slices.Sort(run.artists)
+	slices.Sort(run.commenters)
 	run.lat, err = MeasureLatencies(ctx, conn, crossings, FlushIntervals(rec.Flushes()), measured)
 	if err != nil {
 		return steadyRun{}, err
@@ -234,6 +241,9 @@ func (b *bench) latencySection(ctx context.Context) error {
 			Met: yesNo(ok && !censored50 && !censored99 &&
 				p50 <= 50*time.Millisecond && p99 <= 100*time.Millisecond),
 		})
+		b.report.note("latency %s: %d flushes with changes; distinct artists per flush p50 / p99 %d / %d, commenters %d / %d",
+			w, len(run.flushes), quantileOf(run.artists, 0.5), quantileOf(run.artists, 0.99),
+			quantileOf(run.commenters, 0.5), quantileOf(run.commenters, 0.99))
 		b.noteOddities("latency "+w.String(), run.lat)
 	}
 	return nil
@@ -297,9 +307,13 @@ func (b *bench) noteOddities(what string, l Latencies) {
 }
 
 // quantile is the q-quantile of sorted durations, 0 when there are none.
-func quantile(sorted []time.Duration, q float64) time.Duration {
+func quantile(sorted []time.Duration, q float64) time.Duration { return quantileOf(sorted, q) }
+
+// quantileOf is the q-quantile (nearest rank) of sorted values, 0 when there are none.
+func quantileOf[T any](sorted []T, q float64) T {
+	var zero T
 	if len(sorted) == 0 {
-		return 0
+		return zero
 	}
 	return sorted[nearestRank(q, len(sorted))]
 }
