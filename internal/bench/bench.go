@@ -65,6 +65,13 @@ type Config struct {
 	Rate float64
 	// Duration is how long each streaming run's traffic lasts. Default 20s.
 	Duration time.Duration
+	// Warmup is how long each latency run's load runs before it is measured. Default 10s;
+	// negative means none. The sidecar's flush connection lives as long as the process, but a
+	// new backend's first flushes at production size took 2 to 4 times its later ones (a second
+	// connection to the same warm database started as slowly again, its page faults per flush
+	// falling from about 860 to 30 as it touched more of shared buffers); at 1x that start is a
+	// few flushes.
+	Warmup time.Duration
 	// Windows are the window lengths of the latency section. Default 200ms and 1s.
 	Windows []time.Duration
 	// BlockInterval is the time between the load's blocks. Default 500ms.
@@ -108,6 +115,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Duration == 0 {
 		c.Duration = 20 * time.Second
+	}
+	if c.Warmup == 0 {
+		c.Warmup = 10 * time.Second
 	}
 	if c.Windows == nil {
 		c.Windows = []time.Duration{200 * time.Millisecond, time.Second}
@@ -352,6 +362,9 @@ WHERE n.nspname IN ('public', 'challenge_stream') AND c.relkind IN ('r', 'i')`)
 	}
 	return nil
 }
+
+// warmup is the latency runs' warm-up, zero for none.
+func (b *bench) warmup() time.Duration { return max(0, b.cfg.Warmup) }
 
 // drop drops a database now (they are large), even when ctx is done.
 func (b *bench) drop(ctx context.Context, name string) {
