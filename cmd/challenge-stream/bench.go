@@ -24,6 +24,7 @@ type benchFlags struct {
 	only        string
 	plays       string
 	windows     string
+	warmup      time.Duration
 	pollRates   string
 	rate        string
 	memoryRows  string
@@ -38,7 +39,7 @@ type benchFlags struct {
 // section in well under a minute, so CI proves they work (timings mean nothing there).
 var smokeSizes = map[string]string{
 	"plays": "2000", "rate": "300", "duration": "2s", "windows": "200ms,1s", "block": "100ms",
-	"poll-rates": "50,500", "poll-tick": "1s", "poll-rows": "167", "poll-duration": "2s",
+	"poll-rates": "50,500", "warmup": "0s", "poll-tick": "1s", "poll-rows": "167", "poll-duration": "2s",
 	"memory-rows": "5000", "artists": "200", "tracks-per-artist": "4", "listeners": "300", "comments": "500",
 }
 
@@ -93,6 +94,7 @@ func parseBenchFlags(e env) (benchFlags, error) {
 	f.string(&bf.cfg.CPUProfile, "cpuprofile", p+"CPUPROFILE", "", "write a CPU profile of the sidecar draining the largest backlog to this file")
 	f.string(&bf.rate, "rate", p+"RATE", "500", "latency, writes: steady load in plays/s")
 	f.duration(&bf.cfg.Duration, "duration", p+"DURATION", 20*time.Second, "latency, polling, writes: how long each streaming run's load lasts")
+	f.duration(&bf.warmup, "warmup", p+"WARMUP", 10*time.Second, "latency: how long each run's load runs before it is measured (0: none)")
 	f.string(&bf.windows, "windows", p+"WINDOWS", "200ms,1s", "latency: window lengths, comma-separated")
 	f.duration(&bf.cfg.BlockInterval, "block", p+"BLOCK", workload.DefaultBlockInterval, "time between the load's blocks (one transaction each)")
 	f.string(&bf.pollRates, "poll-rates", p+"POLL_RATES", "50,500,5000", "polling: loads in plays/s, comma-separated")
@@ -152,8 +154,13 @@ func parseBenchFlags(e env) (benchFlags, error) {
 	if bf.cfg.DrainWriters, err = parsePositiveInt(bf.writers); err != nil {
 		return bf, usagef("writers %q must be a positive integer", bf.writers)
 	}
-	if bf.cfg.Duration <= 0 || bf.cfg.PollTick <= 0 || bf.cfg.BlockInterval <= 0 || bf.cfg.PollDuration < 0 {
+	if bf.cfg.Duration <= 0 || bf.cfg.PollTick <= 0 || bf.cfg.BlockInterval <= 0 || bf.cfg.PollDuration < 0 || bf.warmup < 0 {
 		return bf, usagef("durations must be positive")
+	}
+	// Config's zero is its default; the flag's zero is no warm-up.
+	bf.cfg.Warmup = bf.warmup
+	if bf.warmup == 0 {
+		bf.cfg.Warmup = -1
 	}
 	if _, err := parseLevel(bf.logLevel); err != nil {
 		return bf, err

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,6 +65,13 @@ type Config struct {
 	Rate float64
 	// Duration is how long each streaming run's traffic lasts. Default 20s.
 	Duration time.Duration
+	// Warmup is how long each latency run's load runs before it is measured. Default 10s;
+	// negative means none. The sidecar's flush connection lives as long as the process, but a
+	// new backend's first flushes at production size took 2 to 4 times its later ones (a second
+	// connection to the same warm database started as slowly again, its page faults per flush
+	// falling from about 860 to 30 as it touched more of shared buffers); at 1x that start is a
+	// few flushes.
+	Warmup time.Duration
 	// Windows are the window lengths of the latency section. Default 200ms and 1s.
 	Windows []time.Duration
 	// BlockInterval is the time between the load's blocks. Default 500ms.
@@ -107,6 +115,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Duration == 0 {
 		c.Duration = 20 * time.Second
+	}
+	if c.Warmup == 0 {
+		c.Warmup = 10 * time.Second
 	}
 	if c.Windows == nil {
 		c.Windows = []time.Duration{200 * time.Millisecond, time.Second}
@@ -183,15 +194,17 @@ func (c Config) Validate() error {
 var ErrDifferences = errors.New("verify found differences after a benchmark run")
 
 type bench struct {
-	cfg     Config
-	log     *zap.Logger
-	prefix  string
-	tpl     string
-	host    *workload.Host
-	report  *Report
-	dbs     int // databases verified
-	diffs   int
-	created []string
+	cfg    Config
+	log    *zap.Logger
+	prefix string
+	tpl    string
+	host   *workload.Host
+	report *Report
+	dbs    int // databases verified
+	// coldNoted is set once the report says the copies could not be prewarmed.
+	coldNoted bool
+	diffs     int
+	created   []string
 }
 
 // Run runs the selected sections and returns their table. Each section works on copies of one
@@ -300,8 +313,58 @@ func (b *bench) clone(ctx context.Context, tag string) (name, url string, host *
 	if err != nil {
 		return "", "", nil, err
 	}
+	if err := b.settle(ctx, url); err != nil {
+		return "", "", nil, err
+	}
 	return name, url, b.host.Clone(), nil
 }
+
+// settle leaves a fresh copy of the database the way a host that has been running for a while
+// has its tables: written back and in shared buffers. Generating and copying a database dirties
+// hundreds of MB at production size. Measured right after, a flush paid for the setup: its
+// backend evicted dirty buffers of the template and the kernel throttled the writes, and every
+// first touch of a page was a read from outside shared buffers (a flush's median at 10x: 116 ms
+// right after the setup, 39 ms after CHECKPOINT and sync, 21 ms prewarmed, against 15 ms at 1x
+// with 7% fewer buffer hits). Prewarming needs the pg_prewarm extension; without it the copy
+// starts cold and the report says so.
+func (b *bench) settle(ctx context.Context, url string) error {
+	server, err := pgx.Connect(ctx, b.cfg.ServerURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer server.Close(context.WithoutCancel(ctx))
+	if _, err := server.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	// With fsync off (the throw-away server) CHECKPOINT only hands the pages to the kernel;
+	// sync writes them out, so the run does not share the disk with the setup. It does nothing
+	// for a server on another machine.
+	syscall.Sync()
+
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_prewarm"); err != nil {
+		if !b.coldNoted {
+			b.coldNoted = true
+			b.report.note("pg_prewarm is not available (%v): each run starts with the copy's pages outside shared buffers", err)
+		}
+		return nil
+	}
+	_, err = conn.Exec(ctx, `
+SELECT pg_prewarm(c.oid::regclass)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname IN ('public', 'challenge_stream') AND c.relkind IN ('r', 'i')`)
+	if err != nil {
+		return fmt.Errorf("prewarm: %w", err)
+	}
+	return nil
+}
+
+// warmup is the latency runs' warm-up, zero for none.
+func (b *bench) warmup() time.Duration { return max(0, b.cfg.Warmup) }
 
 // drop drops a database now (they are large), even when ctx is done.
 func (b *bench) drop(ctx context.Context, name string) {

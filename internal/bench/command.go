@@ -51,7 +51,10 @@ func RunAndReport(ctx context.Context, cfg Config, w io.Writer) error {
 // StartServer starts a throw-away PostgreSQL with wal_level = logical for a command that
 // brings its own (bench, demo). The caller stops it.
 func StartServer(ctx context.Context) (*pgcluster.Cluster, error) {
-	c, err := pgcluster.Start(ctx, pgcluster.Options{})
+	// Shared buffers hold the production-size database (about 460 MB at 10x), as a production
+	// primary's hold its hot tables; at the test default of 256 MB every run at that size would
+	// read from the kernel's page cache what a host that has been running keeps in memory.
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{"shared_buffers": "1GB"}})
 	switch {
 	case errors.Is(err, pgcluster.ErrNoServer):
 		return nil, fmt.Errorf("this command runs its own throw-away PostgreSQL, but %w", err)

@@ -37,6 +37,7 @@ func tiny(t *testing.T, section string) bench.Config {
 		CPUProfile:    filepath.Join(t.TempDir(), "drain.pprof"),
 		Rate:          300,
 		Duration:      1500 * time.Millisecond,
+		Warmup:        -1,
 		Windows:       []time.Duration{200 * time.Millisecond},
 		BlockInterval: 100 * time.Millisecond,
 		PollRates:     []float64{50, 500},

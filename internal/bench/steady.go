@@ -19,8 +19,11 @@ type steadyRun struct {
 	lat           Latencies
 	keepsUp       bool
 	detail        string // how it kept up or fell behind
-	// flushes are the durations of the sidecar's flushes with changes, sorted.
-	flushes []time.Duration
+	// flushes are the durations of the sidecar's flushes with changes, sorted; artists and
+	// commenters the distinct IDs each of them recomputed, sorted: the work a flush does, to
+	// compare runs on databases of different sizes.
+	flushes             []time.Duration
+	artists, commenters []int
 }
 
 // traffic is the steady load: comments at a 25th of the plays, blocks every BlockInterval.
@@ -28,8 +31,10 @@ func (b *bench) traffic(rate float64) workload.Traffic {
 	return workload.Traffic{Rate: rate, CommentRate: rate / 25, BlockInterval: b.cfg.BlockInterval}
 }
 
-// streaming runs the sidecar under a steady load on a fresh copy of the database.
-func (b *bench) streaming(ctx context.Context, tag string, rate float64, window, duration time.Duration) (steadyRun, error) {
+// streaming runs the sidecar under a steady load on a fresh copy of the database. The load
+// runs for warmup before the measured duration; milestones crossed and flushes started in the
+// warm-up are not measured.
+func (b *bench) streaming(ctx context.Context, tag string, rate float64, window, warmup, duration time.Duration) (steadyRun, error) {
 	name, url, host, err := b.clone(ctx, tag)
 	if err != nil {
 		return steadyRun{}, err
@@ -51,10 +56,13 @@ func (b *bench) streaming(ctx context.Context, tag string, rate float64, window,
 		run       steadyRun
 		crossings []workload.Crossing
 	)
-	err = host.Drive(ctx, conn, b.traffic(rate), duration, func(a workload.Applied) {
+	measureFrom := time.Now().Add(warmup)
+	err = host.Drive(ctx, conn, b.traffic(rate), warmup+duration, func(a workload.Applied) {
 		run.blocks++
 		run.plays += len(a.Block.Plays)
-		crossings = append(crossings, a.Crossings...)
+		if !a.Written.CommittedAt.Before(measureFrom) {
+			crossings = append(crossings, a.Crossings...)
+		}
 	})
 	if err != nil {
 		return steadyRun{}, err
@@ -79,11 +87,15 @@ func (b *bench) streaming(ctx context.Context, tag string, rate float64, window,
 		return steadyRun{}, fmt.Errorf("sidecar: %w", err)
 	}
 	for _, f := range rec.Flushes() {
-		if f.Result.Tracks+f.Result.Commenters > 0 {
+		if f.Result.Tracks+f.Result.Commenters > 0 && !f.Start.Before(measureFrom) {
 			run.flushes = append(run.flushes, f.Result.Duration)
+			run.artists = append(run.artists, f.Result.Artists)
+			run.commenters = append(run.commenters, f.Result.Commenters)
 		}
 	}
 	slices.Sort(run.flushes)
+	slices.Sort(run.artists)
+	slices.Sort(run.commenters)
 	run.lat, err = MeasureLatencies(ctx, conn, crossings, FlushIntervals(rec.Flushes()), measured)
 	if err != nil {
 		return steadyRun{}, err
@@ -217,7 +229,7 @@ func (b *bench) polling(ctx context.Context, tag string, rate float64) (steadyRu
 func (b *bench) latencySection(ctx context.Context) error {
 	for _, w := range b.cfg.Windows {
 		b.progress("latency: window %s at %s plays/s for %s", w, rate(b.cfg.Rate), b.cfg.Duration)
-		run, err := b.streaming(ctx, fmt.Sprintf("lat%dms", w.Milliseconds()), b.cfg.Rate, w, b.cfg.Duration)
+		run, err := b.streaming(ctx, fmt.Sprintf("lat%dms", w.Milliseconds()), b.cfg.Rate, w, b.warmup(), b.cfg.Duration)
 		if err != nil {
 			return err
 		}
@@ -234,6 +246,9 @@ func (b *bench) latencySection(ctx context.Context) error {
 			Met: yesNo(ok && !censored50 && !censored99 &&
 				p50 <= 50*time.Millisecond && p99 <= 100*time.Millisecond),
 		})
+		b.report.note("latency %s: after a warm-up of %s, %d flushes with changes; distinct artists per flush p50 / p99 %d / %d, commenters %d / %d",
+			w, b.warmup(), len(run.flushes), quantileOf(run.artists, 0.5), quantileOf(run.artists, 0.99),
+			quantileOf(run.commenters, 0.5), quantileOf(run.commenters, 0.99))
 		b.noteOddities("latency "+w.String(), run.lat)
 	}
 	return nil
@@ -242,7 +257,7 @@ func (b *bench) latencySection(ctx context.Context) error {
 func (b *bench) pollingSection(ctx context.Context) error {
 	for _, r := range b.cfg.PollRates {
 		b.progress("polling: %s plays/s, streaming for %s", rate(r), b.cfg.Duration)
-		stream, err := b.streaming(ctx, fmt.Sprintf("str%d", int64(r)), r, time.Second, b.cfg.Duration)
+		stream, err := b.streaming(ctx, fmt.Sprintf("str%d", int64(r)), r, time.Second, 0, b.cfg.Duration)
 		if err != nil {
 			return err
 		}
@@ -297,9 +312,13 @@ func (b *bench) noteOddities(what string, l Latencies) {
 }
 
 // quantile is the q-quantile of sorted durations, 0 when there are none.
-func quantile(sorted []time.Duration, q float64) time.Duration {
+func quantile(sorted []time.Duration, q float64) time.Duration { return quantileOf(sorted, q) }
+
+// quantileOf is the q-quantile (nearest rank) of sorted values, 0 when there are none.
+func quantileOf[T any](sorted []T, q float64) T {
+	var zero T
 	if len(sorted) == 0 {
-		return 0
+		return zero
 	}
 	return sorted[nearestRank(q, len(sorted))]
 }

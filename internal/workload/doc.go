@@ -6,10 +6,12 @@
 // Generate fills an empty host schema (internal/hostdb) with thousands of artists (some
 // verified, a few deactivated, some with older versions of their users row), tens of thousands
 // of tracks (a few deleted, some with older versions owned by someone else), listeners, a year
-// of comment history and the play aggregates the milestone rule counts. Play history is written
-// straight into the aggregates, as the pruning job leaves it in production; the plays table
-// starts empty. Most verified artists start a few plays below a milestone, so that a short run
-// crosses hundreds of them and latency percentiles mean something. Generate then derives the
+// of comment history and the play aggregates the milestone rule counts: several monthly rows per
+// track (a run of up to seven months, some before 2025, now and then split by country), about
+// five per track, so production size means millions of aggregate rows as in production. Play
+// history is written straight into the aggregates, as the pruning job leaves it in production;
+// the plays table starts empty. Most verified artists start a few plays below a milestone, so
+// that a short run crosses hundreds of them and latency percentiles mean something. Generate then derives the
 // reward rows of that history (processors.CatchUp from scratch) and sets the legacy
 // checkpoints, so the database looks like one the polling job has kept: a sidecar started on it
 // cuts over from the checkpoints.

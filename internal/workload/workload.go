@@ -179,7 +179,7 @@ func Generate(ctx context.Context, conn *pgx.Conn, cfg Config) (*Host, Sizes, er
 	sizes := Sizes{EligibleArtists: len(g.host.count)}
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		for _, t := range g.tables() {
-			n, err := tx.CopyFrom(ctx, pgx.Identifier{t.name}, t.columns, pgx.CopyFromRows(t.rows))
+			n, err := tx.CopyFrom(ctx, pgx.Identifier{t.name}, t.columns, t.rows)
 			if err != nil {
 				return fmt.Errorf("copy %s: %w", t.name, err)
 			}
@@ -199,6 +199,11 @@ func Generate(ctx context.Context, conn *pgx.Conn, cfg Config) (*Host, Sizes, er
 	if err != nil {
 		return nil, Sizes{}, fmt.Errorf("generate: %w", err)
 	}
+	// Statistics first: planned without them, the derivation's joins over millions of
+	// freshly copied rows took most of the generation at production size.
+	if _, err := conn.Exec(ctx, "ANALYZE"); err != nil {
+		return nil, Sizes{}, fmt.Errorf("generate: analyze: %w", err)
+	}
 	// The history's rewards, as the polling job would have derived them; this also sets the
 	// legacy checkpoints, so a sidecar started here cuts over from them.
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
@@ -213,8 +218,10 @@ func Generate(ctx context.Context, conn *pgx.Conn, cfg Config) (*Host, Sizes, er
 	if err != nil {
 		return nil, Sizes{}, fmt.Errorf("generate: derive history: %w", err)
 	}
-	if _, err := conn.Exec(ctx, "ANALYZE"); err != nil {
-		return nil, Sizes{}, fmt.Errorf("generate: analyze: %w", err)
+	// Vacuumed as a production host's tables are: autovacuum would otherwise start on
+	// millions of freshly inserted rows in the middle of the first measured run.
+	if _, err := conn.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		return nil, Sizes{}, fmt.Errorf("generate: vacuum: %w", err)
 	}
 	sizes.Took = time.Since(start)
 	return g.host, sizes, nil
@@ -232,9 +239,34 @@ type generator struct {
 	host  *Host
 	users table
 	track table
-	aggs  table
-	aggp  table
-	comm  table
+	// aggs are the aggregate_monthly_plays rows, kept compact (millions at production size)
+	// and turned into COPY rows one at a time; aggp the aggregate_plays rows.
+	aggs []aggRow
+	aggp table
+	comm table
+}
+
+// aggRow is one aggregate_monthly_plays row; month counts from January 2000, country indexes
+// aggCountries.
+type aggRow struct {
+	track   int32
+	month   int32
+	country uint8
+	count   int32
+}
+
+// aggCountries are the countries of the aggregate rows; "" is a play without a country.
+var aggCountries = append([]string{""}, countries...)
+
+func (r aggRow) values() []any {
+	return []any{int64(r.track), monthStart(int(r.month)), aggCountries[r.country], r.count}
+}
+
+// monthIndex counts months from January 2000; monthStart is its inverse.
+func monthIndex(t time.Time) int { return (t.Year()-2000)*12 + int(t.Month()) - 1 }
+
+func monthStart(m int) time.Time {
+	return time.Date(2000+m/12, time.Month(1+m%12), 1, 0, 0, 0, 0, time.UTC)
 }
 
 func newGenerator(cfg Config, cat processors.Catalog) *generator {
@@ -253,15 +285,32 @@ func newGenerator(cfg Config, cat processors.Catalog) *generator {
 		host:  h,
 		users: table{name: "users", columns: []string{"user_id", "handle", "is_current", "is_verified", "is_deactivated", "blocknumber", "txhash"}},
 		track: table{name: "tracks", columns: []string{"track_id", "title", "owner_id", "is_current", "is_delete", "blocknumber", "txhash"}},
-		aggs:  table{name: "aggregate_monthly_plays", columns: []string{"play_item_id", "timestamp", "country", "count"}},
 		aggp:  table{name: "aggregate_plays", columns: []string{"play_item_id", "count"}},
 		comm: table{name: "comments", columns: []string{"comment_id", "text", "user_id", "entity_id", "entity_type",
 			"created_at", "updated_at", "is_delete", "is_visible", "txhash", "blockhash", "blocknumber"}},
 	}
 }
 
-func (g *generator) tables() []table {
-	return []table{g.users, g.track, g.aggs, g.aggp, g.comm}
+// tables are Generate's COPYs, one per table.
+func (g *generator) tables() []copyTable {
+	aggs := g.aggs
+	return []copyTable{
+		g.users.copy(), g.track.copy(),
+		{name: "aggregate_monthly_plays", columns: []string{"play_item_id", "timestamp", "country", "count"},
+			rows: pgx.CopyFromSlice(len(aggs), func(i int) ([]any, error) { return aggs[i].values(), nil })},
+		g.aggp.copy(), g.comm.copy(),
+	}
+}
+
+// copyTable is one COPY of Generate.
+type copyTable struct {
+	name    string
+	columns []string
+	rows    pgx.CopyFromSource
+}
+
+func (t table) copy() copyTable {
+	return copyTable{name: t.name, columns: t.columns, rows: pgx.CopyFromRows(t.rows)}
 }
 
 func (g *generator) chance(p float64) bool { return g.rng.Float64() < p }
@@ -298,7 +347,9 @@ func (g *generator) build(now time.Time) {
 				live = append(live, int32(trackID))
 			}
 			h.owner = append(h.owner, owner)
-			g.aggregates(trackID, deleted || !eligible, 0, now)
+			if owner == 0 {
+				g.history(trackID, false, 0, now)
+			}
 		}
 		if eligible && len(live) > 0 {
 			h.hot = append(h.hot, live)
@@ -312,7 +363,6 @@ func (g *generator) build(now time.Time) {
 		g.users.rows = append(g.users.rows, []any{l, "listener" + strconv.FormatInt(l, 10), true, false, false, int32(l), txhash(l, 2)})
 	}
 	g.comments(now)
-	g.sumAggregates()
 	h.pcg = rand.NewPCG(cfg.Seed^0x5bd1e995, 0x2545f4914f6cdd1d)
 	h.rng = rand.New(h.pcg)
 }
@@ -339,36 +389,78 @@ func (g *generator) startingCount() int64 {
 
 var countries = []string{"US", "DE", "BR", "JP", "NG"}
 
-// aggregates writes a track's history: plays before 2025 (which the rule ignores) and, when
-// since2025 > 0 or the track does not count, plays since 2025.
-func (g *generator) aggregates(track int64, noise bool, since2025 int64, now time.Time) {
-	if since2025 == 0 && g.chance(0.5) {
-		month := time.Date(2024, time.Month(1+g.rng.IntN(12)), 1, 0, 0, 0, 0, time.UTC)
-		g.aggs.rows = append(g.aggs.rows, []any{track, month, "", int32(1 + g.rng.IntN(500))})
+// historyMonths is the longest run of months a track's history covers. With runs of 1 to 7
+// months (4 on average) and a country split now and then, a track has about 5 aggregate rows:
+// years of monthly aggregates in production are several rows per track, not one.
+const historyMonths = 7
+
+// history writes a track's monthly aggregates: a run of consecutive months, ending last month
+// for most tracks (still played) and earlier for the rest. Months before 2025 carry plays the
+// rule ignores. A track that counts for an eligible artist carries exactly since2025 plays from
+// January 2025 on, spread over its months since then (fewer months when it has fewer plays);
+// other tracks carry random counts. A month's plays are split between a country and none now
+// and then: the rule sums all of them.
+func (g *generator) history(track int64, counts bool, since2025 int64, now time.Time) {
+	first2025 := monthIndex(time.Date(2025, time.January, 1, 0, 0, 0, 0, time.UTC))
+	last := max(first2025, monthIndex(now)-1)
+	end := last
+	if g.chance(0.4) {
+		end = first2025 + g.rng.IntN(last-first2025+1)
 	}
-	if noise {
-		g.aggs.rows = append(g.aggs.rows, []any{track, g.month2025(now), "", int32(1 + g.rng.IntN(400))})
-	}
-	if since2025 > 0 {
-		// Split between two countries now and then: the rule sums all of them.
-		if since2025 > 1 && g.chance(0.3) {
-			part := 1 + g.rng.Int64N(since2025-1)
-			g.aggs.rows = append(g.aggs.rows, []any{track, g.month2025(now), countries[g.rng.IntN(len(countries))], int32(part)})
-			since2025 -= part
+	start := end - g.rng.IntN(historyMonths)
+	plays := make([]int64, end-start+1) // by month, from start
+	counted := 0                        // months since 2025 in the run
+	for i := range plays {
+		if start+i >= first2025 {
+			counted++
 		}
-		g.aggs.rows = append(g.aggs.rows, []any{track, g.month2025(now), "", int32(since2025)})
+	}
+	for i := range plays {
+		if !counts || start+i < first2025 {
+			plays[i] = 1 + g.rng.Int64N(400)
+		}
+	}
+	if counts && counted > 0 && since2025 > 0 {
+		// The counted months are the last ones of the run; with fewer plays than months only
+		// the last months get one each.
+		months := plays[len(plays)-int(min(int64(counted), since2025)):]
+		weights := make([]int64, len(months))
+		var sum int64
+		for i := range weights {
+			weights[i] = 1 + g.rng.Int64N(10)
+			sum += weights[i]
+		}
+		extra := since2025 - int64(len(months))
+		left := extra
+		for i := range months {
+			share := extra * weights[i] / sum
+			if i == len(months)-1 {
+				share = left
+			}
+			left -= share
+			months[i] = 1 + share
+		}
+	}
+	var total int64
+	for i, n := range plays {
+		if n == 0 {
+			continue
+		}
+		total += n
+		month := int32(start + i)
+		if n > 1 && g.chance(0.3) {
+			part := 1 + g.rng.Int64N(n-1)
+			g.aggs = append(g.aggs, aggRow{track: int32(track), month: month, country: uint8(1 + g.rng.IntN(len(countries))), count: int32(part)})
+			n -= part
+		}
+		g.aggs = append(g.aggs, aggRow{track: int32(track), month: month, count: int32(n)})
+	}
+	if total > 0 {
+		g.aggp.rows = append(g.aggp.rows, []any{track, total})
 	}
 }
 
-// month2025 is a random month from January 2025 up to last month.
-func (g *generator) month2025(now time.Time) time.Time {
-	months := max(1, (now.Year()-2025)*12+int(now.Month())-1)
-	m := g.rng.IntN(months)
-	return time.Date(2025+m/12, time.Month(1+m%12), 1, 0, 0, 0, 0, time.UTC)
-}
-
-// spread distributes an artist's count over their live tracks; one aggregate row per track and
-// month (the primary key is (track, month, country)), so a track gets one month here.
+// spread distributes an artist's count over their live tracks.
 func (g *generator) spread(live []int32, total int64, now time.Time) {
 	weights := make([]int64, len(live))
 	var sum int64
@@ -383,40 +475,7 @@ func (g *generator) spread(live []int32, total int64, now time.Time) {
 			share = left
 		}
 		left -= share
-		if share > 0 {
-			g.aggregates(int64(t), false, share, now)
-		}
-	}
-}
-
-// sumAggregates derives aggregate_plays from the monthly rows, merging duplicate keys.
-func (g *generator) sumAggregates() {
-	type key struct {
-		track   int64
-		month   time.Time
-		country string
-	}
-	seen := map[key]int{}
-	var rows [][]any
-	totals := map[int64]int64{}
-	var order []int64
-	for _, r := range g.aggs.rows {
-		k := key{r[0].(int64), r[1].(time.Time), r[2].(string)}
-		n := r[3].(int32)
-		if _, ok := totals[k.track]; !ok {
-			order = append(order, k.track)
-		}
-		totals[k.track] += int64(n)
-		if i, ok := seen[k]; ok {
-			rows[i][3] = rows[i][3].(int32) + n
-			continue
-		}
-		seen[k] = len(rows)
-		rows = append(rows, r)
-	}
-	g.aggs.rows = rows
-	for _, t := range order {
-		g.aggp.rows = append(g.aggp.rows, []any{t, totals[t]})
+		g.history(int64(t), true, share, now)
 	}
 }
 

@@ -88,6 +88,8 @@ func TestGenerate(t *testing.T) {
 	require.Greater(t, b.size.Users, int64(500))
 	require.Greater(t, b.size.Tracks, int64(200))
 	require.Equal(t, int64(500), b.size.Comments)
+	// Months of history: several aggregate rows per track, as in production.
+	require.Greater(t, b.size.Aggregates, 3*b.size.Tracks)
 	require.Positive(t, b.size.EligibleArtists)
 	require.Positive(t, b.size.Rewards, "the history derives reward rows")
 	requireModelMatches(t, b)
