@@ -25,11 +25,7 @@
 // committed Transaction, a Keepalive or MessageTimeout; transactions ending at or before the
 // start LSN were already applied and are skipped. Next waits with a read deadline on the
 // socket instead of a context (pgconn would arm a context watcher per message); Interrupt wakes
-// it from another goroutine. While the server sends transactions that committed more than a
-// second before (a backlog, by the server's clock in each message), Next pauses half a
-// millisecond before a read that would find the socket empty, so that one read takes dozens of
-// messages instead of one: fewer wake-ups for the client and for the walsender that wakes it.
-// At the head of the WAL it never pauses.
+// it from another goroutine.
 //
 // Received is the highest position the server said it sent; SendStatus reports it as written
 // and sets flush and apply explicitly to what the caller has durably applied (zero sends
