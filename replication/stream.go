@@ -99,12 +99,6 @@ type Stream struct {
 	tx       Transaction
 	inTx     bool
 	received pglogrepl.LSN
-	// beginCommit is the commit time of the open transaction, from its BEGIN.
-	beginCommit time.Time
-	// behind is set while the server sends changes of transactions that committed more than
-	// backlogAge before it sent them: the stream drains a backlog, and Next lets messages
-	// gather (see pause). A keepalive (the server waits for WAL) clears it.
-	behind bool
 	// woken is set by Interrupt, so a wake-up that lands between two reads is not lost.
 	woken  atomic.Bool
 	status []byte // the standby status update, encoded in place
@@ -157,7 +151,6 @@ func (s *Stream) Next(deadline time.Time) (Message, error) {
 		return Message{Kind: MessageTimeout}, nil
 	}
 	for {
-		s.pause()
 		raw, err := s.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) {
@@ -181,26 +174,6 @@ func (s *Stream) Next(deadline time.Time) (Message, error) {
 	}
 }
 
-// backlogAge is how old, by the server's clock, the transactions the server sends must be for
-// the stream to count as draining a backlog.
-const backlogAge = time.Second
-
-// gatherPause is how long Next waits, while draining a backlog, before a read that would find
-// the socket empty.
-const gatherPause = 500 * time.Microsecond
-
-// pause lets messages gather in the socket while the stream drains a backlog. The walsender
-// sends each change as its own message, so a client that keeps up reads them one by one: a
-// read, an empty read and a poller wake-up per message, on the client and on the walsender
-// that wakes it. Behind the server, nothing is gained by reading the instant a message
-// arrives: after a short pause one read takes dozens. Between transactions at the head of the
-// WAL there is no pause, so latency is unchanged.
-func (s *Stream) pause() {
-	if s.behind && s.conn.Frontend().ReadBufferLen() == 0 {
-		time.Sleep(gatherPause)
-	}
-}
-
 // Interrupt makes a Next that is waiting return MessageTimeout at once, or the next call if
 // none is waiting. It is safe to call from any goroutine.
 func (s *Stream) Interrupt() {
@@ -221,7 +194,6 @@ func (s *Stream) handleCopyData(data []byte) (Message, bool, error) {
 		if !s.inTx && ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
 		}
-		s.behind = false
 		return Message{Kind: MessageKeepalive, ServerWALEnd: ka.ServerWALEnd, ReplyRequested: ka.ReplyRequested}, true, nil
 	case pglogrepl.XLogDataByteID:
 		xld, err := pglogrepl.ParseXLogData(data[1:])
@@ -234,11 +206,7 @@ func (s *Stream) handleCopyData(data []byte) (Message, bool, error) {
 		if xld.WALStart > s.received {
 			s.received = xld.WALStart
 		}
-		m, done, err := s.handleEvent(xld.WALData, xld.WALStart)
-		if s.inTx {
-			s.behind = xld.ServerTime.Sub(s.beginCommit) > backlogAge
-		}
-		return m, done, err
+		return s.handleEvent(xld.WALData, xld.WALStart)
 	default:
 		return Message{}, false, nil
 	}
@@ -253,7 +221,6 @@ func (s *Stream) handleEvent(walData []byte, at pglogrepl.LSN) (Message, bool, e
 	case EventBegin:
 		s.tx.reset()
 		s.tx.Xid = ev.Xid
-		s.beginCommit = ev.CommitTime
 		s.inTx = true
 	case EventCommit:
 		s.inTx = false
