@@ -441,24 +441,43 @@ func (l *loop) take(tx *replication.Transaction) {
 	l.summary.comments += tx.Comments
 }
 
-// shutdown finishes the open transaction (briefly), flushes the window, confirms and returns.
+// shutdownDrain is how long a stop keeps taking transactions the server has already sent.
+const shutdownDrain = 100 * time.Millisecond
+
+// shutdown takes what the server already sent and finishes the open transaction (briefly),
+// flushes the window, confirms and returns.
 // It runs after the stop, under its own timeout.
 func (l *loop) shutdown(ctx context.Context, cancelFlush context.CancelFunc) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ShutdownTimeout)
 	defer cancel()
-	// Half the time may go to receiving the rest of a transaction already begun.
-	txBy := l.now().Add(l.cfg.ShutdownTimeout / 2)
-	for l.src.InTransaction() {
-		if !l.now().Before(txBy) {
-			l.log.Warn("stopping without the open transaction; it will be replayed on the next start")
+	// What the server has already sent is taken first, briefly: a transaction whose COMMIT
+	// sits in the socket would otherwise be left for the next start (replayed, nothing lost,
+	// but the stop would leave it unapplied). Half the time may go to receiving the rest of a
+	// transaction already begun.
+	now := l.now()
+	txBy := now.Add(l.cfg.ShutdownTimeout / 2)
+	sentBy := now.Add(min(shutdownDrain, l.cfg.ShutdownTimeout/2))
+	for {
+		by := sentBy
+		if l.src.InTransaction() {
+			by = txBy
+		}
+		if !l.now().Before(by) {
+			if l.src.InTransaction() {
+				l.log.Warn("stopping without the open transaction; it will be replayed on the next start")
+			}
 			break
 		}
-		msg, err := l.src.Next(txBy)
+		// A timeout before the deadline is the stop's own wake-up (Interrupt): go round.
+		msg, err := l.src.Next(by)
 		if err != nil {
 			break
 		}
 		if msg.Kind == replication.MessageTransaction {
 			l.take(msg.Transaction)
+		}
+		if msg.Kind == replication.MessageKeepalive && !l.src.InTransaction() {
+			break // the server has sent everything it has
 		}
 	}
 	if err := l.awaitFlushAtStop(sctx, cancelFlush); err != nil {

@@ -398,6 +398,32 @@ func TestShutdownFlushesAndConfirms(t *testing.T) {
 	require.Equal(t, pglogrepl.LSN(2000), b.src.lastStatus().flushed, "the final update confirms the final flush")
 }
 
+// TestShutdownTakesWhatWasSent: a transaction the server sent just before the stop is in the
+// final flush; one that comes after the brief drain is left for the next start.
+func TestShutdownTakesWhatWasSent(t *testing.T) {
+	for name, tc := range map[string]struct {
+		arrives time.Duration
+		stored  pglogrepl.LSN
+	}{
+		"already in the socket": {arrives: 2 * time.Millisecond, stored: 3000},
+		"after the drain":       {arrives: time.Second, stored: 2000},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := runLoop(t, instantFlush)
+			b.src.script = []scripted{
+				{at: b.at(time.Millisecond), msg: play(2000, 1)},
+				{at: b.at(tc.arrives), msg: play(3000, 2)},
+			}
+			b.steps(t, 1)
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			require.NoError(t, b.l.run(ctx))
+			require.Equal(t, tc.stored, b.l.stored)
+			require.Equal(t, tc.stored, b.src.lastStatus().flushed)
+		})
+	}
+}
+
 func TestShutdownTimeoutIsAnError(t *testing.T) {
 	stuck := flushFunc(func(ctx context.Context, _ *window) (Flushed, error) {
 		<-ctx.Done() // behind a lock until the shutdown gives up
