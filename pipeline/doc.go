@@ -70,9 +70,9 @@
 //
 // # Stopping
 //
-// On cancellation the loop receives the rest of an open transaction (briefly), flushes the
-// window, confirms it and returns; a final flush that does not finish within ShutdownTimeout
-// is ErrShutdownIncomplete (nothing is lost: the window is replayed). When the server itself
+// On cancellation the loop takes the transactions the server has already sent (up to 100 ms)
+// and the rest of an open transaction (briefly), flushes the window, confirms it and returns; a
+// final flush that does not finish within ShutdownTimeout is ErrShutdownIncomplete (nothing is lost: the window is replayed). When the server itself
 // shuts down smartly it refuses new connections: watchShutdown notices, and the session
 // flushes and disconnects so the shutdown can finish, then reconnects with backoff.
 package pipeline
