@@ -15,11 +15,12 @@ const idBatchSize = 5000
 // size cap, pipeline.DefaultMaxWindowSize, so a window resolves in one statement).
 const trackBatchSize = 50_000
 
-// eligibleArtist is the SPEC §3.2 eligibility test for the artist in column owner_id of t.
+// eligibleUser is the SPEC §3.2 eligibility test for the users row u.
+const eligibleUser = `u.is_current = true AND u.is_verified = true AND u.is_deactivated = false`
+
+// eligibleArtist is the same test for the artist in column owner_id of t.
 const eligibleArtist = `EXISTS (
-    SELECT 1 FROM users u
-    WHERE u.user_id = t.owner_id AND u.is_current = true AND u.is_verified = true
-      AND u.is_deactivated = false)`
+    SELECT 1 FROM users u WHERE u.user_id = t.owner_id AND ` + eligibleUser + `)`
 
 // ArtistsForTracks resolves the tracks that received plays to the artists whose milestones may
 // have moved: the distinct owners of the tracks' live rows (is_current, not deleted) who are
@@ -87,8 +88,7 @@ func MilestoneRows(ctx context.Context, q Querier, cat Catalog, artistIDs []int6
 	counts, err := q.Query(ctx, `
 SELECT t.owner_id, SUM(a.count)::bigint
 FROM (SELECT DISTINCT u.user_id FROM users u
-      WHERE u.user_id = ANY($1::bigint[]) AND u.is_current = true AND u.is_verified = true
-        AND u.is_deactivated = false) eligible
+      WHERE u.user_id = ANY($1::bigint[]) AND `+eligibleUser+`) eligible
 JOIN tracks t ON t.owner_id = eligible.user_id AND t.is_current = true AND t.is_delete = false
 JOIN aggregate_monthly_plays a ON a.play_item_id = t.track_id AND a."timestamp" >= DATE '2025-01-01'
 GROUP BY t.owner_id
