@@ -241,7 +241,7 @@ func (b *bench) latencySection(ctx context.Context) error {
 			Section: "latency",
 			Measure: fmt.Sprintf("milestone p50 / p99, window %s, %s plays/s", w, rate(b.cfg.Rate)),
 			Sidecar: fmt.Sprintf("%s (%d milestones); flush p50 / p99 %s / %s", percentiles(run.lat), run.lat.Total(),
-				seconds(quantile(run.flushes, 0.5)), seconds(quantile(run.flushes, 0.99))),
+				seconds(quantileOf(run.flushes, 0.5)), seconds(quantileOf(run.flushes, 0.99))),
 			Target: "p50 <= 50ms, p99 <= 100ms",
 			Met: yesNo(ok && !censored50 && !censored99 &&
 				p50 <= 50*time.Millisecond && p99 <= 100*time.Millisecond),
@@ -310,9 +310,6 @@ func (b *bench) noteOddities(what string, l Latencies) {
 			what, l.Unattributed, l.Early)
 	}
 }
-
-// quantile is the q-quantile of sorted durations, 0 when there are none.
-func quantile(sorted []time.Duration, q float64) time.Duration { return quantileOf(sorted, q) }
 
 // quantileOf is the q-quantile (nearest rank) of sorted values, 0 when there are none.
 func quantileOf[T any](sorted []T, q float64) T {
