@@ -424,20 +424,7 @@ func (g *generator) history(track int64, counts bool, since2025 int64, now time.
 		// The counted months are the last ones of the run; with fewer plays than months only
 		// the last months get one each.
 		months := plays[len(plays)-int(min(int64(counted), since2025)):]
-		weights := make([]int64, len(months))
-		var sum int64
-		for i := range weights {
-			weights[i] = 1 + g.rng.Int64N(10)
-			sum += weights[i]
-		}
-		extra := since2025 - int64(len(months))
-		left := extra
-		for i := range months {
-			share := extra * weights[i] / sum
-			if i == len(months)-1 {
-				share = left
-			}
-			left -= share
+		for i, share := range g.shares(since2025-int64(len(months)), len(months)) {
 			months[i] = 1 + share
 		}
 	}
@@ -462,21 +449,30 @@ func (g *generator) history(track int64, counts bool, since2025 int64, now time.
 
 // spread distributes an artist's count over their live tracks.
 func (g *generator) spread(live []int32, total int64, now time.Time) {
-	weights := make([]int64, len(live))
+	for i, share := range g.shares(total, len(live)) {
+		g.history(int64(live[i]), true, share, now)
+	}
+}
+
+// shares splits total into n random parts (weights 1 to 10; the last part takes what rounding
+// leaves), so the parts always add up to total.
+func (g *generator) shares(total int64, n int) []int64 {
+	weights := make([]int64, n)
 	var sum int64
 	for i := range weights {
 		weights[i] = 1 + g.rng.Int64N(10)
 		sum += weights[i]
 	}
+	parts := make([]int64, n)
 	left := total
-	for i, t := range live {
-		share := total * weights[i] / sum
-		if i == len(live)-1 {
-			share = left
+	for i := range parts {
+		parts[i] = total * weights[i] / sum
+		if i == n-1 {
+			parts[i] = left
 		}
-		left -= share
-		g.history(int64(t), true, share, now)
+		left -= parts[i]
 	}
+	return parts
 }
 
 // comments writes a year of comment history in ascending block order, and leaves the model's
