@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
@@ -50,6 +51,15 @@ func (f dbFlusher) flush(ctx context.Context, w *window) (Flushed, error) {
 	res.CommittedAt = f.now()
 	res.Duration = res.CommittedAt.Sub(start)
 	return res, nil
+}
+
+// serverWALEnd is how far the server has written WAL durably: as far as the walsender can
+// send (on a standby, as far as it has replayed).
+func (f dbFlusher) serverWALEnd(ctx context.Context) (pglogrepl.LSN, error) {
+	var end pglogrepl.LSN
+	err := f.conn.QueryRow(ctx, `SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+	ELSE pg_current_wal_flush_lsn() END`).Scan(&end)
+	return end, err
 }
 
 // invisibleXids counts the transactions of $1 (32-bit xids, as pgoutput's BEGIN carries them)

@@ -59,6 +59,17 @@ const (
 // windows of a stream that never catches up.
 const backlogLag = 5 * time.Second
 
+// While a window is stretched the loop reads the server's WAL end every probeInterval (a
+// trivial query on the idle flush connection) and closes the window once the stream will reach
+// it within about one flush (see nearingEnd). Without it the last window of a backlog holds
+// most of the backlog, and its flush — every artist the backlog touched — only starts once
+// the stream has caught up. The pace is measured over at least minPaceSample.
+const (
+	probeInterval = 100 * time.Millisecond
+	probeTimeout  = time.Second
+	minPaceSample = 50 * time.Millisecond
+)
+
 // summaryInterval is how often an info line summarises the work.
 const summaryInterval = 10 * time.Second
 
@@ -94,6 +105,11 @@ type loop struct {
 	heardLSN     pglogrepl.LSN // src.Received() then
 	lastFlush    time.Duration // how long the last flush with changes took
 	behind       bool          // the last transaction committed more than backlogLag ago
+	serverWALEnd func(context.Context) (pglogrepl.LSN, error)
+	serverEnd    pglogrepl.LSN // the server's WAL end when last probed
+	probedAt     time.Time
+	paceFrom     time.Time     // the pace of the stream is measured since then,
+	paceLSN      pglogrepl.LSN // from this position
 	stopping     <-chan struct{}
 	oddities     *oddityLog
 	resetBackoff func()
@@ -119,6 +135,9 @@ type loopDeps struct {
 	stopping     <-chan struct{}
 	oddities     *oddityLog
 	resetBackoff func()
+	// serverWALEnd reads the server's WAL end on the flush connection; the loop calls it only
+	// while the flusher is idle. Nil leaves windows to their other rules.
+	serverWALEnd func(context.Context) (pglogrepl.LSN, error)
 }
 
 func newLoop(cfg Config, d loopDeps) *loop {
@@ -142,6 +161,7 @@ func newLoop(cfg Config, d loopDeps) *loop {
 		stopping:     d.stopping,
 		oddities:     d.oddities,
 		resetBackoff: d.resetBackoff,
+		serverWALEnd: d.serverWALEnd,
 		streamedAt:   now,
 		summary:      summary{at: now},
 	}
@@ -211,6 +231,11 @@ func (l *loop) step() error {
 		return err
 	}
 	now := l.now()
+	if l.probeDue(now) {
+		if err := l.probe(now); err != nil {
+			return err
+		}
+	}
 	if l.windowDue(now) {
 		l.handOver()
 	}
@@ -254,6 +279,8 @@ func (l *loop) windowDue(now time.Time) bool {
 		return true
 	case l.caughtUp && !l.cfg.FixedWindows:
 		return true
+	case l.nearingEnd(now):
+		return true
 	}
 	return !now.Before(w.openedAt.Add(l.windowLength()))
 }
@@ -265,6 +292,9 @@ func (l *loop) wakeAt(now time.Time) time.Time {
 	at := minTime(l.nextStatus, l.heardAt.Add(l.cfg.ReceiveTimeout))
 	if !l.flushing && l.window.hasChanges() {
 		at = minTime(at, l.window.openedAt.Add(l.windowLength()))
+	}
+	if l.probing() {
+		at = minTime(at, l.probedAt.Add(probeInterval))
 	}
 	return at
 }
@@ -331,6 +361,56 @@ func (l *loop) confirmIdle() {
 		l.window.endLSN = target
 		l.handOver()
 	}
+}
+
+// probing reports whether the loop watches for the end of a backlog: a stretched window with
+// changes, the flusher idle and a way to read the server's WAL end.
+func (l *loop) probing() bool {
+	return l.serverWALEnd != nil && !l.flushing && l.window.hasChanges() && l.windowLength() > l.cfg.Window
+}
+
+func (l *loop) probeDue(now time.Time) bool {
+	return l.probing() && !now.Before(l.probedAt.Add(probeInterval))
+}
+
+// probe reads the server's WAL end. The flush connection is idle (no flush in flight), and a
+// failure means it is broken: the session ends as a failed flush would end it.
+func (l *loop) probe(now time.Time) error {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	end, err := l.serverWALEnd(ctx)
+	if err != nil {
+		return fmt.Errorf("read the server's WAL end: %w", err)
+	}
+	l.serverEnd, l.probedAt = end, now
+	return nil
+}
+
+// nearingEnd reports whether a stretched window should close because the stream will reach
+// the server's WAL end (as last probed) within about one flush, at the pace it has kept since
+// the window opened. The window's flush then runs while the stream reads the rest, and the
+// last window holds only what arrived meanwhile: its flush, which comes after the stream has
+// caught up, is that much smaller. Once a flush has run, its duration is the estimate; before,
+// a quarter window.
+func (l *loop) nearingEnd(now time.Time) bool {
+	if !l.probing() || l.serverEnd == 0 {
+		return false
+	}
+	received := l.src.Received()
+	if received >= l.serverEnd {
+		return true
+	}
+	elapsed := now.Sub(l.paceFrom)
+	if elapsed < minPaceSample || received <= l.paceLSN {
+		return false
+	}
+	pace := float64(received-l.paceLSN) / elapsed.Seconds() // bytes of WAL per second
+	eta := time.Duration(float64(l.serverEnd-received) / pace * float64(time.Second))
+	flush := l.lastFlush
+	if flush == 0 {
+		flush = l.cfg.Window / 2
+	}
+	return eta <= flush
 }
 
 // windowLength is the configured window, stretched while the stream drains a backlog or the
@@ -435,6 +515,9 @@ func (l *loop) take(tx *replication.Transaction) {
 	l.cfg.Observe(TransactionReceived{Tx: tx})
 	now := l.now()
 	l.behind = now.Sub(tx.CommitTime) > backlogLag
+	if !l.window.hasChanges() {
+		l.paceFrom, l.paceLSN = now, l.src.Received()
+	}
 	l.window.add(tx, now)
 	l.summary.transactions++
 	l.summary.plays += tx.Plays

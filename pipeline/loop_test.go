@@ -477,3 +477,52 @@ func TestBacklogStretchesWindows(t *testing.T) {
 	}
 	require.Equal(t, b.at(10050*time.Millisecond), b.src.lastWait(), "caught up: the rest goes at once")
 }
+
+func TestBacklogWindowClosesNearItsEnd(t *testing.T) {
+	b := setupLoop(t)
+	// A backlog of 100 transactions, 1,000 bytes of WAL apart and read one every 10 ms (100 kB/s);
+	// the server's WAL ends at the last one.
+	var probes int
+	b.l.serverWALEnd = func(context.Context) (pglogrepl.LSN, error) {
+		probes++
+		return 101_000, nil
+	}
+	for i := 1; i <= 100; i++ {
+		m := play(pglogrepl.LSN(1000+1000*i), int64(i))
+		m.Transaction.CommitTime = b.t0.Add(-time.Minute)
+		b.src.script = append(b.src.script, scripted{at: b.at(time.Duration(i) * 10 * time.Millisecond), msg: m})
+	}
+	b.src.script = append(b.src.script, scripted{at: b.at(1010 * time.Millisecond), msg: keepalive(101_000, false)})
+
+	var first *window
+	for first == nil {
+		b.steps(t, 1)
+		first = b.handedOver()
+	}
+	// Before any flush the estimate of one is half a window: 50 transactions from the end.
+	require.Equal(t, pglogrepl.LSN(51_000), first.endLSN, "closed half a second before the stream reaches the WAL end")
+	require.Equal(t, b.at(500*time.Millisecond), b.src.lastWait(), "not after the 8-window stretch of a backlog")
+	require.Positive(t, probes)
+
+	// That flush took 1 ms (flushed): the next window goes when the stream has read everything
+	// the server had, before the keepalive that says it waits for more.
+	b.flushed(first)
+	var second *window
+	for second == nil {
+		b.steps(t, 1)
+		second = b.handedOver()
+	}
+	require.Equal(t, pglogrepl.LSN(101_000), second.endLSN)
+	require.Equal(t, b.at(time.Second), b.src.lastWait())
+}
+
+func TestFailedProbeEndsTheSession(t *testing.T) {
+	b := setupLoop(t)
+	boom := errors.New("connection reset")
+	b.l.serverWALEnd = func(context.Context) (pglogrepl.LSN, error) { return 0, boom }
+	m := play(2000, 1)
+	m.Transaction.CommitTime = b.t0.Add(-time.Minute)
+	b.src.script = []scripted{{at: b.at(10 * time.Millisecond), msg: m}}
+	b.steps(t, 1)
+	require.ErrorIs(t, b.l.step(), boom, "a failed probe is a broken flush connection: the session ends")
+}

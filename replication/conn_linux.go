@@ -2,6 +2,7 @@ package replication
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 	"time"
@@ -27,4 +28,25 @@ func userTimeoutControl(d time.Duration) func(network, address string, c syscall
 		}
 		return nil
 	}
+}
+
+// setReceiveLowWater sets the socket's SO_RCVLOWAT: the kernel reports it readable, and wakes a
+// reader, only once that many bytes are queued. Reads that do not wait still return whatever
+// is there.
+func setReceiveLowWater(c net.Conn, bytes int) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("%T is not a socket", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVLOWAT, bytes)
+	}); err != nil {
+		return err
+	}
+	return serr
 }

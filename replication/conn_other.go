@@ -3,6 +3,8 @@
 package replication
 
 import (
+	"errors"
+	"net"
 	"syscall"
 	"time"
 )
@@ -12,3 +14,7 @@ import (
 func userTimeoutControl(time.Duration) func(network, address string, c syscall.RawConn) error {
 	return nil
 }
+
+// setReceiveLowWater is not used where SO_RCVLOWAT's effect on readiness is not known: the
+// stream reads without gathering.
+func setReceiveLowWater(net.Conn, int) error { return errors.ErrUnsupported }

@@ -86,7 +86,7 @@ type Event struct {
 	// EndLSN is the Commit's TransactionEndLSN: the position to checkpoint
 	// and confirm once the transaction is applied. Set for Commit.
 	EndLSN pglogrepl.LSN
-	// CommitTime is set for Commit, in UTC.
+	// CommitTime is set for Begin and Commit, in UTC.
 	CommitTime time.Time
 	// Xid is the transaction's ID, set for Begin.
 	Xid uint32
@@ -187,7 +187,7 @@ func (d *Decoder) decodeCold(walData []byte) (Event, error) {
 	var ev Event
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		ev = Event{Kind: EventBegin, Xid: m.Xid}
+		ev = Event{Kind: EventBegin, Xid: m.Xid, CommitTime: m.CommitTime.UTC()}
 	case *pglogrepl.CommitMessage:
 		ev = Event{Kind: EventCommit, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime.UTC()}
 	case *pglogrepl.RelationMessage:

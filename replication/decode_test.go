@@ -238,7 +238,7 @@ func TestDecode(t *testing.T) {
 		{
 			name: "begin",
 			msg:  pgoBegin(0x16B3748, commitTime, 777),
-			want: Event{Kind: EventBegin, Xid: 777},
+			want: Event{Kind: EventBegin, Xid: 777, CommitTime: commitTime},
 		},
 		{
 			name: "commit",
