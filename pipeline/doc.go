@@ -41,8 +41,12 @@
 // A window closes only between transactions and only while no flush runs. It closes as soon as
 // the stream has caught up (a keepalive between transactions: the walsender has no more WAL to
 // send), so at low load each transaction is applied right after its commit; while the stream
-// keeps delivering it closes Window after its first change (stretched while flushes are slow,
-// see windowLength) or at MaxWindowSize distinct IDs. FixedWindows drops the caught-up rule.
+// keeps delivering it closes Window after its first change (stretched while flushes are slow
+// or the stream drains a backlog, see windowLength) or at MaxWindowSize distinct IDs. A
+// stretched window also closes when the stream will reach the server's WAL end (read every
+// 100 ms on the idle flush connection) within about one flush (nearingEnd): the last window
+// of a backlog then holds only what arrived during the flush before it. FixedWindows drops the
+// caught-up rule.
 // Decoding continues during a flush; a window that fills while the previous one is flushing
 // stops the reading until that flush is done (backpressure), with status updates going on.
 //

@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -32,8 +33,11 @@ func userTimeoutControl(d time.Duration) func(network, address string, c syscall
 
 // setReceiveLowWater sets the socket's SO_RCVLOWAT: the kernel reports it readable, and wakes a
 // reader, only once that many bytes are queued. Reads that do not wait still return whatever
-// is there.
+// is there. Under TLS it is the TCP socket's.
 func setReceiveLowWater(c net.Conn, bytes int) error {
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return fmt.Errorf("%T is not a socket", c)

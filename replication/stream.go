@@ -162,8 +162,12 @@ func (s *Stream) Next(deadline time.Time) (Message, error) {
 	for {
 		s.gather()
 		// Gathering, a read that may wait (nothing buffered, or the last wait ended) waits
-		// gatherWait at most: the rest of a backlog may never fill the low-water mark.
+		// gatherWait at most: the rest of a backlog may never fill the low-water mark. The
+		// new deadline would hide an Interrupt's, so the flag is checked here too.
 		if s.gathering && (gatherTimedOut || s.conn.Frontend().ReadBufferLen() == 0) {
+			if s.woken.Swap(false) {
+				return Message{Kind: MessageTimeout}, nil
+			}
 			if err := s.conn.Conn().SetReadDeadline(minTime(deadline, time.Now().Add(gatherWait))); err != nil {
 				return Message{}, fmt.Errorf("set read deadline: %w", err)
 			}
@@ -219,8 +223,9 @@ const (
 	gatherWait  = time.Millisecond
 )
 
-// gather turns gathering on while the stream is behind and off when it is not. A socket that
-// cannot (TLS, or not TCP on Linux) reads as before.
+// gather turns gathering on while the stream is behind and off when it is not. Off Linux the
+// stream reads as before; on a Unix socket the mark changes nothing (Linux wakes its readers
+// for every write).
 func (s *Stream) gather() {
 	if s.behind == s.gathering || s.noGather {
 		return
