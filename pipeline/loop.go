@@ -364,9 +364,11 @@ func (l *loop) confirmIdle() {
 }
 
 // probing reports whether the loop watches for the end of a backlog: a stretched window with
-// changes, the flusher idle and a way to read the server's WAL end.
+// changes, the flusher idle and a way to read the server's WAL end. FixedWindows keeps windows
+// to their length.
 func (l *loop) probing() bool {
-	return l.serverWALEnd != nil && !l.flushing && l.window.hasChanges() && l.windowLength() > l.cfg.Window
+	return l.serverWALEnd != nil && !l.cfg.FixedWindows && !l.flushing && l.window.hasChanges() &&
+		l.windowLength() > l.cfg.Window
 }
 
 func (l *loop) probeDue(now time.Time) bool {
@@ -391,7 +393,7 @@ func (l *loop) probe(now time.Time) error {
 // the window opened. The window's flush then runs while the stream reads the rest, and the
 // last window holds only what arrived meanwhile: its flush, which comes after the stream has
 // caught up, is that much smaller. Once a flush has run, its duration is the estimate; before,
-// a quarter window.
+// half a window.
 func (l *loop) nearingEnd(now time.Time) bool {
 	if !l.probing() || l.serverEnd == 0 {
 		return false

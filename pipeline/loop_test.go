@@ -526,3 +526,18 @@ func TestFailedProbeEndsTheSession(t *testing.T) {
 	b.steps(t, 1)
 	require.ErrorIs(t, b.l.step(), boom, "a failed probe is a broken flush connection: the session ends")
 }
+
+func TestFixedWindowsDoNotWatchTheWALEnd(t *testing.T) {
+	b := setupLoop(t, func(c *Config) { c.FixedWindows = true })
+	b.l.serverWALEnd = func(context.Context) (pglogrepl.LSN, error) {
+		t.Fatal("a fixed window closes on its length only: no probe")
+		return 0, nil
+	}
+	for i := 1; i <= 20; i++ {
+		m := play(pglogrepl.LSN(1000+1000*i), int64(i))
+		m.Transaction.CommitTime = b.t0.Add(-time.Minute)
+		b.src.script = append(b.src.script, scripted{at: b.at(time.Duration(i) * 10 * time.Millisecond), msg: m})
+	}
+	b.steps(t, 21)
+	require.Nil(t, b.handedOver(), "the backlog's last transaction is in, and the stretch is not over")
+}
