@@ -9,12 +9,13 @@
 //
 // # What each section measures
 //
-// drain: both slots are created at the same WAL position (the sidecar's by the sidecar itself,
-// which then stops; pg_recvlogical's with pg_create_logical_replication_slot right after), then
-// a backlog of N plays is written in block-sized transactions. pg_recvlogical (pgoutput,
+// drain: every slot is created at the same WAL position (the sidecar's by the sidecar itself,
+// which then stops; the others with pg_create_logical_replication_slot right after), then a
+// backlog of N plays is written in block-sized transactions. pg_recvlogical (pgoutput,
 // proto_version 1, the same publication, output to /dev/null, no fsync) drains its slot up to
 // the WAL insert position read after the backlog; then the sidecar starts from its stored
-// position. The sidecar is timed from pipeline.Run's start to the moment its observer has
+// position; then pg_recvlogical drains a second slot the same way, and the sidecar's ratios
+// are against the mean of the two (the server's pace drifts between runs on a shared machine). The sidecar is timed from pipeline.Run's start to the moment its observer has
 // received the backlog's last transaction ("received", comparable to pg_recvlogical) and to
 // the moment a flush stored its end LSN ("stored", which adds the last window). The
 // walsender's CPU time (/proc/<pid>/stat) shows how much of the wall time is the server
