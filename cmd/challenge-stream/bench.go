@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -165,11 +166,14 @@ func parseBenchFlags(e env) (benchFlags, error) {
 	if _, err := parseLevel(bf.logLevel); err != nil {
 		return bf, err
 	}
-	// Validate wants a server URL; the throw-away one does not exist yet.
+	// Validate wants a server URL, the throw-away one does not exist yet, and the binary is
+	// this one (benchCommand sets it).
 	check := bf.cfg
 	if check.ServerURL == "" {
 		check.ServerURL = "postgres://localhost/postgres"
 	}
+	check.Binary = "challenge-stream"
+
 	if err := check.Validate(); err != nil {
 		return bf, usageError{err.Error()}
 	}
@@ -186,6 +190,9 @@ func benchCommand(ctx context.Context, e env) error {
 	defer func() { _ = log.Sync() }()
 	cfg := bf.cfg
 	cfg.Log, cfg.Progress = log, e.stderr
+	if cfg.Binary, err = os.Executable(); err != nil {
+		return fmt.Errorf("bench: find this executable for the memory section: %w", err)
+	}
 	err = bench.RunAndReport(ctx, cfg, e.stdout)
 	if errors.Is(err, bench.ErrDifferences) {
 		fmt.Fprintln(e.stderr, "challenge-stream: bench:", err)

@@ -47,6 +47,9 @@ type Config struct {
 	ServerURL string
 	// BinDir holds pg_recvlogical; empty means PATH. Without it the drain has no reference.
 	BinDir string
+	// Binary is the challenge-stream executable the memory section runs as its own process
+	// (`challenge-stream bench` passes itself). Required by that section only.
+	Binary string
 	// Sections to run; nil means all.
 	Sections []string
 	// Workload sizes the synthetic host database (see workload.Config).
@@ -186,6 +189,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("polling batch %d must be positive", c.PollRows)
 	case c.MemoryRows <= 0:
 		return fmt.Errorf("memory transaction size %d must be positive", c.MemoryRows)
+	case c.Binary == "" && slices.Contains(c.Sections, SectionMemory):
+		return errors.New("the memory section needs the challenge-stream binary (Config.Binary)")
 	}
 	return c.Workload.Validate()
 }

@@ -6,8 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/debug"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,9 +15,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// procStatusKB reads a "Name:   123 kB" field of /proc/self/status, in bytes.
-func procStatusKB(field string) (int64, error) {
-	b, err := os.ReadFile("/proc/self/status")
+// procStatusKB reads a "Name:   123 kB" field of /proc/<pid>/status, in bytes.
+func procStatusKB(pid int, field string) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, err
 	}
@@ -35,13 +33,13 @@ func procStatusKB(field string) (int64, error) {
 			return kb * 1024, err
 		}
 	}
-	return 0, fmt.Errorf("%s not in /proc/self/status", field)
+	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
 }
 
-// resetPeakRSS makes VmHWM start again from the current RSS (Linux ≥ 4.0). It reports whether
-// that worked; without it the peak includes everything the process did before.
-func resetPeakRSS() bool {
-	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+// resetPeakRSS makes a process's VmHWM start again from its current RSS (Linux ≥ 4.0). It
+// reports whether that worked; without it the peak includes everything the process did before.
+func resetPeakRSS(pid int) bool {
+	return os.WriteFile("/proc/"+strconv.Itoa(pid)+"/clear_refs", []byte("5"), 0) == nil
 }
 
 // cpuTime is this process's user + system CPU time.
@@ -142,53 +140,6 @@ func (w *walsenderWatch) stop() time.Duration {
 	defer w.mu.Unlock()
 	return w.cpu
 }
-
-// heapWatch samples the live heap every few milliseconds and keeps the peak.
-type heapWatch struct {
-	once   sync.Once
-	stopCh chan struct{}
-	done   chan struct{}
-	peak   uint64
-}
-
-const heapMetric = "/memory/classes/heap/objects:bytes"
-
-func heapNow() uint64 {
-	s := []metrics.Sample{{Name: heapMetric}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
-	}
-	return s[0].Value.Uint64()
-}
-
-func watchHeap() *heapWatch {
-	w := &heapWatch{stopCh: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			w.peak = max(w.peak, heapNow())
-			select {
-			case <-w.stopCh:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return w
-}
-
-func (w *heapWatch) stop() uint64 {
-	w.once.Do(func() { close(w.stopCh) })
-	<-w.done
-	return max(w.peak, heapNow())
-}
-
-// settle collects garbage and returns freed memory to the OS, so that RSS readings that follow
-// start from what is live.
-func settle() { debug.FreeOSMemory() }
 
 // loadAverage is the one-minute load average: how busy the machine was around a measurement.
 // Above the number of CPUs, something else competed with the benchmark.
