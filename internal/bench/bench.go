@@ -290,8 +290,8 @@ func (b *bench) environment(ctx context.Context) error {
 	}
 	host, _ := os.Hostname()
 	b.report.Environment = append(b.report.Environment,
-		fmt.Sprintf("machine: %s, %d CPUs (%s), %s RAM; %s %s/%s; PostgreSQL %s on the same machine",
-			host, runtime.NumCPU(), cpuModel(), memTotal(), runtime.Version(), runtime.GOOS, runtime.GOARCH, version),
+		fmt.Sprintf("machine: %s, %d CPUs (%s), %s RAM, %s; %s %s/%s; PostgreSQL %s on the same machine",
+			host, runtime.NumCPU(), cpuModel(), memTotal(), hugePages(), runtime.Version(), runtime.GOOS, runtime.GOARCH, version),
 		fmt.Sprintf("run: %s, load average %s at the start (the ratios hold only if nothing else competes for the CPUs)",
 			time.Now().UTC().Format(time.RFC3339), loadAverage()))
 	return nil
@@ -443,15 +443,38 @@ func cpuModel() string {
 }
 
 func memTotal() string {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
+	kb, ok := meminfoKB("MemTotal")
+	if !ok {
 		return "?"
 	}
-	var kb int64
+	return fmt.Sprintf("%.0f GB", float64(kb)/(1<<20))
+}
+
+// hugePages says whether the machine reserves huge pages, which the throw-away server (and any
+// server with huge_pages = try) maps its shared buffers with when they fit. They change what a
+// production-size database costs per buffer: a backend touching 1 GB of shared buffers in 4 kB
+// pages takes a page fault on each first touch and misses the TLB far more often.
+func hugePages() string {
+	total, ok := meminfoKB("HugePages_Total")
+	if !ok || total == 0 {
+		return "no huge pages reserved"
+	}
+	size, _ := meminfoKB("Hugepagesize")
+	return fmt.Sprintf("%d huge pages of %d kB reserved", total, size)
+}
+
+// meminfoKB reads one field of /proc/meminfo (kB, or a count for HugePages_*).
+func meminfoKB(field string) (int64, bool) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			_, _ = fmt.Sscan(rest, &kb)
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			var n int64
+			_, err := fmt.Sscan(rest, &n)
+			return n, err == nil
 		}
 	}
-	return fmt.Sprintf("%.0f GB", float64(kb)/(1<<20))
+	return 0, false
 }
