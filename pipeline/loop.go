@@ -108,6 +108,7 @@ type loop struct {
 	serverWALEnd func(context.Context) (pglogrepl.LSN, error)
 	serverEnd    pglogrepl.LSN // the server's WAL end when last probed
 	probedAt     time.Time
+	closedEarly  bool          // a window closed near the backlog's end; it has not caught up since
 	paceFrom     time.Time     // the pace of the stream is measured since then,
 	paceLSN      pglogrepl.LSN // from this position
 	stopping     <-chan struct{}
@@ -280,6 +281,7 @@ func (l *loop) windowDue(now time.Time) bool {
 	case l.caughtUp && !l.cfg.FixedWindows:
 		return true
 	case l.nearingEnd(now):
+		l.closedEarly = true
 		return true
 	}
 	return !now.Before(w.openedAt.Add(l.windowLength()))
@@ -325,6 +327,7 @@ func (l *loop) handle(msg replication.Message) error {
 			l.caughtUp = true
 			l.lastFlush = 0
 			l.behind = false
+			l.closedEarly = false
 		}
 		if msg.ReplyRequested {
 			return l.reply()
@@ -366,9 +369,15 @@ func (l *loop) confirmIdle() {
 // probing reports whether the loop watches for the end of a backlog: a stretched window with
 // changes, the flusher idle and a way to read the server's WAL end. FixedWindows keeps windows
 // to their length.
+//
+// A backlog closes one window early, not one per flush: each flush recomputes nearly every
+// artist the backlog touched, whatever its plays, so the windows after the early one wait for
+// the stream to catch up (or for their stretch). Closing again whenever the rest was one flush
+// away drained 100,000 plays in four flushes of about 1,950 artists each (550 ms in all), two
+// of them while the stream still had to be decoded on the same two cores.
 func (l *loop) probing() bool {
-	return l.serverWALEnd != nil && !l.cfg.FixedWindows && !l.flushing && l.window.hasChanges() &&
-		l.windowLength() > l.cfg.Window
+	return l.serverWALEnd != nil && !l.cfg.FixedWindows && !l.flushing && !l.closedEarly &&
+		l.window.hasChanges() && l.windowLength() > l.cfg.Window
 }
 
 func (l *loop) probeDue(now time.Time) bool {

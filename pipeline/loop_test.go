@@ -504,16 +504,22 @@ func TestBacklogWindowClosesNearItsEnd(t *testing.T) {
 	require.Equal(t, b.at(500*time.Millisecond), b.src.lastWait(), "not after the 8-window stretch of a backlog")
 	require.Positive(t, probes)
 
-	// That flush took 1 ms (flushed): the next window goes when the stream has read everything
-	// the server had, before the keepalive that says it waits for more.
-	b.flushed(first)
+	// That flush took 600 ms, longer than the rest of the stream: the next window still waits
+	// for the stream to catch up (the keepalive), not for the rest to be a flush away again,
+	// and the loop no longer probes.
+	b.l.done <- flushOutcome{res: Flushed{LSN: first.endLSN, Tracks: len(first.tracks), Duration: 600 * time.Millisecond}}
+	probesAtClose := probes
 	var second *window
 	for second == nil {
 		b.steps(t, 1)
 		second = b.handedOver()
 	}
 	require.Equal(t, pglogrepl.LSN(101_000), second.endLSN)
-	require.Equal(t, b.at(time.Second), b.src.lastWait())
+	require.Equal(t, b.at(1010*time.Millisecond), b.src.lastWait(), "closed by the keepalive")
+	require.Equal(t, probesAtClose, probes, "one early close per backlog")
+
+	// Caught up, the next backlog may close early again.
+	require.False(t, b.l.closedEarly)
 }
 
 func TestFailedProbeEndsTheSession(t *testing.T) {
