@@ -173,7 +173,6 @@ func parseBenchFlags(e env) (benchFlags, error) {
 		check.ServerURL = "postgres://localhost/postgres"
 	}
 	check.Binary = "challenge-stream"
-
 	if err := check.Validate(); err != nil {
 		return bf, usageError{err.Error()}
 	}
