@@ -17,6 +17,7 @@ import (
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/hostdb"
 	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/process"
 	"github.com/challenge-stream/challenge-stream/internal/testbin"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
@@ -26,13 +27,13 @@ var binary string
 
 func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
-// proc is one challenge-stream process (internal/testbin.Proc) with the shorthands the tests
+// proc is one challenge-stream process (internal/process.Proc) with the shorthands the tests
 // use: out is its output so far, cmd and done are the process's.
 type proc struct {
-	*testbin.Proc
+	*process.Proc
 	t    *testing.T
 	cmd  *exec.Cmd
-	out  *testbin.Output
+	out  *process.Output
 	done <-chan struct{}
 }
 
@@ -56,7 +57,7 @@ func (e *env) run(extraEnv []string, flags ...string) *proc {
 		// Confirm any idle movement, so caughtUp can wait for the server's insert position
 		// while other tests' databases write.
 		"--idle-confirm-bytes", "1"}, flags...)
-	out := &testbin.Output{}
+	out := &process.Output{}
 	tp := testbin.StartT(e.t, binary, args, extraEnv, out)
 	return &proc{Proc: tp, t: e.t, cmd: tp.Cmd, out: out, done: tp.Done()}
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/challenge-stream/challenge-stream/internal/testbin"
+	"github.com/challenge-stream/challenge-stream/internal/process"
 )
 
 // supervisor keeps one challenge-stream process running, restarting it whenever it is killed,
@@ -25,7 +25,7 @@ type supervisor struct {
 	dir  string // one log file per run
 
 	mu         sync.Mutex
-	cur        *testbin.Proc
+	cur        *process.Proc
 	runs       int      // processes started
 	nextEnv    []string // extra environment for the next start only
 	stopping   bool
@@ -69,9 +69,9 @@ func (s *supervisor) loop() {
 		env := s.nextEnv
 		s.nextEnv = nil
 		f, err := os.Create(s.logPath(run))
-		var p *testbin.Proc
+		var p *process.Proc
 		if err == nil {
-			p, err = testbin.Start(binary, s.args, env, f)
+			p, err = process.Start(binary, s.args, env, f)
 		}
 		if err != nil {
 			s.unexpected = fmt.Errorf("start sidecar run %d: %w", run, err)
@@ -92,7 +92,7 @@ func (s *supervisor) loop() {
 			s.mu.Unlock()
 			return
 		}
-		if !testbin.KilledBySIGKILL(werr) {
+		if !process.KilledBySIGKILL(werr) {
 			s.unexpected = fmt.Errorf("sidecar run %d exited on its own (%v); its log ends:\n%s",
 				run, werr, lastLines(s.logPath(run), 30))
 			s.mu.Unlock()

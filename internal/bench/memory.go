@@ -4,16 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/internal/process"
 	"github.com/challenge-stream/challenge-stream/internal/redact"
 )
 
@@ -102,7 +100,7 @@ func (b *bench) memory(ctx context.Context, rows int64) (memoryRun, error) {
 	// The start's garbage (migrations check, catch-up, connections) is collected in the first
 	// seconds of an idle process; the baseline is the sidecar waiting for work.
 	time.Sleep(2 * time.Second)
-	pid := sc.cmd.Process.Pid
+	pid := sc.Cmd.Process.Pid
 	if r.baseline, err = procStatusKB(pid, "VmRSS"); err != nil {
 		return r, err
 	}
@@ -140,27 +138,21 @@ func (b *bench) memory(ctx context.Context, rows int64) (memoryRun, error) {
 // sidecarProcess is `challenge-stream run` on one database, its slot and publication named
 // after the database.
 type sidecarProcess struct {
-	cmd    *exec.Cmd
-	url    string
-	out    lockedBuffer
-	exited chan struct{}
-	err    error // cmd.Wait's, set before exited closes
+	*process.Proc
+	url string
+	out process.Output
 }
 
 func startSidecarProcess(binary, url, slot string) (*sidecarProcess, error) {
-	s := &sidecarProcess{url: url, exited: make(chan struct{})}
-	s.cmd = exec.Command(binary, "run", "--slot", slot, "--publication", slot, "--window", "1s",
-		"--metrics-addr", "off", "--log-format", "console", "--log-level", "warn")
-	// In the environment, not on the command line: the URL holds a password.
-	s.cmd.Env = append(os.Environ(), "DATABASE_URL="+url)
-	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s run: %w", binary, err)
+	s := &sidecarProcess{url: url}
+	// The URL goes in the environment, not on the command line: it holds a password.
+	p, err := process.Start(binary, []string{"run", "--slot", slot, "--publication", slot, "--window", "1s",
+		"--metrics-addr", "off", "--log-format", "console", "--log-level", "warn"},
+		[]string{"DATABASE_URL=" + url}, &s.out)
+	if err != nil {
+		return nil, err
 	}
-	go func() {
-		s.err = s.cmd.Wait()
-		close(s.exited)
-	}()
+	s.Proc = p
 	return s, nil
 }
 
@@ -176,8 +168,8 @@ func (s *sidecarProcess) waitFor(ctx context.Context, done func() (bool, error))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-s.exited:
-			return fmt.Errorf("exited early (%v): %s", s.err, s.output())
+		case <-s.Done():
+			return fmt.Errorf("exited early (%v): %s", s.Wait(), s.output())
 		case <-t.C:
 		}
 	}
@@ -185,20 +177,19 @@ func (s *sidecarProcess) waitFor(ctx context.Context, done func() (bool, error))
 
 // stop asks the sidecar to shut down as a deploy does (SIGTERM: flush, confirm, exit 0).
 func (s *sidecarProcess) stop() error {
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := s.Signal(syscall.SIGTERM); err != nil {
 		return err
 	}
-	<-s.exited
-	if s.err != nil {
-		return fmt.Errorf("exit after SIGTERM (%v): %s", s.err, s.output())
+	if err := s.Wait(); err != nil {
+		return fmt.Errorf("exit after SIGTERM (%v): %s", err, s.output())
 	}
 	return nil
 }
 
 // kill ends the sidecar if it is still running (after a failure).
 func (s *sidecarProcess) kill() {
-	_ = s.cmd.Process.Kill()
-	<-s.exited
+	_ = s.Cmd.Process.Kill()
+	_ = s.Wait()
 }
 
 // output is the tail of the sidecar's log, with the database password removed.
@@ -208,22 +199,4 @@ func (s *sidecarProcess) output() string {
 		out = out[len(out)-2000:]
 	}
 	return strings.TrimSpace(redact.String(out, s.url))
-}
-
-// lockedBuffer collects a process's output: exec copies into it from its own goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

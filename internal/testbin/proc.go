@@ -1,134 +1,25 @@
 package testbin
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/challenge-stream/challenge-stream/internal/process"
 )
 
-// Proc is one running challenge-stream process: the e2e tests drive one at a time, the fault
-// suite's supervisor restarts one after every kill.
-type Proc struct {
-	// Cmd is the started command; use it for what the methods do not cover.
-	Cmd  *exec.Cmd
-	done chan struct{}
-	err  error // cmd.Wait's, set before done closes
-}
-
-// Start starts binary with args and the test's environment plus env, writing its stdout and
-// stderr to out. The caller must end it (Kill9, or a signal and Wait); StartT does that in the
-// test's cleanup.
-func Start(binary string, args, env []string, out io.Writer) (*Proc, error) {
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", binary, err)
-	}
-	p := &Proc{Cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// StartT is Start for one test: it fails the test if the process does not start, kills it in
-// the test's cleanup, and then logs out when the test failed.
-func StartT(t testing.TB, binary string, args, env []string, out *Output) *Proc {
+// StartT is process.Start for one test: it fails the test if the process does not start, kills
+// it in the test's cleanup, and then logs out when the test failed.
+func StartT(t testing.TB, binary string, args, env []string, out *process.Output) *process.Proc {
 	t.Helper()
-	p, err := Start(binary, args, env, out)
+	p, err := process.Start(binary, args, env, out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		_ = p.Cmd.Process.Kill()
-		<-p.done
+		<-p.Done()
 		if t.Failed() {
 			t.Logf("challenge-stream output:\n%s", out.String())
 		}
 	})
 	return p
-}
-
-// Done is closed once the process has exited.
-func (p *Proc) Done() <-chan struct{} { return p.done }
-
-// Running reports whether the process has not exited yet.
-func (p *Proc) Running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// Signal sends sig to the process.
-func (p *Proc) Signal(sig os.Signal) error { return p.Cmd.Process.Signal(sig) }
-
-// Kill9 sends SIGKILL and waits for the process to exit. It fails when the process had already
-// exited: the caller meant to kill a running one.
-func (p *Proc) Kill9() error {
-	if err := p.Signal(syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill -9: %w", err)
-	}
-	<-p.done
-	return nil
-}
-
-// Wait waits for the process to exit and returns what exec.Cmd.Wait returned.
-func (p *Proc) Wait() error {
-	<-p.done
-	return p.err
-}
-
-// ExitCode waits up to within for the process to exit and returns its exit code (-1 when a
-// signal ended it); ok is false when it is still running.
-func (p *Proc) ExitCode(within time.Duration) (code int, ok bool) {
-	t := time.NewTimer(within)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return p.Cmd.ProcessState.ExitCode(), true
-	case <-t.C:
-		return -1, false
-	}
-}
-
-// KilledBySIGKILL reports whether a Wait error says the process died of SIGKILL.
-func KilledBySIGKILL(err error) bool {
-	var exitErr *exec.ExitError
-	if !errors.As(err, &exitErr) {
-		return false
-	}
-	ws, ok := exitErr.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
-}
-
-// Output collects a process's stdout and stderr; tests read it while the process writes.
-type Output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p.
-func (o *Output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-// String returns everything written so far.
-func (o *Output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
 }
