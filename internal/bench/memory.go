@@ -99,7 +99,11 @@ func (b *bench) memory(ctx context.Context, rows int64) (memoryRun, error) {
 	}
 	// The start's garbage (migrations check, catch-up, connections) is collected in the first
 	// seconds of an idle process; the baseline is the sidecar waiting for work.
-	time.Sleep(2 * time.Second)
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(2 * time.Second):
+	}
 	pid := sc.Cmd.Process.Pid
 	if r.baseline, err = procStatusKB(pid, "VmRSS"); err != nil {
 		return r, err
