@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"syscall"
@@ -13,6 +12,7 @@ import (
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/process"
 	"github.com/challenge-stream/challenge-stream/internal/redact"
+	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 type memoryRun struct {
@@ -87,12 +87,8 @@ func (b *bench) memory(ctx context.Context, rows int64) (memoryRun, error) {
 	}
 	defer sc.kill()
 	streaming := func() (bool, error) {
-		var active bool
-		err := conn.QueryRow(ctx, `SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&active)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return false, nil
-		}
-		return active, err
+		slot, err := replication.InspectSlot(ctx, conn, name)
+		return slot.Active, err
 	}
 	if err := sc.waitFor(ctx, streaming); err != nil {
 		return r, fmt.Errorf("start sidecar: %w", err)
