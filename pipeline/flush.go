@@ -62,17 +62,32 @@ func (f dbFlusher) serverWALEnd(ctx context.Context) (pglogrepl.LSN, error) {
 	return end, err
 }
 
-// invisibleXids counts the transactions of $1 (32-bit xids, as pgoutput's BEGIN carries them)
-// that a snapshot taken now does not see. An xid is widened to the xid8 of the epoch it belongs
-// to: the one of the snapshot's xmax, or the one before if it would lie ahead of xmax.
+// snapshotXmax is the xmax of a snapshot taken now, as a full (epoch-qualified) transaction id.
+const snapshotXmax = `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`
+
+// invisibleXids counts the transactions of $1 (full xids) that a snapshot taken now does not see.
 const invisibleXids = `
-SELECT count(*) FILTER (WHERE NOT pg_visible_in_snapshot(full_xid::text::xid8, snap))
-FROM (SELECT pg_current_snapshot() AS snap) s
-CROSS JOIN LATERAL (SELECT pg_snapshot_xmax(s.snap)::text::bigint AS xmax) m
-CROSS JOIN LATERAL unnest($1::bigint[]) AS x
-CROSS JOIN LATERAL (SELECT (m.xmax & ~4294967295::bigint) | x AS same_epoch) e
-CROSS JOIN LATERAL (SELECT CASE WHEN e.same_epoch > m.xmax THEN e.same_epoch - 4294967296
-                               ELSE e.same_epoch END AS full_xid) f`
+SELECT count(*) FILTER (WHERE NOT pg_visible_in_snapshot(x::text::xid8, pg_current_snapshot()))
+FROM unnest($1::bigint[]) AS x`
+
+// fullXid widens a 32-bit xid, as pgoutput's BEGIN carries it, to the full transaction id
+// nearest to near (a snapshot's xmax): the one within 2³¹ of it. Every transaction the server
+// still tracks lies that close to its next xid — wraparound protection guarantees it — and a
+// streamed transaction can lie on either side of xmax: one whose COMMIT is in WAL but that has
+// not yet left the proc array (a synchronous-standby wait, or the instant after its WAL flush)
+// can have an xid at or above xmax. Assuming such an xid to be older than xmax reads it as a
+// transaction of the previous epoch, long visible, and the flush would pass its rows.
+func fullXid(xid uint32, near uint64) uint64 {
+	const epochSpan = 1 << 32
+	full := near&^(epochSpan-1) | uint64(xid)
+	switch {
+	case full > near && full-near > epochSpan/2 && full >= epochSpan:
+		return full - epochSpan // the epoch before near's
+	case full < near && near-full > epochSpan/2:
+		return full + epochSpan // the epoch after near's
+	}
+	return full
+}
 
 // waitVisible waits until every transaction of xids is visible to a new snapshot. The
 // walsender sends a COMMIT once its WAL record is flushed, but the committing backend leaves
@@ -86,9 +101,13 @@ func waitVisible(ctx context.Context, conn *pgx.Conn, xids []uint32, log *zap.Lo
 	if len(xids) == 0 {
 		return nil
 	}
+	var xmax int64
+	if err := conn.QueryRow(ctx, snapshotXmax).Scan(&xmax); err != nil {
+		return fmt.Errorf("read the snapshot's xmax: %w", err)
+	}
 	arg := make([]int64, len(xids))
 	for i, x := range xids {
-		arg[i] = int64(x)
+		arg[i] = int64(fullXid(x, uint64(xmax)))
 	}
 	started := time.Now()
 	pause, warned := time.Millisecond, false

@@ -46,6 +46,11 @@ type Options struct {
 	// BinDir is the directory of initdb, pg_ctl and postgres. Empty: $PG_BIN, else initdb on
 	// PATH, else the newest /usr/lib/postgresql/*/bin.
 	BinDir string
+	// XIDEpoch moves the new cluster's transaction-id epoch forward (pg_resetwal -e), as on a
+	// primary that has run past 2³² transactions (pg_upgrade keeps the epoch too). It needs
+	// pg_resetwal beside initdb — Debian's packages have it, the embedded builds of other
+	// majors do not; without it the cluster stays in epoch 0 (Cluster.XIDEpoch says which).
+	XIDEpoch uint32
 }
 
 // Cluster is a running throw-away Postgres.
@@ -59,6 +64,7 @@ type Cluster struct {
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	logPath  string
+	epoch    uint32
 }
 
 // defaultSettings are tuned for tests: logical decoding on, plenty of slots and senders for
@@ -120,6 +126,11 @@ func (c *Cluster) init(ctx context.Context, opts Options) error {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb: %w: %s", err, lastLines(string(out), 10))
 	}
+	if opts.XIDEpoch > 0 {
+		if err := c.setEpoch(ctx, opts.XIDEpoch); err != nil {
+			return err
+		}
+	}
 	port, err := freePort()
 	if err != nil {
 		return err
@@ -134,6 +145,25 @@ func (c *Cluster) init(ctx context.Context, opts Options) error {
 	c.settings = settings
 	return nil
 }
+
+// setEpoch runs pg_resetwal -e on the cleanly stopped new cluster, when pg_resetwal is there.
+func (c *Cluster) setEpoch(ctx context.Context, epoch uint32) error {
+	resetwal := filepath.Join(c.binDir, "pg_resetwal")
+	if _, err := os.Stat(resetwal); err != nil {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, resetwal, "-e", strconv.FormatUint(uint64(epoch), 10), "-D", c.dataDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("pg_resetwal -e %d: %w: %s", epoch, err, lastLines(string(out), 10))
+	}
+	c.epoch = epoch
+	return nil
+}
+
+// XIDEpoch is the transaction-id epoch the cluster started in (Options.XIDEpoch, when it could
+// be set).
+func (c *Cluster) XIDEpoch() uint32 { return c.epoch }
 
 // args are the postmaster's arguments: the data directory and every setting.
 func (c *Cluster) args() []string {

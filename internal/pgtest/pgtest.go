@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,12 @@ func Run(m *testing.M) int {
 	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 		server.adminURL = u
 	} else {
-		c, err := pgcluster.Start(context.Background(), pgcluster.Options{})
+		epoch, err := xidEpoch()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest:", err)
+			return 1
+		}
+		c, err := pgcluster.Start(context.Background(), pgcluster.Options{XIDEpoch: epoch})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "pgtest:", err)
 			return 1
@@ -64,6 +70,26 @@ func Run(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// EpochEnv names the environment variable that sets the test cluster's transaction-id epoch.
+const EpochEnv = "PG_XID_EPOCH"
+
+// defaultEpoch is the test cluster's epoch unless PG_XID_EPOCH says otherwise: past 2³²
+// transactions, as on a large long-lived primary, so every test runs where a 32-bit xid is not
+// the whole transaction id. PG_XID_EPOCH=0 runs the suite on a fresh cluster's epoch.
+const defaultEpoch = 1
+
+func xidEpoch() (uint32, error) {
+	v := os.Getenv(EpochEnv)
+	if v == "" {
+		return defaultEpoch, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: not an epoch: %w", EpochEnv, v, err)
+	}
+	return uint32(n), nil
 }
 
 // Cluster is the throw-away cluster, or nil when TEST_DATABASE_URL points elsewhere. Tests that
