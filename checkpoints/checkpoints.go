@@ -280,6 +280,23 @@ func StoreLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN) er
 	return nil
 }
 
+// resetLSNSQL sets the stored LSN whatever it was.
+const resetLSNSQL = `
+INSERT INTO challenge_stream.slot_checkpoints AS sc (slot_name, lsn, updated_at)
+VALUES ($1, $2::pg_lsn, now())
+ON CONFLICT (slot_name) DO UPDATE SET lsn = EXCLUDED.lsn, updated_at = now()`
+
+// ResetLSN records lsn for slot even when a higher one is stored. It is for a new slot's
+// consistent point, stored with the catch-up done in the slot's snapshot: the new slot is the
+// only position that counts then, and a higher stored LSN — written on another cluster and
+// restored here, say — would make the stream drop every commit up to it.
+func ResetLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN) error {
+	if _, err := q.Exec(ctx, resetLSNSQL, slot, lsn.String()); err != nil {
+		return fmt.Errorf("reset lsn of slot %q to %s: %w", slot, lsn, notMigrated(err))
+	}
+	return nil
+}
+
 // notMigrated marks errors caused by the missing challenge_stream schema or table with
 // ErrNotMigrated, keeping the original error in the chain.
 func notMigrated(err error) error {

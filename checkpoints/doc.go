@@ -32,7 +32,10 @@
 // derives the gap from it (HoldLegacy; package processors does the deriving). Both are read in
 // one small query per flush (ReadLegacyState) and written only when they change.
 //
-// Every checkpoint only moves forward (GREATEST). Rows arrive out of id order — a plays.id
+// Every checkpoint only moves forward (GREATEST), with one exception: a new slot's consistent
+// point replaces the stored LSN whatever it was (ResetLSN), because a new slot is the only
+// position that counts then — and a higher stored LSN, restored from another cluster, would
+// make the stream drop every commit up to it. Rows arrive out of id order — a plays.id
 // taken early can commit after a higher one — and a replayed or concurrent writer (the polling
 // job during a cut-over, a second replica during failover) may hold an older position; letting
 // the stored value go down would make the next reader re-apply or skip work. Advancing to a

@@ -53,11 +53,16 @@ func (f dbFlusher) flush(ctx context.Context, w *window) (Flushed, error) {
 	return res, nil
 }
 
+// serverWALEnd reads the server's WAL end on the flush connection (see serverWALEnd).
+func (f dbFlusher) serverWALEnd(ctx context.Context) (pglogrepl.LSN, error) {
+	return serverWALEnd(ctx, f.conn)
+}
+
 // serverWALEnd is how far the server has written WAL durably: as far as the walsender can
 // send (on a standby, as far as it has replayed).
-func (f dbFlusher) serverWALEnd(ctx context.Context) (pglogrepl.LSN, error) {
+func serverWALEnd(ctx context.Context, conn *pgx.Conn) (pglogrepl.LSN, error) {
 	var end pglogrepl.LSN
-	err := f.conn.QueryRow(ctx, `SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+	err := conn.QueryRow(ctx, `SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
 	ELSE pg_current_wal_flush_lsn() END`).Scan(&end)
 	return end, err
 }

@@ -37,6 +37,11 @@ type flusher interface {
 // lost — the window is replayed on the next start — but the exit is not clean.
 var ErrShutdownIncomplete = errors.New("final flush did not finish in time; the window will be replayed on the next start")
 
+// ErrStopFlushFailed means a flush failed while the session was stopping. Nothing after the
+// failed window was stored or confirmed: it and everything after it are replayed on the next
+// start. The exit is not clean, so the operator sees the flush's error.
+var ErrStopFlushFailed = errors.New("a flush failed while stopping; its window is replayed on the next start")
+
 // errServerSilent ends a session whose server sent nothing, not even an answer to a reply
 // request, for the receive timeout: a dead host or a black hole, which TCP may take minutes
 // to notice.
@@ -97,6 +102,9 @@ type loop struct {
 	walEnd   pglogrepl.LSN // the server's WAL end from the last keepalive
 	caughtUp bool          // the last message was a keepalive between transactions
 	flushing bool
+	// failed is the first flush error. Once a flush fails no later window may be flushed in
+	// this session: its LSN would be stored past the failed window's transactions.
+	failed error
 	work     chan *window
 	done     chan flushOutcome
 
@@ -194,6 +202,10 @@ func (l *loop) run(ctx context.Context) error {
 			err = serr
 		}
 	}
+	if l.failed != nil && ctx.Err() != nil {
+		// Stopped, but not cleanly: a clean exit would hide the failed flush from the operator.
+		err = fmt.Errorf("%w: %w", ErrStopFlushFailed, l.failed)
+	}
 	if err != nil {
 		cancelFlush()
 	}
@@ -215,9 +227,9 @@ func (l *loop) stream(ctx context.Context) error {
 			return errServerStopping
 		default:
 		}
-		if err := l.step(); err != nil {
-			if ctx.Err() != nil {
-				return nil
+		if err := l.step(ctx); err != nil {
+			if ctx.Err() != nil && l.failed == nil {
+				return nil // the stop's own wake-up; shutdown takes over
 			}
 			return err
 		}
@@ -227,7 +239,7 @@ func (l *loop) stream(ctx context.Context) error {
 
 // step does one round: collect a finished flush, hand over a due window, send a due status
 // update, then wait for the next message until the next thing that is due.
-func (l *loop) step() error {
+func (l *loop) step(ctx context.Context) error {
 	if err := l.collect(); err != nil {
 		return err
 	}
@@ -254,7 +266,7 @@ func (l *loop) step() error {
 	if l.flushing && l.window.size() >= l.cfg.MaxWindowSize {
 		// Full while the previous window is still flushing: stop reading until it is done
 		// (backpressure) rather than grow without bound.
-		return l.backpressure()
+		return l.backpressure(ctx)
 	}
 	if silent := now.Sub(l.heardAt); silent >= l.cfg.ReceiveTimeout {
 		return fmt.Errorf("%w for %s (receive timeout %s)", errServerSilent, silent.Round(time.Second), l.cfg.ReceiveTimeout)
@@ -459,8 +471,8 @@ func (l *loop) collect() error {
 // backpressure waits for the flush in flight — which may sit behind a lock for minutes — until
 // the next status update is due, so the next round still sends it and the server does not drop
 // the connection after wal_sender_timeout. Shutdown's own wait takes over when the session is
-// stopped.
-func (l *loop) backpressure() error {
+// stopped, at once: the stop does not wait for the next status update.
+func (l *loop) backpressure(ctx context.Context) error {
 	// The server's silence counts only while we listen: reading resumes with a fresh clock.
 	defer func() { l.heardAt = l.now() }()
 	select {
@@ -468,15 +480,21 @@ func (l *loop) backpressure() error {
 		return l.finish(o)
 	case <-l.stopping:
 		return nil
+	case <-ctx.Done():
+		return nil
 	case <-l.after(l.nextStatus.Sub(l.now())):
 		return nil
 	}
 }
 
-// finish records a flush's outcome: from now on its LSN may be confirmed.
+// finish records a flush's outcome: from now on its LSN may be confirmed. A failed flush is
+// the session's end: nothing is stored or confirmed past it, and no later window is flushed.
 func (l *loop) finish(o flushOutcome) error {
 	l.flushing = false
 	if o.err != nil {
+		if l.failed == nil {
+			l.failed = o.err
+		}
 		return o.err
 	}
 	if o.res.Tracks+o.res.Commenters > 0 { // a window with changes, not an LSN-only one
@@ -542,6 +560,9 @@ const shutdownDrain = 100 * time.Millisecond
 // flushes the window, confirms and returns.
 // It runs after the stop, under its own timeout.
 func (l *loop) shutdown(ctx context.Context, cancelFlush context.CancelFunc) error {
+	if l.failed != nil {
+		return l.failed // defensive: run does not shut down after a failed flush
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ShutdownTimeout)
 	defer cancel()
 	// What the server has already sent is taken first, briefly: a transaction whose COMMIT

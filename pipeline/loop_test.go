@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -162,7 +163,7 @@ func keepalive(walEnd pglogrepl.LSN, replyRequested bool) replication.Message {
 func (b loopBundle) steps(t *testing.T, n int) {
 	t.Helper()
 	for range n {
-		require.NoError(t, b.l.step())
+		require.NoError(t, b.l.step(context.Background()))
 	}
 }
 
@@ -313,7 +314,7 @@ func TestQuietServerIsAskedThenDropped(t *testing.T) {
 	b := setupLoop(t) // status every 10 s, receive timeout 60 s
 	var err error
 	for err == nil {
-		err = b.l.step()
+		err = b.l.step(context.Background())
 	}
 	require.ErrorIs(t, err, errServerSilent)
 	require.Equal(t, b.at(time.Minute), b.clock.t)
@@ -452,7 +453,7 @@ func TestFlushErrorEndsTheSession(t *testing.T) {
 	b.steps(t, 3)
 	require.NotNil(t, b.handedOver())
 	b.l.done <- flushOutcome{err: boom}
-	require.ErrorIs(t, b.l.step(), boom)
+	require.ErrorIs(t, b.l.step(context.Background()), boom)
 	require.Equal(t, pglogrepl.LSN(1000), b.l.stored)
 }
 
@@ -530,7 +531,7 @@ func TestFailedProbeEndsTheSession(t *testing.T) {
 	m.Transaction.CommitTime = b.t0.Add(-time.Minute)
 	b.src.script = []scripted{{at: b.at(10 * time.Millisecond), msg: m}}
 	b.steps(t, 1)
-	require.ErrorIs(t, b.l.step(), boom, "a failed probe is a broken flush connection: the session ends")
+	require.ErrorIs(t, b.l.step(context.Background()), boom, "a failed probe is a broken flush connection: the session ends")
 }
 
 func TestFixedWindowsDoNotWatchTheWALEnd(t *testing.T) {
@@ -546,4 +547,117 @@ func TestFixedWindowsDoNotWatchTheWALEnd(t *testing.T) {
 	}
 	b.steps(t, 21)
 	require.Nil(t, b.handedOver(), "the backlog's last transaction is in, and the stretch is not over")
+}
+
+// backpressured brings the loop to a full window waiting for a flush in flight: the first window
+// (tracks 1 and 2) was handed over and is still flushing, the second (3 and 4) is full. The
+// next status update never comes (the timer never fires), so only the flush or a stop can end
+// the wait.
+func backpressured(t *testing.T) (loopBundle, *window) {
+	t.Helper()
+	b := setupLoop(t, func(c *Config) { c.MaxWindowSize = 2 })
+	b.l.after = func(time.Duration) <-chan time.Time { return nil }
+	b.src.script = []scripted{
+		{at: b.at(time.Millisecond), msg: play(2000, 1)},
+		{at: b.at(time.Millisecond), msg: play(2001, 2)},
+		{at: b.at(2 * time.Millisecond), msg: play(2002, 3)},
+		{at: b.at(2 * time.Millisecond), msg: play(2003, 4)},
+	}
+	b.steps(t, 3)
+	first := b.handedOver()
+	require.NotNil(t, first)
+	b.steps(t, 1)
+	require.Empty(t, b.src.script)
+	require.Equal(t, 2, b.l.window.size(), "the second window is full")
+	return b, first
+}
+
+// TestStopEndsBackpressureAtOnce: a stop while the loop waits for a slow flush hands over to
+// the shutdown at once; it used to wait for the next status update (up to 10 s, 18 s in all
+// with the shutdown's own wait).
+func TestStopEndsBackpressureAtOnce(t *testing.T) {
+	b, _ := backpressured(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	returned := make(chan error, 1)
+	go func() { returned <- b.l.step(ctx) }()
+	select {
+	case err := <-returned:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second): // a liveness bound, not a timing: the wait never ends by itself
+		t.Fatal("backpressure did not end on the stop")
+	}
+	require.True(t, b.l.flushing, "the flush in flight is the shutdown's to wait for")
+}
+
+// TestFlushFailingAtStopIsNotSwallowed: the flush in flight fails after the stop (a
+// statement_timeout, a cancel, a deadlock). The stream must return that error — it used to turn
+// it into a clean stop, whose shutdown then flushed the next window and stored its LSN past the
+// failed window's transactions — and the shutdown must flush nothing after it.
+func TestFlushFailingAtStopIsNotSwallowed(t *testing.T) {
+	boom := errors.New("canceling statement due to user request")
+	t.Run("through run", func(t *testing.T) {
+		release := make(chan struct{})
+		var mu sync.Mutex
+		var later []pglogrepl.LSN
+		calls := 0
+		f := flushFunc(func(_ context.Context, w *window) (Flushed, error) {
+			mu.Lock()
+			calls++
+			first := calls == 1
+			if !first {
+				later = append(later, w.endLSN)
+			}
+			mu.Unlock()
+			if first {
+				<-release
+				return Flushed{}, boom
+			}
+			return Flushed{LSN: w.endLSN, Tracks: len(w.tracks)}, nil
+		})
+		b := runLoop(t, f, func(c *Config) { c.MaxWindowSize = 2 })
+		ctx, cancel := context.WithCancel(t.Context())
+		// The loop waits in backpressure: the stop comes, and then the flush fails.
+		b.l.after = func(time.Duration) <-chan time.Time {
+			cancel()
+			close(release)
+			b.l.after = func(time.Duration) <-chan time.Time { return nil }
+			return nil
+		}
+		b.src.script = []scripted{
+			{at: b.at(time.Millisecond), msg: play(2000, 1)},
+			{at: b.at(time.Millisecond), msg: play(2001, 2)},
+			{at: b.at(2 * time.Millisecond), msg: play(2002, 3)},
+			{at: b.at(2 * time.Millisecond), msg: play(2003, 4)},
+		}
+		err := b.l.run(ctx)
+		require.ErrorIs(t, err, ErrStopFlushFailed, "a stop that could not flush is not a clean exit")
+		require.ErrorIs(t, err, boom)
+		mu.Lock()
+		defer mu.Unlock()
+		require.Empty(t, later, "no window is flushed after a failed one")
+		require.Equal(t, pglogrepl.LSN(1000), b.l.stored)
+		for _, s := range b.src.sent {
+			require.LessOrEqual(t, s.flushed, pglogrepl.LSN(1000))
+		}
+	})
+	t.Run("collected by the shutdown", func(t *testing.T) {
+		b, _ := backpressured(t)
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		require.NoError(t, b.l.step(ctx))
+		b.l.done <- flushOutcome{err: boom}
+		require.ErrorIs(t, b.l.shutdown(ctx, func() {}), boom)
+		requireNothingPast(t, b, 1000)
+	})
+}
+
+// requireNothingPast checks that nothing was stored, confirmed or handed over past stored.
+func requireNothingPast(t *testing.T, b loopBundle, stored pglogrepl.LSN) {
+	t.Helper()
+	require.Equal(t, stored, b.l.stored)
+	for _, s := range b.src.sent {
+		require.LessOrEqual(t, s.flushed, stored)
+	}
+	require.Nil(t, b.handedOver(), "no window is flushed after a failed one")
 }

@@ -42,7 +42,7 @@ func Run(ctx context.Context, cfg Config) error {
 	err := backoff.RetryNotify(func() error {
 		err := p.session(ctx)
 		switch {
-		case ctx.Err() != nil && errors.Is(err, ErrShutdownIncomplete):
+		case ctx.Err() != nil && incompleteStop(err):
 			return backoff.Permanent(err)
 		case ctx.Err() != nil:
 			return nil
@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg Config) error {
 		p.log.Warn("session ended; reconnecting", p.errFields(err, zap.Duration("retry_in", wait))...)
 	})
 	cfg.Observe(StateChanged{State: StateStopped})
-	if ctx.Err() != nil && !isPermanent(err) && !errors.Is(err, ErrShutdownIncomplete) {
+	if ctx.Err() != nil && !isPermanent(err) && !incompleteStop(err) {
 		return nil
 	}
 	if err != nil {
@@ -71,6 +71,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return redactedError{err: err, password: cfg.Database.Password}
 	}
 	return nil
+}
+
+// incompleteStop reports a stop that left received work unapplied: the final flush timed out,
+// or a flush failed while stopping. Nothing is lost (it is replayed), but the exit is not clean.
+func incompleteStop(err error) bool {
+	return errors.Is(err, ErrShutdownIncomplete) || errors.Is(err, ErrStopFlushFailed)
 }
 
 // redactedError keeps an error's chain, so errors.Is works on the sentinels from cmd, while its

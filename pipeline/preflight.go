@@ -26,6 +26,10 @@ const (
 	// ReasonPublication: pgoutput cannot read the publication at the slot's position (it was
 	// dropped, or dropped and recreated, while the slot lagged); the slot can never stream again.
 	ReasonPublication = "publication"
+	// ReasonStoredAhead: the stored LSN is past the server's WAL end, so it was written on
+	// another cluster (a restored dump or backup, a blue/green or logical migration). Resuming
+	// from it would drop every commit up to it and confirm a future position to the server.
+	ReasonStoredAhead = "stored_ahead"
 )
 
 // noteUnusableSlot remembers a session error that means the slot can never stream again, so

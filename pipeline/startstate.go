@@ -33,20 +33,25 @@ const (
 	firstStart
 )
 
-// startState is what decideStart knows: the slot, whether an LSN is stored for it, and why an
-// earlier session found the slot unusable ("" when none did).
+// startState is what decideStart knows: the slot, whether an LSN is stored for it and whether
+// that LSN lies past the server's WAL end, and why an earlier session found the slot unusable
+// ("" when none did).
 type startState struct {
-	slot     replication.SlotInfo
-	stored   bool
-	unusable string
-	backfill bool
+	slot   replication.SlotInfo
+	stored bool
+	// storedAhead: the stored LSN is past the server's WAL end. No position of this server
+	// can be there, so the row came from elsewhere (see ReasonStoredAhead); neither it nor the
+	// slot can say where this server's stream stands.
+	storedAhead bool
+	unusable    string
+	backfill    bool
 }
 
 // startPlan is the decision.
 type startPlan struct {
 	kind startKind
 	// reason is why the slot is recreated (the slot_recreated_total label): "missing", "lost",
-	// or an earlier session's finding such as "publication".
+	// "stored_ahead", or an earlier session's finding such as "publication".
 	reason string
 	// interrupted: a slot without a stored position, left by a first start that died before its
 	// catch-up committed. Nothing was applied from it.
@@ -58,13 +63,15 @@ type startPlan struct {
 }
 
 func decideStart(s startState) startPlan {
-	usable := s.slot.Exists && !s.slot.Lost() && s.unusable == ""
+	usable := s.slot.Exists && !s.slot.Lost() && s.unusable == "" && !s.storedAhead
 	switch {
 	case s.stored && usable:
 		return startPlan{kind: resume}
 	case s.stored:
 		reason := "missing"
 		switch {
+		case s.storedAhead:
+			reason = ReasonStoredAhead
 		case s.unusable != "":
 			reason = s.unusable
 		case s.slot.Exists:
@@ -90,6 +97,16 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if err != nil {
 		return 0, err
 	}
+	walEnd, err := serverWALEnd(ctx, conn)
+	if err != nil {
+		return 0, fmt.Errorf("read the server's WAL end: %w", err)
+	}
+	ahead := found && stored > walEnd
+	if ahead {
+		p.log.Error("the stored LSN is past the server's WAL end: it was written on another cluster "+
+			"(a restored dump or backup, a migration); recreating the slot and catching up from the legacy checkpoints",
+			zap.String("slot", cfg.Slot), zap.Stringer("stored_lsn", stored), zap.Stringer("server_wal_end", walEnd))
+	}
 	if err := replication.EnsurePublication(ctx, conn, cfg.Publication); err != nil {
 		return 0, err
 	}
@@ -98,7 +115,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		CommentBlockMargin: processors.DefaultCommentBlockMargin,
 		CommentNullBlocks:  true,
 	}
-	plan := decideStart(startState{slot: slot, stored: found, unusable: p.unusableSlot, backfill: cfg.Backfill})
+	plan := decideStart(startState{slot: slot, stored: found, storedAhead: ahead, unusable: p.unusableSlot, backfill: cfg.Backfill})
 	switch plan.kind {
 	case resume:
 		return stored, nil
@@ -158,7 +175,9 @@ func catchUpInSnapshot(ctx context.Context, conn *pgx.Conn, slot replication.New
 		if res, err = processors.CatchUp(ctx, tx, opts); err != nil {
 			return err
 		}
-		return checkpoints.StoreLSN(ctx, tx, slotName, slot.ConsistentPoint)
+		// The new slot's consistent point is where this stream starts, whatever was stored
+		// before: a higher stored LSN (from another cluster) would drop every commit up to it.
+		return checkpoints.ResetLSN(ctx, tx, slotName, slot.ConsistentPoint)
 	})
 	if err != nil {
 		return processors.CatchUpResult{}, fmt.Errorf("catch up in snapshot: %w", err)

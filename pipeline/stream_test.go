@@ -394,3 +394,61 @@ func TestCaughtUpStreamFlushesEachTransaction(t *testing.T) {
 	s.stop()
 	e.verified()
 }
+
+// TestStoredLSNFromElsewhere: slot_checkpoints holds a position this server never reached — a
+// row restored from another cluster (pg_dump/restore, a blue/green or logical migration, a
+// restored backup of the host). Resuming from it would drop every commit up to it and confirm
+// a future position to the server. The start refuses it as unusable: it recreates the slot,
+// catches up from the legacy checkpoints and stores the new slot's position, not the higher one.
+func TestStoredLSNFromElsewhere(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		dropSlot bool
+	}{
+		{name: "slot gone", dropSlot: true},
+		{name: "slot still there"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t)
+			e.artist(9, true)
+			e.track(90, 9)
+			s := e.start()
+			s.waitStreaming()
+			e.plays(90, 334)
+			e.caughtUp()
+			s.stop()
+			if tc.dropSlot {
+				eventually(t, "slot dropped (the walsender exits asynchronously)", func() bool {
+					_, err := e.db.Pool.Exec(e.ctx, `SELECT pg_drop_replication_slot($1)`, e.db.Slot)
+					return err == nil
+				})
+			}
+			e.exec(`UPDATE challenge_stream.slot_checkpoints SET lsn = pg_current_wal_lsn() + 2000000000 WHERE slot_name = $1`, e.db.Slot)
+			restored := e.storedLSN()
+
+			s = e.start()
+			s.waitStreaming()
+			e.plays(90, 10)
+			e.caughtUp()
+			s.stop()
+			_, _, _, _, recreated := s.obs.get()
+			require.Equal(t, []string{pipeline.ReasonStoredAhead}, recreated)
+			require.Less(t, e.storedLSN(), restored, "the position from elsewhere was replaced")
+
+			s = e.start()
+			s.waitStreaming()
+			e.plays(90, 10)
+			e.caughtUp()
+			e.requireRow("p2", "9:1000", 354, false)
+			e.verified()
+			var confirmed string
+			require.NoError(t, e.db.Pool.QueryRow(e.ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots
+				WHERE slot_name = $1`, e.db.Slot).Scan(&confirmed))
+			c, err := pglogrepl.ParseLSN(confirmed)
+			require.NoError(t, err)
+			require.LessOrEqual(t, c, e.currentLSN(), "never confirmed past the server's WAL")
+			s.stop()
+		})
+	}
+}
