@@ -1,8 +1,10 @@
 package pipeline_test
 
 import (
+	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -126,4 +128,50 @@ func (e *env) terminate(pids ...int32) {
 	eventually(e.t, "terminated backends to exit", func() bool {
 		return e.count(`SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int4[])`, pids) == 0
 	})
+}
+
+// TestBackpressureOutlastsShortWalSenderTimeout: the server's wal_sender_timeout (2 s here,
+// set on the sidecar's own connections as a DBA might set it on the role) is shorter than the
+// status interval (10 s). A flush waits 5 s behind a row lock while the next window fills, so
+// the loop stops reading (backpressure) and sends only its scheduled status updates. Unless
+// those come within the timeout, the walsender ends the session and the backlog behind every
+// slow flush is dropped and replayed. The session must stay up: the same walsender before and
+// after, and the window applied.
+func TestBackpressureOutlastsShortWalSenderTimeout(t *testing.T) {
+	e := setup(t)
+	e.artist(0x40, true)
+	e.track(400, 0x40)
+	s := e.start(func(c *pipeline.Config) {
+		c.Database.RuntimeParams["wal_sender_timeout"] = "2s"
+		c.StatusInterval = 10 * time.Second
+		c.MaxWindowSize = 5
+	})
+	s.waitStreaming()
+	e.plays(400, 300)
+	e.caughtUp()
+	walsender, _ := e.sidecarBackends()
+	require.NotZero(t, walsender)
+
+	lock, err := e.db.Pool.Begin(e.ctx)
+	require.NoError(t, err)
+	defer func() { _ = lock.Rollback(context.WithoutCancel(e.ctx)) }()
+	tag, err := lock.Exec(e.ctx, `SELECT 1 FROM user_challenges WHERE challenge_id = 'p2' AND specifier = '40:1000' FOR UPDATE`)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, tag.RowsAffected(), "the p2 row is locked")
+	e.plays(400, 1) // its flush waits for the lock
+	eventually(t, "the flush to wait for the lock", func() bool {
+		return e.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2
+			AND wait_event_type = 'Lock'`, e.db.Name, pipeline.FlushApplicationName) == 1
+	})
+	for track := int64(1000); track < 1010; track++ { // distinct tracks: the next window fills
+		e.plays(track, 1)
+	}
+	time.Sleep(5 * time.Second) // the condition under test: a flush blocked for 2.5 timeouts
+	require.NoError(t, lock.Rollback(e.ctx))
+
+	e.caughtUp()
+	after, _ := e.sidecarBackends()
+	require.Equal(t, walsender, after, "the walsender outlived the slow flush")
+	e.verified()
+	s.stop()
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -34,5 +35,19 @@ func TestFullXid(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.want, fullXid(tc.xid, tc.near))
 		})
+	}
+}
+
+func TestStatusIntervalFor(t *testing.T) {
+	for _, tc := range []struct {
+		configured, senderTimeout, want time.Duration
+	}{
+		{10 * time.Second, time.Minute, 10 * time.Second},
+		{10 * time.Second, 20 * time.Second, 10 * time.Second},
+		{10 * time.Second, 10 * time.Second, 5 * time.Second},
+		{10 * time.Second, 2 * time.Second, time.Second},
+		{10 * time.Second, 0, 10 * time.Second}, // the timeout disabled
+	} {
+		require.Equal(t, tc.want, statusIntervalFor(tc.configured, tc.senderTimeout), "wal_sender_timeout %s", tc.senderTimeout)
 	}
 }

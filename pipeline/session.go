@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -52,6 +53,10 @@ func (p *pipeline) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	senderTimeout, err := replication.WalSenderTimeout(ctx, repl)
+	if err != nil {
+		return err
+	}
 	stream, err := replication.Start(ctx, repl, cfg.Slot, cfg.Publication, start, cfg.Log.Named("replication"))
 	if err != nil {
 		return err
@@ -73,9 +78,21 @@ func (p *pipeline) session(ctx context.Context) error {
 	}
 	p.log.Info("streaming", zap.String("slot", cfg.Slot), zap.Stringer("from_lsn", start))
 	cfg.Observe(StateChanged{State: StateStreaming})
-	err = p.stream(ctx, stream, conn, start)
+	err = p.stream(ctx, stream, conn, start, senderTimeout)
 	p.noteUnusableSlot(err)
 	return err
+}
+
+// statusIntervalFor is the status interval a session uses: the configured one, or half the
+// server's wal_sender_timeout when that is shorter. The loop stops reading while a full window
+// waits for a slow flush (backpressure) and then sends only its scheduled updates; a walsender
+// that hears nothing for wal_sender_timeout ends the session, and a backlog behind a slow flush
+// would then be dropped and replayed again and again. 0 disables the server's timeout.
+func statusIntervalFor(configured, senderTimeout time.Duration) time.Duration {
+	if senderTimeout <= 0 {
+		return configured
+	}
+	return min(configured, senderTimeout/2)
 }
 
 // connectFlush opens the connection that runs the catch-up and the flushes. It names itself so
@@ -116,8 +133,15 @@ const FlushApplicationName = "challenge-stream-flush"
 const FlushIdleInTransactionTimeout = "60s"
 
 // stream runs the loop on a started stream, with the shutdown watch beside it.
-func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn *pgx.Conn, start pglogrepl.LSN) error {
+func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn *pgx.Conn, start pglogrepl.LSN,
+	senderTimeout time.Duration) error {
 	cfg := p.cfg
+	if interval := statusIntervalFor(cfg.StatusInterval, senderTimeout); interval != cfg.StatusInterval {
+		p.log.Warn("the server's wal_sender_timeout is shorter than twice the status interval; sending status updates more often",
+			zap.Duration("wal_sender_timeout", senderTimeout), zap.Duration("configured_status_interval", cfg.StatusInterval),
+			zap.Duration("status_interval", interval))
+		cfg.StatusInterval = interval
+	}
 	probe, err := probeConfig(&cfg.Database.Config)
 	if err != nil {
 		return err
