@@ -105,8 +105,8 @@ type loop struct {
 	// failed is the first flush error. Once a flush fails no later window may be flushed in
 	// this session: its LSN would be stored past the failed window's transactions.
 	failed error
-	work     chan *window
-	done     chan flushOutcome
+	work   chan *window
+	done   chan flushOutcome
 
 	nextStatus   time.Time     // when the next scheduled status update is due
 	heardAt      time.Time     // when the server last sent anything
