@@ -1,10 +1,14 @@
 package pipeline
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/challenge-stream/challenge-stream/internal/pgtest"
 )
 
 // TestFullXid: a streamed transaction's 32-bit xid is widened to the full xid nearest to the
@@ -50,4 +54,21 @@ func TestStatusIntervalFor(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, statusIntervalFor(tc.configured, tc.senderTimeout), "wal_sender_timeout %s", tc.senderTimeout)
 	}
+}
+
+// TestFlushConnectionSurvivesACancelledStatement: a statement on the flush connection whose
+// context ends is cancelled on the server, the error is one the loop takes for a timed-out probe,
+// and the connection stays usable (pgx's default would close it, and with it the session).
+func TestFlushConnectionSurvivesACancelledStatement(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	conn, err := connectFlush(t.Context(), db.ConnConfig(t))
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	_, err = conn.Exec(ctx, `SELECT pg_sleep(30)`)
+	require.Error(t, err)
+	require.True(t, errors.Is(err, context.DeadlineExceeded) || isQueryCanceled(err), "a timeout, not a broken connection: %v", err)
+	require.NoError(t, conn.Ping(t.Context()), "the connection is still usable")
 }

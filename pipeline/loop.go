@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -116,7 +117,7 @@ type loop struct {
 	serverWALEnd func(context.Context) (pglogrepl.LSN, error)
 	serverEnd    pglogrepl.LSN // the server's WAL end when last probed
 	probedAt     time.Time
-	closedEarly  bool          // a window closed near the backlog's end; it has not caught up since
+	closedEarly  bool          // a window closed near the backlog's end (or a probe timed out); not caught up since
 	paceFrom     time.Time     // the pace of the stream is measured since then,
 	paceLSN      pglogrepl.LSN // from this position
 	stopping     <-chan struct{}
@@ -397,16 +398,33 @@ func (l *loop) probeDue(now time.Time) bool {
 }
 
 // probe reads the server's WAL end. The flush connection is idle (no flush in flight), and a
-// failure means it is broken: the session ends as a failed flush would end it.
+// failure means it is broken: the session ends as a failed flush would end it. A probe slower
+// than probeTimeout (a busy server) is only an estimate missed: the statement is cancelled on
+// the server (the flush connection survives a cancel, see connectFlush), the loop stops probing
+// until the stream catches up, and the window closes by its other rules. Ending the session
+// would throw away everything decoded so far and replay it on the same busy server.
 func (l *loop) probe(now time.Time) error {
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	end, err := l.serverWALEnd(ctx)
+	if err != nil && (errors.Is(err, context.DeadlineExceeded) || isQueryCanceled(err)) {
+		l.log.Info("the server's WAL end took too long to read; this backlog's windows close by their length",
+			zap.Duration("probe_timeout", probeTimeout))
+		l.closedEarly = true // no more probes until caught up
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("read the server's WAL end: %w", err)
 	}
 	l.serverEnd, l.probedAt = end, now
 	return nil
+}
+
+// isQueryCanceled reports the server's query_canceled error (a statement cancelled by a
+// cancel request or statement_timeout).
+func isQueryCanceled(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57014"
 }
 
 // nearingEnd reports whether a stretched window should close because the stream will reach

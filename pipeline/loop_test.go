@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -660,4 +661,30 @@ func requireNothingPast(t *testing.T, b loopBundle, stored pglogrepl.LSN) {
 		require.LessOrEqual(t, s.flushed, stored)
 	}
 	require.Nil(t, b.handedOver(), "no window is flushed after a failed one")
+}
+
+// TestSlowProbeIsNotTheSessionsEnd: a WAL-end probe that outlasts its timeout (a busy server)
+// only costs the estimate: the loop stops probing for this backlog and the window closes by its
+// other rules. Ending the session would throw away what was decoded and replay it on the same
+// busy server.
+func TestSlowProbeIsNotTheSessionsEnd(t *testing.T) {
+	b := setupLoop(t)
+	var probes int
+	b.l.serverWALEnd = func(ctx context.Context) (pglogrepl.LSN, error) {
+		probes++
+		return 0, fmt.Errorf("read: %w", context.DeadlineExceeded)
+	}
+	for i := 1; i <= 20; i++ {
+		m := play(pglogrepl.LSN(1000+1000*i), int64(i))
+		m.Transaction.CommitTime = b.t0.Add(-time.Minute)
+		b.src.script = append(b.src.script, scripted{at: b.at(time.Duration(i) * 10 * time.Millisecond), msg: m})
+	}
+	b.src.script = append(b.src.script, scripted{at: b.at(300 * time.Millisecond), msg: keepalive(21_000, false)})
+	var w *window
+	for w == nil {
+		b.steps(t, 1)
+		w = b.handedOver()
+	}
+	require.Equal(t, 1, probes, "one timed-out probe, then none for this backlog")
+	require.Equal(t, pglogrepl.LSN(21_000), w.endLSN, "the window closed once the stream caught up")
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -117,12 +119,23 @@ func connectFlush(ctx context.Context, database *pgx.ConnConfig) (*pgx.Conn, err
 	if err := replication.DetectDeadPeers(&cfg.Config); err != nil {
 		return nil, err
 	}
+	// A statement whose context ends (a WAL-end probe past its timeout, a final flush past the
+	// shutdown timeout) is cancelled on the server, and the connection stays usable; pgx's
+	// default closes it instead. A server that does not answer the cancel within
+	// flushCancelGrace (a dead host) still loses the connection.
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: flushCancelGrace}
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	return conn, nil
 }
+
+// flushCancelGrace is how long a cancelled statement on the flush connection may take to end
+// before the connection is closed.
+const flushCancelGrace = 2 * time.Second
 
 // FlushApplicationName is the application_name of the flush connection.
 const FlushApplicationName = "challenge-stream-flush"

@@ -452,3 +452,27 @@ func TestStoredLSNFromElsewhere(t *testing.T) {
 		})
 	}
 }
+
+// TestPlaysUpdatesCarryNothing: the publication publishes UPDATE for both its tables (a
+// publication's operations are not per table), so the host's UPDATEs of plays — which no rule
+// reads — are decoded and sent. They must cost only that: nothing recomputed, the stored
+// position moves past them, and the rewards stay those of a from-scratch recompute.
+func TestPlaysUpdatesCarryNothing(t *testing.T) {
+	e := setup(t)
+	e.artist(0x51, true)
+	e.track(510, 0x51)
+	s := e.start()
+	s.waitStreaming()
+	e.plays(510, 300)
+	e.caughtUp()
+	_, _, _, before, _ := s.obs.get()
+	e.exec(`UPDATE plays SET country = 'FR', play_item_id = play_item_id WHERE play_item_id = 510`)
+	e.caughtUp()
+	_, _, _, after, _ := s.obs.get()
+	for _, f := range after[len(before):] {
+		require.Zero(t, f.Tracks, "an UPDATE of plays made no track dirty")
+	}
+	e.requireRow("p2", "51:1000", 300, false)
+	e.verified()
+	s.stop()
+}
