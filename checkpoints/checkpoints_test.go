@@ -194,6 +194,16 @@ func TestLSN(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, want+1, lsn)
 
+	// A new slot's position replaces a higher one (restored from another cluster).
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.ResetLSN(ctx, tx, slot, 0x2000) })
+	lsn, _, err = checkpoints.LoadLSN(ctx, db.Pool, slot)
+	require.NoError(t, err)
+	require.Equal(t, pglogrepl.LSN(0x2000), lsn)
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.ResetLSN(ctx, tx, "slot_c", 0x3000) })
+	lsn, _, err = checkpoints.LoadLSN(ctx, db.Pool, "slot_c")
+	require.NoError(t, err)
+	require.Equal(t, pglogrepl.LSN(0x3000), lsn, "and creates the row")
+
 	// Slots are independent.
 	_, found, err = checkpoints.LoadLSN(ctx, db.Pool, "slot_b")
 	require.NoError(t, err)
