@@ -420,3 +420,55 @@ func TestSIGTERMWithStuckFinalFlush(t *testing.T) {
 	e.caughtUp()
 	e.verified()
 }
+
+// TestSIGTERMDuringBackpressureThenFlushFails is a reviewer's reproduction: SIGTERM arrives while
+// the loop waits for a slow flush with the next window full (backpressure), and that flush then
+// fails (here an operator's pg_cancel_backend; a statement_timeout, lock_timeout or deadlock
+// fails it the same way). The stop used to take the failure for a clean one: its shutdown
+// flushed the next window, stored that window's LSN past the failed one's plays and exited 0
+// (verify: "p2 … want 335, got 334"). Now nothing is flushed after the failed window, the exit
+// is non-zero with the reason, and the next start applies both windows.
+func TestSIGTERMDuringBackpressureThenFlushFails(t *testing.T) {
+	e := setup(t)
+	e.artistWithTrack(6, 60)
+	p := e.run(nil, "--window", "100ms")
+	e.waitStreaming(p)
+	e.plays(60, 334)
+	e.waitRow("p2", "6:1000", 334)
+
+	// Every flush with changes raises a legacy checkpoint: holding that row blocks the next one.
+	lock, err := pgx.Connect(e.ctx, e.db.URL)
+	require.NoError(t, err)
+	defer lock.Close(context.Background())
+	_, err = lock.Exec(e.ctx, `BEGIN`)
+	require.NoError(t, err)
+	_, err = lock.Exec(e.ctx, `SELECT 1 FROM indexing_checkpoints FOR UPDATE`)
+	require.NoError(t, err)
+	e.plays(60, 1)
+	flush := e.waitFlushBlocked()
+	// 50,002 distinct tracks: the next window is full while the first still flushes.
+	_, err = e.db.Pool.Exec(e.ctx, `INSERT INTO plays (play_item_id, created_at) SELECT 100000 + g, now() FROM generate_series(1, 50002) g`)
+	require.NoError(t, err)
+	full := e.insertLSN()
+	eventually(t, "the sidecar to report the full window received", func() bool {
+		return e.lsn(`SELECT max(write_lsn)::text FROM pg_stat_replication r JOIN pg_replication_slots s
+			ON s.active_pid = r.pid WHERE s.slot_name = $1`) >= full
+	})
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	var cancelled bool
+	require.NoError(t, e.db.Pool.QueryRow(e.ctx, `SELECT pg_cancel_backend($1)`, flush).Scan(&cancelled))
+	require.True(t, cancelled)
+	_, err = lock.Exec(e.ctx, `ROLLBACK`) // a later flush of this process could now commit
+	require.NoError(t, err)
+	code := p.exited(30 * time.Second)
+	require.NotEqual(t, 0, code, "a stop whose flush failed is not a clean exit")
+	require.Contains(t, p.out.String(), "a flush failed while stopping")
+	require.Less(t, e.storedLSN(), full, "nothing stored past the failed window")
+
+	p = e.run(nil, "--window", "100ms")
+	e.waitStreaming(p)
+	e.caughtUp()
+	e.waitRow("p2", "6:1000", 335)
+	e.verified()
+}

@@ -14,13 +14,21 @@
 //     kernel still ACKing) until the server drops the walsender at wal_sender_timeout;
 //   - a transaction holding row locks on the user_challenges rows the flush needs;
 //   - the polling reference (processors.CatchUp, 5,000 rows per tick, advancing the legacy
-//     checkpoints) running concurrently against the same rows.
+//     checkpoints) running concurrently against the same rows;
+//   - a flush that fails: its statement cancelled (pg_cancel_backend), timed out (the sidecar
+//     restarted with statement_timeout = 500ms while the row locks are held), aborted by a
+//     deadlock with a transaction that takes the reward rows in the reverse order, or cancelled
+//     while the sidecar stops on SIGTERM (which must then exit non-zero);
+//   - commits held in their synchronous-replication wait (SyncRep) — in WAL and streamed,
+//     invisible to everyone — for a few seconds.
 //
-// A supervisor restarts the sidecar whenever it dies, as systemd or Kubernetes would. After
-// every fault the suite waits until the sidecar stores a position past the fault; after the last
-// one it stops the traffic, waits until the sidecar has applied everything, and requires that a
-// from-scratch recompute (processors.Verify) finds no difference and that no reward row was
-// written twice (one notification per complete row: the host's trigger fires on every write).
+// A supervisor restarts the sidecar whenever it dies or is stopped, as systemd or Kubernetes
+// would. The cluster runs in transaction-id epoch 1 or later (pg_resetwal -e; PG_XID_EPOCH=0
+// for epoch 0), which the suite checks and reports. After every fault the suite waits until the
+// sidecar stores a position past the fault; after the last one it stops the traffic, waits
+// until the sidecar has applied everything, and requires that a from-scratch recompute
+// (processors.Verify) finds no difference and that no reward row was written twice (one
+// notification per complete row: the host's trigger fires on every write).
 //
 // TestBlackHoledLeader runs two replicas, each behind its own proxy, turns the leader's proxy
 // into a black hole and reports how long the standby takes to stream and apply again

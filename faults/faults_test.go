@@ -56,6 +56,11 @@ func faultKinds() []fault {
 		{"black hole until the server drops the walsender", (*suite).blackHole},
 		{"locks on user_challenges rows", (*suite).lockRewards},
 		{"polling reference runs concurrently", (*suite).concurrentCatchUp},
+		{"flush cancelled (pg_cancel_backend)", (*suite).cancelFlush},
+		{"flush hits statement_timeout", (*suite).flushTimeout},
+		{"flush deadlocks with a row-lock holder", (*suite).deadlockFlush},
+		{"flush fails while the sidecar stops", (*suite).stopDuringFailedFlush},
+		{"commits held in SyncRep", (*suite).holdInSyncRep},
 	}
 }
 
@@ -68,6 +73,8 @@ type suite struct {
 	proxy   *proxy
 	sc      *supervisor
 	pool    *pgxpool.Pool // direct to Postgres, for the faults and checks
+	// firstXid is the server's full transaction id when the suite started.
+	firstXid uint64
 
 	mu    sync.Mutex
 	notes []string
@@ -102,6 +109,14 @@ func TestFaultInjection(t *testing.T) {
 	db := newTrafficDB(t)
 
 	s := &suite{t: t, ctx: ctx, db: db, cluster: cluster, pool: db.Pool}
+	// The harness starts the cluster past 2³² transactions (pgtest.EpochEnv), so every fault
+	// runs where a 32-bit xid is not the whole transaction id; the server's own xid says so.
+	require.NoError(t, s.pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&s.firstXid))
+	t.Logf("cluster: xid epoch %d, current xid %d (epoch %d)", cluster.XIDEpoch(), s.firstXid, s.firstXid>>32)
+	if os.Getenv(pgtest.EpochEnv) != "0" {
+		require.GreaterOrEqual(t, cluster.XIDEpoch(), uint32(1), "the cluster's xid epoch (%s=0 runs in epoch 0)", pgtest.EpochEnv)
+		require.GreaterOrEqual(t, s.firstXid>>32, uint64(1), "the server's current xid is past epoch 0")
+	}
 	s.proxy = startProxy(t, fmt.Sprintf("127.0.0.1:%d", cluster.Port()))
 	u, err := url.Parse(db.URL)
 	require.NoError(t, err)
@@ -225,6 +240,12 @@ func (s *suite) report(seed uint64, cycles int, took time.Duration, survived map
 		s.sc.runCount(), s.sc.countInLogs("session ended; reconnecting"),
 		s.sc.countInLogs("slot was confirmed past")+s.sc.countInLogs("replication slot is gone"),
 		s.sc.countInLogs("failpoint reached"), rows)
+	var lastXid uint64
+	if err := s.pool.QueryRow(s.ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&lastXid); err != nil {
+		s.t.Errorf("read the current xid: %v", err)
+	}
+	fmt.Fprintf(&b, "  cluster: xid epoch %d; current xid %d (epoch %d) at the start, %d (epoch %d) at the end\n",
+		s.cluster.XIDEpoch(), s.firstXid, s.firstXid>>32, lastXid, lastXid>>32)
 	s.mu.Lock()
 	for _, n := range s.notes {
 		fmt.Fprintf(&b, "  note: %s\n", n)
@@ -377,28 +398,13 @@ func (s *suite) blackHole(*rand.Rand) error {
 // seconds, in the order the flush takes them (milestones, then c; by specifier): the flush
 // waits, then applies.
 func (s *suite) lockRewards(rng *rand.Rand) error {
-	users := append(append([]int64(nil), artists...), commenters...)
 	hold := time.Duration(2000+rng.IntN(3000)) * time.Millisecond
-	var locked int64
-	err := pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
-		for _, challenges := range [][]string{{"p1", "p2", "p3"}, {"c"}} {
-			var n int64
-			err := tx.QueryRow(s.ctx, `SELECT count(*) FROM (SELECT 1 FROM user_challenges
-				WHERE user_id = ANY($1) AND challenge_id = ANY($2)
-				ORDER BY challenge_id, specifier FOR UPDATE) l`, users, challenges).Scan(&n)
-			if err != nil {
-				return err
-			}
-			locked += n
-		}
-		pause(s.ctx, hold)
-		return errRollback
-	})
+	locked, err := s.holdRewardLocks(hold)
 	if isDeadlock(err) {
 		s.note("the row locks deadlocked with a flush; Postgres aborted the lock holder")
 		return nil
 	}
-	if !errors.Is(err, errRollback) {
+	if err != nil {
 		return err
 	}
 	s.t.Logf("held %d user_challenges row locks for %s", locked, hold)

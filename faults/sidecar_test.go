@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,8 +18,8 @@ import (
 
 // supervisor keeps one challenge-stream process running, restarting it whenever it is killed,
 // the way systemd (Restart=always) or a Kubernetes pod would. Any exit that is not a SIGKILL the
-// suite caused — an exit 1 on a "permanent" error, a panic, an exit 0 nobody asked for — is a
-// defect: it is recorded and the supervisor stops restarting.
+// suite caused or a planned stop (sigterm) — an exit 1 on a "permanent" error, a panic, an exit
+// 0 nobody asked for — is a defect: it is recorded and the supervisor stops restarting.
 type supervisor struct {
 	t    *testing.T
 	args []string
@@ -28,6 +29,8 @@ type supervisor struct {
 	cur        *process.Proc
 	runs       int      // processes started
 	nextEnv    []string // extra environment for the next start only
+	planned    int      // the run a planned stop (sigterm) is waiting for, or 0
+	plannedEnd chan int // receives that run's exit code
 	stopping   bool
 	unexpected error
 	finalCode  int
@@ -92,7 +95,10 @@ func (s *supervisor) loop() {
 			s.mu.Unlock()
 			return
 		}
-		if !process.KilledBySIGKILL(werr) {
+		if run == s.planned {
+			s.plannedEnd <- p.Cmd.ProcessState.ExitCode()
+			s.planned, s.plannedEnd = 0, nil
+		} else if !process.KilledBySIGKILL(werr) {
 			s.unexpected = fmt.Errorf("sidecar run %d exited on its own (%v); its log ends:\n%s",
 				run, werr, lastLines(s.logPath(run), 30))
 			s.mu.Unlock()
@@ -140,6 +146,34 @@ func (s *supervisor) kill9(env ...string) {
 	}
 }
 
+// sigterm stops the running process the way a rolling restart does (SIGTERM) and has the
+// supervisor start the next one, with env added to its environment. Its exit is planned, not a
+// defect, whatever the code: the caller judges the code, which exited delivers. It waits
+// briefly for a process to be up (the supervisor may be between two) and returns that run.
+func (s *supervisor) sigterm(env ...string) (run int, exited <-chan int, err error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		if s.stopping || s.unexpected != nil {
+			err := s.unexpected
+			s.mu.Unlock()
+			return 0, nil, errors.Join(errors.New("the supervisor no longer restarts the sidecar"), err)
+		}
+		if cur := s.cur; cur != nil && s.planned == 0 {
+			end := make(chan int, 1)
+			s.nextEnv, s.planned, s.plannedEnd = env, s.runs, end
+			run = s.runs
+			s.mu.Unlock()
+			return run, end, cur.Signal(syscall.SIGTERM)
+		}
+		s.mu.Unlock()
+		if time.Now().After(deadline) {
+			return 0, nil, errors.New("no sidecar process to stop within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // stop sends SIGTERM and returns the exit code of the last process.
 func (s *supervisor) stop(within time.Duration) (int, error) {
 	s.mu.Lock()
@@ -163,14 +197,21 @@ func (s *supervisor) stop(within time.Duration) (int, error) {
 func (s *supervisor) countInLogs(substr string) int {
 	n := 0
 	for run := 1; run <= s.runCount(); run++ {
-		b, err := os.ReadFile(s.logPath(run))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, substr) {
-				n++
-			}
+		n += countLines(s.logPath(run), substr)
+	}
+	return n
+}
+
+// countLines counts the lines of the file at path containing substr (0 if it cannot be read).
+func countLines(path, substr string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, substr) {
+			n++
 		}
 	}
 	return n
