@@ -238,7 +238,7 @@ func (s *suite) report(seed uint64, cycles int, took time.Duration, survived map
 	}
 	fmt.Fprintf(&b, "  sidecar: %d processes, %d reconnects, %d slot recreations, %d failpoint kills; %d user_challenges rows\n",
 		s.sc.runCount(), s.sc.countInLogs("session ended; reconnecting"),
-		s.sc.countInLogs("slot was confirmed past")+s.sc.countInLogs("replication slot is gone"),
+		s.sc.countInLogs("replication slot is gone"),
 		s.sc.countInLogs("failpoint reached"), rows)
 	var lastXid uint64
 	if err := s.pool.QueryRow(s.ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&lastXid); err != nil {

@@ -34,8 +34,10 @@ const (
 // Slot-recreation reasons the pipeline reports; pre-declared so the series exist at zero and
 // alerts on increase() see the first one. "publication": pgoutput could not read the
 // publication at the slot's position (dropped, or dropped and recreated, while the slot lagged);
-// "stored_ahead": the stored LSN was past the server's WAL end (written on another cluster).
-var slotRecreatedReasons = []string{"missing", "lost", pipeline.ReasonPublication, pipeline.ReasonStoredAhead}
+// "stored_ahead": the stored LSN was past the server's WAL end (written on another cluster);
+// "confirmed_ahead": another consumer confirmed the slot past the stored LSN.
+var slotRecreatedReasons = []string{"missing", "lost", pipeline.ReasonPublication, pipeline.ReasonStoredAhead,
+	pipeline.ReasonConfirmedAhead}
 
 // walStatuses are the values of pg_replication_slots.wal_status.
 var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}

@@ -30,6 +30,9 @@ const (
 	// another cluster (a restored dump or backup, a blue/green or logical migration). Resuming
 	// from it would drop every commit up to it and confirm a future position to the server.
 	ReasonStoredAhead = "stored_ahead"
+	// ReasonConfirmedAhead: the slot was confirmed past the stored LSN, so another consumer took
+	// changes from it that were never applied here; START_REPLICATION would silently skip them.
+	ReasonConfirmedAhead = "confirmed_ahead"
 )
 
 // noteUnusableSlot remembers a session error that means the slot can never stream again, so

@@ -64,19 +64,16 @@ func (p *pipeline) session(ctx context.Context) error {
 		return err
 	}
 	// START_REPLICATION silently starts at confirmed_flush_lsn when that is ahead of the
-	// requested position; everything in between would be lost.
+	// requested position; everything in between would be lost. prepare decides this case
+	// before starting (ReasonConfirmedAhead); this guard catches a consumer that confirmed the
+	// slot in between, and leaves the recreation to the next session's prepare.
 	slot, err := replication.InspectSlot(ctx, conn, cfg.Slot)
 	if err != nil {
 		return err
 	}
 	if slot.ConfirmedFlush > start {
-		_ = repl.Close(ctx)
-		p.log.Error("slot was confirmed past the stored LSN by another consumer; recreating it and catching up",
-			zap.Stringer("stored_lsn", start), zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush))
-		if err := replication.DropSlot(ctx, conn, cfg.Slot); err != nil {
-			return err
-		}
-		return errSlotAhead
+		p.unusableSlot = ReasonConfirmedAhead
+		return fmt.Errorf("%w: stored %s, confirmed_flush_lsn %s", errSlotAhead, start, slot.ConfirmedFlush)
 	}
 	p.log.Info("streaming", zap.String("slot", cfg.Slot), zap.Stringer("from_lsn", start))
 	cfg.Observe(StateChanged{State: StateStreaming})

@@ -43,8 +43,11 @@ type startState struct {
 	// can be there, so the row came from elsewhere (see ReasonStoredAhead); neither it nor the
 	// slot can say where this server's stream stands.
 	storedAhead bool
-	unusable    string
-	backfill    bool
+	// confirmedAhead: the slot's confirmed_flush_lsn is past the stored LSN (see
+	// ReasonConfirmedAhead).
+	confirmedAhead bool
+	unusable       string
+	backfill       bool
 }
 
 // startPlan is the decision.
@@ -63,7 +66,7 @@ type startPlan struct {
 }
 
 func decideStart(s startState) startPlan {
-	usable := s.slot.Exists && !s.slot.Lost() && s.unusable == "" && !s.storedAhead
+	usable := s.slot.Exists && !s.slot.Lost() && s.unusable == "" && !s.storedAhead && !s.confirmedAhead
 	switch {
 	case s.stored && usable:
 		return startPlan{kind: resume}
@@ -74,6 +77,8 @@ func decideStart(s startState) startPlan {
 			reason = ReasonStoredAhead
 		case s.unusable != "":
 			reason = s.unusable
+		case s.confirmedAhead:
+			reason = ReasonConfirmedAhead
 		case s.slot.Exists:
 			reason = "lost"
 		}
@@ -107,6 +112,11 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 			"(a restored dump or backup, a migration); recreating the slot and catching up from the legacy checkpoints",
 			zap.String("slot", cfg.Slot), zap.Stringer("stored_lsn", stored), zap.Stringer("server_wal_end", walEnd))
 	}
+	confirmedAhead := found && slot.Exists && slot.ConfirmedFlush > stored
+	if confirmedAhead && !ahead {
+		p.log.Error("slot was confirmed past the stored LSN by another consumer; recreating it and catching up",
+			zap.String("slot", cfg.Slot), zap.Stringer("stored_lsn", stored), zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush))
+	}
 	if err := replication.EnsurePublication(ctx, conn, cfg.Publication); err != nil {
 		return 0, err
 	}
@@ -115,7 +125,8 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		CommentBlockMargin: processors.DefaultCommentBlockMargin,
 		CommentNullBlocks:  true,
 	}
-	plan := decideStart(startState{slot: slot, stored: found, storedAhead: ahead, unusable: p.unusableSlot, backfill: cfg.Backfill})
+	plan := decideStart(startState{slot: slot, stored: found, storedAhead: ahead,
+		confirmedAhead: confirmedAhead, unusable: p.unusableSlot, backfill: cfg.Backfill})
 	switch plan.kind {
 	case resume:
 		return stored, nil

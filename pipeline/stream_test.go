@@ -476,3 +476,33 @@ func TestPlaysUpdatesCarryNothing(t *testing.T) {
 	e.verified()
 	s.stop()
 }
+
+// TestSlotConfirmedAheadByAnotherConsumer: while the sidecar is down, someone consumes the slot
+// (pg_replication_slot_advance here; pg_recvlogical or a second tool would do the same), so its
+// confirmed_flush_lsn passes the stored LSN. START_REPLICATION would silently start there and
+// skip the plays in between. The start decides it before streaming: it recreates the slot
+// (reason confirmed_ahead) and catches up from the legacy checkpoints.
+func TestSlotConfirmedAheadByAnotherConsumer(t *testing.T) {
+	e := setup(t)
+	e.artist(0x52, true)
+	e.track(520, 0x52)
+	s := e.start()
+	s.waitStreaming()
+	e.plays(520, 300)
+	e.caughtUp()
+	s.stop()
+	e.plays(520, 20)
+	eventually(t, "the slot advanced by another consumer (the walsender exits asynchronously)", func() bool {
+		_, err := e.db.Pool.Exec(e.ctx, `SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())`, e.db.Slot)
+		return err == nil
+	})
+
+	s = e.start()
+	s.waitStreaming()
+	e.caughtUp()
+	_, _, _, _, recreated := s.obs.get()
+	require.Equal(t, []string{pipeline.ReasonConfirmedAhead}, recreated)
+	e.requireRow("p2", "52:1000", 320, false)
+	e.verified()
+	s.stop()
+}
