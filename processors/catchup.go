@@ -107,89 +107,53 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
 	prev := state.Legacy()
-	maxPlayID, maxBlock, err := sourceMaxima(ctx, q)
+	m, err := sourceMaxima(ctx, q)
 	if err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
 
 	res := CatchUpResult{Stats: Stats{}, Oddities: cat.Oddities}
-	next := checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true}
+	var next checkpoints.Legacy
 	d := newDeriver(q, cat)
-
-	switch {
-	case len(cat.Milestones) == 0:
-		res.PlaysHeld = true
-		next.LastPlayID, res.PlaysSeeded = prev.LastPlayID, !prev.HasPlayID
-		if !prev.HasPlayID {
-			next.LastPlayID = maxPlayID
+	for _, f := range families() {
+		from, has := f.get(prev)
+		var o catchUpOutcome
+		switch {
+		case !f.active(cat):
+			// Like the polling job: an inactive family's checkpoint stays where the family
+			// stopped (an absent one is seeded), so re-activating it derives the gap.
+			o.held, o.seeded = true, !has
+			if !has {
+				from = f.sourceMax(m)
+			}
+			f.set(&next, from)
+		case opts.FromScratch:
+			r, err := f.backfill(d, ctx, opts.BatchSize)
+			if err != nil {
+				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+			}
+			o.scanned = r.rows
+			f.set(&next, max(from, f.sourceMax(m)))
+		case !has:
+			o.seeded = true
+			f.set(&next, f.sourceMax(m))
+		default:
+			r, err := f.scan(d, ctx, from, f.sourceMax(m), opts)
+			if err != nil {
+				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+			}
+			o.scanned = r.rows
+			f.set(&next, max(from, r.reached))
 		}
-	case opts.FromScratch:
-		var maxTrack int64
-		err := q.QueryRow(ctx, `SELECT COALESCE(MAX(play_item_id), 0) FROM aggregate_monthly_plays`).Scan(&maxTrack)
-		if err != nil {
-			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
-		}
-		r, err := aggregateScan().run(ctx, q, 0, maxTrack, opts.BatchSize, d.tracks(ctx))
-		if err != nil {
-			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
-		}
-		res.PlaysScanned = r.rows
-		next.LastPlayID = max(prev.LastPlayID, maxPlayID)
-	case !prev.HasPlayID:
-		res.PlaysSeeded = true
-		next.LastPlayID = maxPlayID
-	default:
-		r, err := d.scanPlays(ctx, prev.LastPlayID, maxPlayID, opts)
-		if err != nil {
-			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
-		}
-		res.PlaysScanned = r.rows
-		next.LastPlayID = max(prev.LastPlayID, r.reached)
-	}
-
-	switch {
-	case !cat.Comments.Active:
-		res.CommentsHeld = true
-		next.LastCommentBlock, res.CommentsSeeded = prev.LastCommentBlock, !prev.HasCommentBlock
-		if !prev.HasCommentBlock {
-			next.LastCommentBlock = maxBlock
-		}
-	case opts.FromScratch:
-		var maxCommentID int64
-		err := q.QueryRow(ctx, `SELECT COALESCE(MAX(comment_id), 0) FROM comments`).Scan(&maxCommentID)
-		if err != nil {
-			return CatchUpResult{}, fmt.Errorf("catch up: read maxima: %w", err)
-		}
-		r, err := commentIDScan().run(ctx, q, 0, maxCommentID, opts.BatchSize, d.commenters(ctx))
-		if err != nil {
-			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
-		}
-		res.CommentsScanned = r.rows
-		next.LastCommentBlock = max(prev.LastCommentBlock, maxBlock)
-	case !prev.HasCommentBlock:
-		res.CommentsSeeded = true
-		next.LastCommentBlock = maxBlock
-	default:
-		r, err := d.scanComments(ctx, prev.LastCommentBlock, maxBlock, opts)
-		if err != nil {
-			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
-		}
-		res.CommentsScanned = r.rows
-		next.LastCommentBlock = max(prev.LastCommentBlock, r.reached)
+		f.report(&res, o)
 	}
 
 	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
-	for _, h := range []struct {
-		name       string
-		was, isNow bool
-	}{
-		{checkpoints.PlaysCheckpoint, state.Plays.Held, res.PlaysHeld},
-		{checkpoints.CommentsCheckpoint, state.Comments.Held, res.CommentsHeld},
-	} {
-		if h.was != h.isNow {
-			if err := checkpoints.HoldLegacy(ctx, q, h.name, h.isNow); err != nil {
+	for _, f := range families() {
+		if held := !f.active(cat); f.stored(state).Held != held {
+			if err := checkpoints.HoldLegacy(ctx, q, f.checkpoint, held); err != nil {
 				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 			}
 		}
@@ -202,14 +166,15 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 }
 
 // sourceMaxima reads the highest plays.id and comments.blocknumber visible.
-func sourceMaxima(ctx context.Context, q Querier) (maxPlayID, maxBlock int64, err error) {
-	err = q.QueryRow(ctx, `SELECT
+func sourceMaxima(ctx context.Context, q Querier) (maxima, error) {
+	var m maxima
+	err := q.QueryRow(ctx, `SELECT
     (SELECT COALESCE(MAX(id), 0) FROM plays),
-    (SELECT COALESCE(MAX(blocknumber), 0) FROM comments)`).Scan(&maxPlayID, &maxBlock)
+    (SELECT COALESCE(MAX(blocknumber), 0) FROM comments)`).Scan(&m.playID, &m.commentBlock)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read maxima: %w", err)
+		return maxima{}, fmt.Errorf("read maxima: %w", err)
 	}
-	return maxPlayID, maxBlock, nil
+	return m, nil
 }
 
 // deriver re-derives artists and commenters with one catalog and one upsert, each at most once:

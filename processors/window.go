@@ -88,90 +88,59 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 	scan := CatchUpOptions{
 		PlayIDMargin: opts.PlayIDMargin, CommentBlockMargin: opts.CommentBlockMargin, CommentNullBlocks: true,
 	}
-
-	families := []struct {
-		name   string
-		stored checkpoints.LegacyCheckpoint
-		active bool
-		scan   func(from, to int64) (scanResult, error)
-		next   func(to int64)
-	}{
-		{
-			name: checkpoints.PlaysCheckpoint, stored: state.Plays, active: len(cat.Milestones) > 0,
-			scan: func(from, to int64) (scanResult, error) { return d.scanPlays(ctx, from, to, scan) },
-			next: func(to int64) {
-				if to > next.LastPlayID || !next.HasPlayID {
-					next.LastPlayID, next.HasPlayID = to, true
-				}
-			},
-		},
-		{
-			name: checkpoints.CommentsCheckpoint, stored: state.Comments, active: cat.Comments.Active,
-			scan: func(from, to int64) (scanResult, error) { return d.scanComments(ctx, from, to, scan) },
-			next: func(to int64) {
-				if to > next.LastCommentBlock || !next.HasCommentBlock {
-					next.LastCommentBlock, next.HasCommentBlock = to, true
-				}
-			},
-		},
-	}
-	var maxima *[2]int64 // read once, only when a gap is derived
-	for i, f := range families {
-		foreign := f.stored.Foreign()
+	var m *maxima // read once, only when a gap is derived
+	for _, f := range families() {
+		stored := f.stored(state)
+		foreign := stored.Foreign()
 		if foreign {
-			res.Foreign = append(res.Foreign, f.name)
-			if err := checkpoints.AcknowledgeLegacy(ctx, q, f.name, f.stored.Value); err != nil {
+			res.Foreign = append(res.Foreign, f.checkpoint)
+			if err := checkpoints.AcknowledgeLegacy(ctx, q, f.checkpoint, stored.Value); err != nil {
 				return WindowResult{}, fmt.Errorf("apply window: %w", err)
 			}
 		}
-		if !f.active {
-			res.Held = append(res.Held, f.name)
-			if i == 0 {
-				next.HasPlayID = false
-			} else {
-				next.HasCommentBlock = false
-			}
-			if !f.stored.Held {
-				if err := checkpoints.HoldLegacy(ctx, q, f.name, true); err != nil {
+		if !f.active(cat) {
+			res.Held = append(res.Held, f.checkpoint)
+			f.clear(&next)
+			if !stored.Held {
+				if err := checkpoints.HoldLegacy(ctx, q, f.checkpoint, true); err != nil {
 					return WindowResult{}, fmt.Errorf("apply window: %w", err)
 				}
 			}
 			continue
 		}
-		if f.stored.Held {
-			if err := checkpoints.HoldLegacy(ctx, q, f.name, false); err != nil {
+		if stored.Held {
+			if err := checkpoints.HoldLegacy(ctx, q, f.checkpoint, false); err != nil {
 				return WindowResult{}, fmt.Errorf("apply window: %w", err)
 			}
 		}
 		// A held checkpoint is where the family stopped; a foreign one was moved by a writer
 		// whose counts may be older than ours, so re-derive from where we last left it.
-		from, ok := f.stored.Value, f.stored.Has
-		if !f.stored.Held {
-			from, ok = f.stored.Written, foreign && f.stored.Written < f.stored.Value
+		from, ok := stored.Value, stored.Has
+		if !stored.Held {
+			from, ok = stored.Written, foreign && stored.Written < stored.Value
 		}
 		if !ok {
 			continue
 		}
-		if maxima == nil {
-			playID, block, err := sourceMaxima(ctx, q)
+		if m == nil {
+			read, err := sourceMaxima(ctx, q)
 			if err != nil {
 				return WindowResult{}, fmt.Errorf("apply window: %w", err)
 			}
-			maxima = &[2]int64{playID, block}
+			m = &read
 		}
-		r, err := f.scan(from, maxima[i])
+		r, err := f.scan(d, ctx, from, f.sourceMax(*m), scan)
 		if err != nil {
-			return WindowResult{}, fmt.Errorf("apply window: derive gap of %q: %w", f.name, err)
+			return WindowResult{}, fmt.Errorf("apply window: derive gap of %q: %w", f.checkpoint, err)
 		}
-		f.next(r.reached)
-		res.Gaps = append(res.Gaps, Gap{Checkpoint: f.name, From: from, To: r.reached, Scanned: r.rows, Foreign: !f.stored.Held})
+		f.raise(&next, r.reached)
+		res.Gaps = append(res.Gaps, Gap{Checkpoint: f.checkpoint, From: from, To: r.reached, Scanned: r.rows, Foreign: !stored.Held})
 	}
 
-	if err := d.tracks(ctx)(w.TrackIDs); err != nil {
-		return WindowResult{}, fmt.Errorf("apply window: %w", err)
-	}
-	if err := d.commenters(ctx)(w.UserIDs); err != nil {
-		return WindowResult{}, fmt.Errorf("apply window: %w", err)
+	for _, f := range families() {
+		if err := f.visit(d, ctx)(f.dirty(w)); err != nil {
+			return WindowResult{}, fmt.Errorf("apply window: %w", err)
+		}
 	}
 	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
 		return WindowResult{}, fmt.Errorf("apply window: %w", err)
