@@ -48,34 +48,6 @@ var ErrStopFlushFailed = errors.New("a flush failed while stopping; its window i
 // to notice.
 var errServerSilent = errors.New("no message from the server")
 
-// When a flush takes more than half a window the flusher is saturated (a backlog after
-// downtime, a burst): the next window stretches to flushStretch times that flush, at most
-// maxStretch windows. A flush's cost grows with the distinct artists it recomputes, not with
-// plays, so fewer, larger flushes leave the CPU to decoding. Catching up ends the stretch.
-const (
-	flushStretch = 4
-	maxStretch   = 8
-)
-
-// backlogLag is how old a transaction's commit must be for the stream to count as draining a
-// backlog (after downtime, or behind a burst). Windows then take their longest stretch: the
-// rows are late already, and each flush recomputes every artist it touches, so fewer, larger
-// flushes leave the cores to the walsender's decoding, which is what the drain waits for.
-// Catching up ends it. The server's clock against ours: a skew beyond this only stretches
-// windows of a stream that never catches up.
-const backlogLag = 5 * time.Second
-
-// While a window is stretched the loop reads the server's WAL end every probeInterval (a
-// trivial query on the idle flush connection) and closes the window once the stream will reach
-// it within about one flush (see nearingEnd). Without it the last window of a backlog holds
-// most of the backlog, and its flush — every artist the backlog touched — only starts once
-// the stream has caught up. The pace is measured over at least minPaceSample.
-const (
-	probeInterval = 100 * time.Millisecond
-	probeTimeout  = time.Second
-	minPaceSample = 50 * time.Millisecond
-)
-
 // summaryInterval is how often an info line summarises the work.
 const summaryInterval = 10 * time.Second
 
@@ -99,9 +71,9 @@ type loop struct {
 	after   func(time.Duration) <-chan time.Time // a timer; tests pass a fake clock's
 
 	window   *window
+	rule     windowRule    // when the window goes (windowrule.go)
 	stored   pglogrepl.LSN // durably applied: the flush and apply position we confirm
 	walEnd   pglogrepl.LSN // the server's WAL end from the last keepalive
-	caughtUp bool          // the last message was a keepalive between transactions
 	flushing bool
 	// failed is the first flush error. Once a flush fails no later window may be flushed in
 	// this session: its LSN would be stored past the failed window's transactions.
@@ -112,14 +84,7 @@ type loop struct {
 	nextStatus   time.Time     // when the next scheduled status update is due
 	heardAt      time.Time     // when the server last sent anything
 	heardLSN     pglogrepl.LSN // src.Received() then
-	lastFlush    time.Duration // how long the last flush with changes took
-	behind       bool          // the last transaction committed more than backlogLag ago
 	serverWALEnd func(context.Context) (pglogrepl.LSN, error)
-	serverEnd    pglogrepl.LSN // the server's WAL end when last probed
-	probedAt     time.Time
-	closedEarly  bool          // a window closed near the backlog's end (or a probe timed out); not caught up since
-	paceFrom     time.Time     // the pace of the stream is measured since then,
-	paceLSN      pglogrepl.LSN // from this position
 	stopping     <-chan struct{}
 	oddities     *oddityLog
 	resetBackoff func()
@@ -163,6 +128,7 @@ func newLoop(cfg Config, d loopDeps) *loop {
 		now:          cfg.Now,
 		after:        time.After,
 		window:       newWindow(),
+		rule:         newWindowRule(cfg),
 		stored:       d.stored,
 		work:         make(chan *window),
 		done:         make(chan flushOutcome, 1),
@@ -245,12 +211,15 @@ func (l *loop) step(ctx context.Context) error {
 		return err
 	}
 	now := l.now()
-	if l.probeDue(now) {
+	if l.rule.probeDue(l.view(), now) {
 		if err := l.probe(now); err != nil {
 			return err
 		}
 	}
-	if l.windowDue(now) {
+	if due, early := l.rule.due(l.view(), now); due {
+		if early {
+			l.rule.closedEarly = true // one early close per backlog
+		}
 		l.handOver()
 	}
 	if !now.Before(l.nextStatus) {
@@ -272,53 +241,24 @@ func (l *loop) step(ctx context.Context) error {
 	if silent := now.Sub(l.heardAt); silent >= l.cfg.ReceiveTimeout {
 		return fmt.Errorf("%w for %s (receive timeout %s)", errServerSilent, silent.Round(time.Second), l.cfg.ReceiveTimeout)
 	}
-	msg, err := l.src.Next(l.wakeAt(now))
+	msg, err := l.src.Next(l.wakeAt())
 	if err != nil {
 		return err
 	}
 	return l.handle(msg)
 }
 
-// windowDue reports whether the window goes to the flusher now. Group commit: with the flusher
-// idle, a window closes as soon as the stream has caught up, so at low load every transaction
-// is applied right after its commit and under load batches grow by themselves; while the
-// stream keeps delivering it closes on its length (stretched while the flusher is saturated)
-// or when full. FixedWindows keeps only the last two rules.
-func (l *loop) windowDue(now time.Time) bool {
-	w := l.window
-	switch {
-	case l.flushing || !w.hasChanges():
-		return false
-	case w.size() >= l.cfg.MaxWindowSize:
-		return true
-	case l.caughtUp && !l.cfg.FixedWindows:
-		return true
-	case l.nearingEnd(now):
-		l.closedEarly = true
-		return true
-	}
-	return !now.Before(w.openedAt.Add(l.windowLength()))
+// wakeAt is when a wait for the next message must end: the next status update, the receive
+// timeout, or what the window rule is waiting for.
+func (l *loop) wakeAt() time.Time {
+	at := earliest(l.nextStatus, l.heardAt.Add(l.cfg.ReceiveTimeout))
+	return earliest(at, l.rule.wakeAt(l.view()))
 }
 
-// wakeAt is when a wait for the next message must end: the next status update, the window's
-// time, the receive timeout. A finishing flush wakes the wait itself (Interrupt), so a window
-// that waits for the flusher sets no deadline — a deadline already past would spin.
-func (l *loop) wakeAt(now time.Time) time.Time {
-	at := minTime(l.nextStatus, l.heardAt.Add(l.cfg.ReceiveTimeout))
-	if !l.flushing && l.window.hasChanges() {
-		at = minTime(at, l.window.openedAt.Add(l.windowLength()))
-	}
-	if l.probing() {
-		at = minTime(at, l.probedAt.Add(probeInterval))
-	}
-	return at
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
+// view is what the window rule reads of the loop.
+func (l *loop) view() windowView {
+	return windowView{flushing: l.flushing, hasChanges: l.window.hasChanges(), size: l.window.size(),
+		openedAt: l.window.openedAt, received: l.src.Received(), probeable: l.serverWALEnd != nil}
 }
 
 // handle takes one message from the source.
@@ -330,17 +270,12 @@ func (l *loop) handle(msg replication.Message) error {
 	}
 	switch msg.Kind {
 	case replication.MessageTransaction:
-		l.caughtUp = false
 		l.take(msg.Transaction)
 	case replication.MessageKeepalive:
 		l.walEnd = max(l.walEnd, msg.ServerWALEnd)
 		if !l.src.InTransaction() {
-			// The walsender sends a keepalive when it has read all the WAL there is: the
-			// stream has caught up, and a stretched window goes back to its length.
-			l.caughtUp = true
-			l.lastFlush = 0
-			l.behind = false
-			l.closedEarly = false
+			// The walsender sends a keepalive when it has read all the WAL there is.
+			l.rule.caughtUpNow()
 		}
 		if msg.ReplyRequested {
 			return l.reply()
@@ -379,24 +314,6 @@ func (l *loop) confirmIdle() {
 	}
 }
 
-// probing reports whether the loop watches for the end of a backlog: a stretched window with
-// changes, the flusher idle and a way to read the server's WAL end. FixedWindows keeps windows
-// to their length.
-//
-// A backlog closes one window early, not one per flush: each flush recomputes nearly every
-// artist the backlog touched, whatever its plays, so the windows after the early one wait for
-// the stream to catch up (or for their stretch). Closing again whenever the rest was one flush
-// away drained 100,000 plays in four flushes of about 1,950 artists each (550 ms in all), two
-// of them while the stream still had to be decoded on the same two cores.
-func (l *loop) probing() bool {
-	return l.serverWALEnd != nil && !l.cfg.FixedWindows && !l.flushing && !l.closedEarly &&
-		l.window.hasChanges() && l.windowLength() > l.cfg.Window
-}
-
-func (l *loop) probeDue(now time.Time) bool {
-	return l.probing() && !now.Before(l.probedAt.Add(probeInterval))
-}
-
 // probe reads the server's WAL end. The flush connection is idle (no flush in flight), and a
 // failure means it is broken: the session ends as a failed flush would end it. A probe slower
 // than probeTimeout (a busy server) is only an estimate missed: the statement is cancelled on
@@ -410,13 +327,13 @@ func (l *loop) probe(now time.Time) error {
 	if err != nil && (errors.Is(err, context.DeadlineExceeded) || isQueryCanceled(err)) {
 		l.log.Info("the server's WAL end took too long to read; this backlog's windows close by their length",
 			zap.Duration("probe_timeout", probeTimeout))
-		l.closedEarly = true // no more probes until caught up
+		l.rule.probeTimedOut()
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("read the server's WAL end: %w", err)
 	}
-	l.serverEnd, l.probedAt = end, now
+	l.rule.probed(end, now)
 	return nil
 }
 
@@ -425,45 +342,6 @@ func (l *loop) probe(now time.Time) error {
 func isQueryCanceled(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "57014"
-}
-
-// nearingEnd reports whether a stretched window should close because the stream will reach
-// the server's WAL end (as last probed) within about one flush, at the pace it has kept since
-// the window opened. The window's flush then runs while the stream reads the rest, and the
-// last window holds only what arrived meanwhile: its flush, which comes after the stream has
-// caught up, is that much smaller. Once a flush has run, its duration is the estimate; before,
-// half a window.
-func (l *loop) nearingEnd(now time.Time) bool {
-	if !l.probing() || l.serverEnd == 0 {
-		return false
-	}
-	received := l.src.Received()
-	if received >= l.serverEnd {
-		return true
-	}
-	elapsed := now.Sub(l.paceFrom)
-	if elapsed < minPaceSample || received <= l.paceLSN {
-		return false
-	}
-	pace := float64(received-l.paceLSN) / elapsed.Seconds() // bytes of WAL per second
-	eta := time.Duration(float64(l.serverEnd-received) / pace * float64(time.Second))
-	flush := l.lastFlush
-	if flush == 0 {
-		flush = l.cfg.Window / 2
-	}
-	return eta <= flush
-}
-
-// windowLength is the configured window, stretched while the stream drains a backlog or the
-// flusher is saturated.
-func (l *loop) windowLength() time.Duration {
-	switch {
-	case l.behind:
-		return maxStretch * l.cfg.Window
-	case l.lastFlush <= l.cfg.Window/2:
-		return l.cfg.Window
-	}
-	return min(flushStretch*l.lastFlush, maxStretch*l.cfg.Window)
 }
 
 func (l *loop) handOver() {
@@ -518,7 +396,7 @@ func (l *loop) finish(o flushOutcome) error {
 	if o.res.Tracks+o.res.Commenters > 0 { // a window with changes, not an LSN-only one
 		failpoint.Hit("after-flush-commit")
 		l.oddities.note(o.res.Oddities)
-		l.lastFlush = o.res.Duration
+		l.rule.lastFlush = o.res.Duration
 	}
 	if len(o.res.ForeignCheckpoints) > 0 {
 		l.log.Warn("a legacy checkpoint was written by someone else: is the polling job still running? "+
@@ -561,10 +439,7 @@ func (l *loop) sendScheduledStatus(replyRequested bool) error {
 func (l *loop) take(tx *replication.Transaction) {
 	l.cfg.Observe(TransactionReceived{Tx: tx})
 	now := l.now()
-	l.behind = now.Sub(tx.CommitTime) > backlogLag
-	if !l.window.hasChanges() {
-		l.paceFrom, l.paceLSN = now, l.src.Received()
-	}
+	l.rule.took(tx.CommitTime, now, !l.window.hasChanges(), l.src.Received())
 	l.window.add(tx, now)
 	l.summary.transactions++
 	l.summary.plays += tx.Plays

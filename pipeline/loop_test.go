@@ -521,7 +521,7 @@ func TestBacklogWindowClosesNearItsEnd(t *testing.T) {
 	require.Equal(t, probesAtClose, probes, "one early close per backlog")
 
 	// Caught up, the next backlog may close early again.
-	require.False(t, b.l.closedEarly)
+	require.False(t, b.l.rule.closedEarly)
 }
 
 func TestFailedProbeEndsTheSession(t *testing.T) {
