@@ -4,6 +4,8 @@ SHELL        := /bin/bash
 .SHELLFLAGS  := -o pipefail -ec
 GO        ?= go
 BIN       := bin/challenge-stream
+# The tooling (bench, demo): its own command, never in the production binary or the image.
+DEV_BIN   := bin/challenge-stream-dev
 MODULE    := github.com/challenge-stream/challenge-stream
 # The toolchain stamps the VCS revision by itself; these make it explicit, and work from a
 # source tarball too (VERSION=v1.2.3 REVISION=... make build).
@@ -15,10 +17,13 @@ PKGS      := $(shell $(GO) list ./... | grep -v /faults)
 LARGE_TX_ROWS ?= 100000
 FAULT_CYCLES  ?= 17
 
-.PHONY: build test test-large test-faults fuzz bench bench-smoke demo vet clean test-pg-matrix test-pg-subset image-context image test-deploy
+.PHONY: build build-dev test test-large test-faults fuzz bench bench-smoke demo vet clean test-pg-matrix test-pg-subset image-context image test-deploy
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/challenge-stream
+
+build-dev:
+	$(GO) build -o $(DEV_BIN) ./cmd/challenge-stream-dev
 
 vet:
 	$(GO) vet ./...
@@ -62,18 +67,18 @@ fuzz:
 	TEST_DATABASE_URL=postgres://unused $(GO) test ./cmd/challenge-stream/ -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME)
 	TEST_DATABASE_URL=postgres://unused $(GO) test ./processors/ -run '^$$' -fuzz '^FuzzScanInt$$' -fuzztime $(FUZZTIME)
 
-## bench: the full benchmark table (takes a while).
-bench: build
-	./$(BIN) bench --plays 100000,1000000
+## bench: the full benchmark table (takes a while); the memory section runs $(BIN).
+bench: build build-dev
+	./$(DEV_BIN) bench --plays 100000,1000000
 
 ## bench-smoke: every benchmark once at tiny sizes, so they never rot.
-bench-smoke: build
+bench-smoke: build build-dev
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./replication/ ./pipeline/
-	./$(BIN) bench --smoke
+	./$(DEV_BIN) bench --smoke
 
 ## demo: the whole pipeline on a throw-away local Postgres with synthetic traffic (~30 s).
-demo: build
-	./$(BIN) demo
+demo: build-dev
+	./$(DEV_BIN) demo
 
 ## image: the container image (Dockerfile, FROM scratch) with buildah, no daemon and no pull;
 ## also written as an OCI layout to bin/image.oci for the checks in test-deploy.

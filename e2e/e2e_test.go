@@ -15,10 +15,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
-	"github.com/challenge-stream/challenge-stream/internal/hostdb"
-	"github.com/challenge-stream/challenge-stream/internal/pgtest"
-	"github.com/challenge-stream/challenge-stream/internal/process"
-	"github.com/challenge-stream/challenge-stream/internal/testbin"
+	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/tools/process"
+	"github.com/challenge-stream/challenge-stream/internal/tools/testbin"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 
@@ -27,7 +27,7 @@ var binary string
 
 func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
-// proc is one challenge-stream process (internal/process.Proc) with the shorthands the tests
+// proc is one challenge-stream process (internal/tools/process.Proc) with the shorthands the tests
 // use: out is its output so far, cmd and done are the process's.
 type proc struct {
 	*process.Proc

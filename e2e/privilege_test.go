@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/challenge-stream/challenge-stream/internal/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
 )
 
 // leastPrivilegeSQL is the runbook's role script; the tests run it as written, with the role

@@ -21,10 +21,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
-	"github.com/challenge-stream/challenge-stream/internal/hostdb"
-	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
-	"github.com/challenge-stream/challenge-stream/internal/pgtest"
-	"github.com/challenge-stream/challenge-stream/internal/testbin"
+	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgcluster"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/tools/testbin"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
 )

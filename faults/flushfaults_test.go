@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
-	"github.com/challenge-stream/challenge-stream/internal/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 )
 

@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
-	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
-	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgcluster"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 

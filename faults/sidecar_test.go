@@ -13,7 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/challenge-stream/challenge-stream/internal/process"
+	"github.com/challenge-stream/challenge-stream/internal/tools/process"
 )
 
 // supervisor keeps one challenge-stream process running, restarting it whenever it is killed,

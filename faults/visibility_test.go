@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
-	"github.com/challenge-stream/challenge-stream/internal/hostdb"
-	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
 )

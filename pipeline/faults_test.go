@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
-	"github.com/challenge-stream/challenge-stream/internal/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 )
 

@@ -31,7 +31,7 @@
 // host's on_user_challenge trigger (a notification insert), writes WAL and leaves a dead
 // tuple. Upsert adds a WHERE clause to its ON CONFLICT DO UPDATE that is true only when the
 // merged row differs from the stored one; a false WHERE writes nothing. The final contents are
-// the same as the reference's, which internal/pollingjob keeps for the benchmarks.
+// the same as the reference's, which internal/tools/pollingjob keeps for the benchmarks.
 //
 // All queries are set-based: one statement per batch of IDs or rows (unnest of arrays), never
 // one per user.

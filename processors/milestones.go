@@ -76,7 +76,7 @@ func RecomputeMilestones(ctx context.Context, q Querier, cat Catalog, artistIDs 
 // MilestoneRows computes the p1–p3 rows of the given artists without writing them: the play
 // counts in one query, then the tier walk. RecomputeMilestones is MilestoneRows followed by
 // Upsert; the split lets the benchmarks write the same rows as the polling job did
-// (internal/pollingjob).
+// (internal/tools/pollingjob).
 func MilestoneRows(ctx context.Context, q Querier, cat Catalog, artistIDs []int64) ([]Row, error) {
 	if len(cat.Milestones) == 0 || len(artistIDs) == 0 {
 		return nil, nil

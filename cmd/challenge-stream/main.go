@@ -51,8 +51,6 @@ func commands() map[string]command {
 		"verify":   {"recompute every rule from scratch and diff with user_challenges", verifyCommand},
 		"status":   {"show the slot, lag, retained WAL, stored LSN and checkpoints", statusCommand},
 		"teardown": {"drop the slot and the publication (decommissioning)", teardownCommand},
-		"demo":     {"run the whole pipeline on a throw-away local Postgres with synthetic traffic", demoCommand},
-		"bench":    {"run the benchmarks and print a table", benchCommand},
 		"version":  {"print the version, VCS revision and Go version (also --version)", versionCommand},
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
-	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
 	"github.com/challenge-stream/challenge-stream/migrations"
 	"github.com/challenge-stream/challenge-stream/replication"
 )

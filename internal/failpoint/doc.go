@@ -3,7 +3,7 @@
 // and the LSN are stored, the confirm is not sent).
 //
 // Hit is a no-op in the shipped binary: the hook is compiled in only with the build tag
-// `failpoints`, which internal/testbin sets when it builds the binary for e2e and fault
+// `failpoints`, which internal/tools/testbin sets when it builds the binary for e2e and fault
 // tests. With the tag, CHALLENGE_STREAM_FAILPOINT=name:N makes the Nth Hit(name) log
 // "failpoint reached" to stderr and SIGKILL the process.
 package failpoint

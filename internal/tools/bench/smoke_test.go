@@ -12,10 +12,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/challenge-stream/challenge-stream/internal/bench"
-	"github.com/challenge-stream/challenge-stream/internal/pgtest"
-	"github.com/challenge-stream/challenge-stream/internal/testbin"
-	"github.com/challenge-stream/challenge-stream/internal/workload"
+	"github.com/challenge-stream/challenge-stream/internal/tools/bench"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/tools/testbin"
+	"github.com/challenge-stream/challenge-stream/internal/tools/workload"
 )
 
 // binary is challenge-stream, built for the memory section, which runs it as its own process.

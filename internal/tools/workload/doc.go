@@ -3,7 +3,7 @@
 //
 // # The database
 //
-// Generate fills an empty host schema (internal/hostdb) with thousands of artists (some
+// Generate fills an empty host schema (internal/tools/hostdb) with thousands of artists (some
 // verified, a few deactivated, some with older versions of their users row), tens of thousands
 // of tracks (a few deleted, some with older versions owned by someone else), listeners, a year
 // of comment history and the play aggregates the milestone rule counts: several monthly rows per

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
-	"github.com/challenge-stream/challenge-stream/internal/pgtest"
-	"github.com/challenge-stream/challenge-stream/internal/workload"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/tools/workload"
 	"github.com/challenge-stream/challenge-stream/migrations"
 	"github.com/challenge-stream/challenge-stream/processors"
 )

@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/challenge-stream/challenge-stream/internal/pollingjob"
-	"github.com/challenge-stream/challenge-stream/internal/workload"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pollingjob"
+	"github.com/challenge-stream/challenge-stream/internal/tools/workload"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 

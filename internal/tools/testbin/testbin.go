@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
 )
 
 // Main builds the binary, with the failpoints build tag (internal/failpoint), into a temporary

@@ -6,8 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/challenge-stream/challenge-stream/internal/hostdb"
-	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
+	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgcluster"
 	"github.com/challenge-stream/challenge-stream/migrations"
 )
 

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
 	"github.com/challenge-stream/challenge-stream/internal/redact"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgcluster"
 )
 
-// RunAndReport is `challenge-stream bench`: it runs the benchmark on cfg.ServerURL, or on a
+// RunAndReport is `challenge-stream-dev bench`: it runs the benchmark on cfg.ServerURL, or on a
 // throw-away server it starts when that is empty, and writes the table to w, also after a
 // failure (with the rows measured so far). Differences found by verify wrap ErrDifferences;
 // other errors carry no password of the server URL.

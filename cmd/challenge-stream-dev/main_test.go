@@ -3,19 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/challenge-stream/challenge-stream/internal/pgtest"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
 )
 
-// runTool runs a command in-process with an empty environment and returns its stdout, its
-// stderr (with the error line main would print) and exit code.
-func runTool(t *testing.T, cmd func(context.Context, env) error, args ...string) (string, string, int) {
+// TestMain gives the package's tests one throw-away Postgres cluster (see internal/tools/pgtest).
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// runTool runs a command in-process and returns its stdout, its stderr (with the error line
+// main would print) and exit code.
+func runTool(t *testing.T, cmd func(context.Context, []string, io.Writer, io.Writer) error, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err := cmd(context.Background(), env{args: args, stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }})
+	err := cmd(context.Background(), args, &out, &errOut)
 	code := exitCode(err, &errOut)
 	return out.String(), errOut.String(), code
 }
@@ -52,7 +56,7 @@ func TestBench(t *testing.T) {
 func TestDemoAndBenchUsage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		cmd  func(context.Context, env) error
+		cmd  func(context.Context, []string, io.Writer, io.Writer) error
 		args []string
 	}{
 		{benchCommand, []string{"--only", "drain,nope"}},

@@ -9,8 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/challenge-stream/challenge-stream/internal/pollingjob"
-	"github.com/challenge-stream/challenge-stream/internal/workload"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pollingjob"
+	"github.com/challenge-stream/challenge-stream/internal/tools/workload"
 )
 
 // steadyRun is one applier under a steady load.

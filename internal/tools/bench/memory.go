@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
-	"github.com/challenge-stream/challenge-stream/internal/process"
 	"github.com/challenge-stream/challenge-stream/internal/redact"
+	"github.com/challenge-stream/challenge-stream/internal/tools/process"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 

@@ -1,11 +1,11 @@
 // Package bench measures challenge-stream against its references (SPEC §8) and prints one
 // table. Every comparison runs in the same process, on the same machine, against copies of
-// the same generated database (internal/workload), so the ratios hold on noisy hardware even
-// when the absolute numbers do not. `challenge-stream bench` runs it; the smoke test runs
-// every section at a tiny size:
+// the same generated database (internal/tools/workload), so the ratios hold on noisy hardware
+// even when the absolute numbers do not. `challenge-stream-dev bench` runs it; the smoke test
+// runs every section at a tiny size:
 //
-//	go test ./internal/bench/ -run Smoke
-//	go test ./internal/bench/ -run '^$' -bench Window   # the window micro-benchmarks
+//	go test ./internal/tools/bench/ -run Smoke
+//	go test ./internal/tools/bench/ -run '^$' -bench Window   # the window micro-benchmarks
 //
 // # What each section measures
 //

@@ -3,7 +3,7 @@ package testbin
 import (
 	"testing"
 
-	"github.com/challenge-stream/challenge-stream/internal/process"
+	"github.com/challenge-stream/challenge-stream/internal/tools/process"
 )
 
 // StartT is process.Start for one test: it fails the test if the process does not start, kills

@@ -161,7 +161,7 @@ type Sizes struct {
 	Took                                time.Duration
 }
 
-// Generate fills the host tables of an empty host schema (see internal/hostdb) in conn's
+// Generate fills the host tables of an empty host schema (see internal/tools/hostdb) in conn's
 // database, derives the reward rows of the history and sets the legacy checkpoints, as the
 // polling job would have left them. It returns the model of what it wrote.
 func Generate(ctx context.Context, conn *pgx.Conn, cfg Config) (*Host, Sizes, error) {

@@ -1,7 +1,7 @@
-// Package demo is `challenge-stream demo`: the whole pipeline on a throw-away PostgreSQL with a
-// synthetic host database, the sidecar running in this process, and a block indexer writing
-// plays and comments. It prints a live status line, then a summary, the milestone latency and
-// the verify result.
+// Package demo is `challenge-stream-dev demo`: the whole pipeline on a throw-away PostgreSQL
+// with a synthetic host database, the sidecar running in this process, and a block indexer
+// writing plays and comments. It prints a live status line, then a summary, the milestone
+// latency and the verify result.
 package demo
 
 import (
@@ -21,8 +21,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/challenge-stream/challenge-stream/internal/bench"
-	"github.com/challenge-stream/challenge-stream/internal/workload"
+	"github.com/challenge-stream/challenge-stream/internal/tools/bench"
+	"github.com/challenge-stream/challenge-stream/internal/tools/workload"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
@@ -57,7 +57,7 @@ type Config struct {
 // before the load starts is a clean exit.
 func Run(ctx context.Context, cfg Config) error {
 	out := cfg.Stdout
-	fmt.Fprintln(out, "challenge-stream demo: a throw-away PostgreSQL, a synthetic host database, the sidecar running")
+	fmt.Fprintln(out, "challenge-stream-dev demo: a throw-away PostgreSQL, a synthetic host database, the sidecar running")
 	fmt.Fprintln(out, "in this process, and a block indexer writing plays and comments into the database.")
 	fmt.Fprintln(out)
 	c, err := bench.StartServer(ctx)

@@ -20,8 +20,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
-	"github.com/challenge-stream/challenge-stream/internal/pgcluster"
-	"github.com/challenge-stream/challenge-stream/internal/workload"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgcluster"
+	"github.com/challenge-stream/challenge-stream/internal/tools/workload"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 
@@ -48,7 +48,8 @@ type Config struct {
 	// BinDir holds pg_recvlogical; empty means PATH. Without it the drain has no reference.
 	BinDir string
 	// Binary is the challenge-stream executable the memory section runs as its own process
-	// (`challenge-stream bench` passes itself). Required by that section only.
+	// (`challenge-stream-dev bench` passes the one beside it, or --binary). Required by that
+	// section only.
 	Binary string
 	// Sections to run; nil means all.
 	Sections []string
