@@ -203,7 +203,7 @@ func (d *deriver) tracks(ctx context.Context) func(trackIDs []int64) error {
 		if err != nil {
 			return err
 		}
-		s, err := RecomputeMilestones(ctx, d.q, d.cat, notYet(artists, d.artistsDone))
+		s, err := recomputeMilestones(ctx, d.q, d.cat, notYet(artists, d.artistsDone))
 		if err != nil {
 			return err
 		}
@@ -218,7 +218,7 @@ func (d *deriver) commenters(ctx context.Context) func(userIDs []int64) error {
 		if !d.cat.Comments.Active || len(userIDs) == 0 {
 			return nil
 		}
-		s, err := RecomputeWeeklyComments(ctx, d.q, d.cat, notYet(userIDs, d.usersDone))
+		s, err := recomputeWeeklyComments(ctx, d.q, d.cat, notYet(userIDs, d.usersDone))
 		if err != nil {
 			return err
 		}

@@ -5,10 +5,10 @@ import (
 	"fmt"
 )
 
-// RecomputeWeeklyComments re-derives the c rows of the given users (SPEC §3.3): one complete
+// recomputeWeeklyComments re-derives the c rows of the given users (SPEC §3.3): one complete
 // row per ISO week in which the user has a visible, non-deleted comment. Rows are only ever
 // added: a week whose comments were all deleted or hidden later keeps its row.
-func RecomputeWeeklyComments(ctx context.Context, q Querier, cat Catalog, userIDs []int64) (Stats, error) {
+func recomputeWeeklyComments(ctx context.Context, q Querier, cat Catalog, userIDs []int64) (Stats, error) {
 	stats, err := recompute(ctx, q, cat, userIDs, WeeklyCommentRows)
 	if err != nil {
 		return nil, fmt.Errorf("recompute weekly comments: %w", err)
@@ -17,7 +17,7 @@ func RecomputeWeeklyComments(ctx context.Context, q Querier, cat Catalog, userID
 }
 
 // WeeklyCommentRows computes the c rows of the given users without writing them.
-// RecomputeWeeklyComments is WeeklyCommentRows followed by Upsert.
+// recomputeWeeklyComments is WeeklyCommentRows followed by Upsert.
 func WeeklyCommentRows(ctx context.Context, q Querier, cat Catalog, userIDs []int64) ([]Row, error) {
 	if !cat.Comments.Active || len(userIDs) == 0 {
 		return nil, nil

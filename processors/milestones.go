@@ -62,10 +62,10 @@ WHERE t.is_current = true AND t.is_delete = false
 	return artists, nil
 }
 
-// RecomputeMilestones re-derives the p1–p3 rows of the given artists (SPEC §3.2) and upserts
+// recomputeMilestones re-derives the p1–p3 rows of the given artists (SPEC §3.2) and upserts
 // them. Ineligible artists and artists without plays since 2025 get nothing; their existing
 // rows are left as they are.
-func RecomputeMilestones(ctx context.Context, q Querier, cat Catalog, artistIDs []int64) (Stats, error) {
+func recomputeMilestones(ctx context.Context, q Querier, cat Catalog, artistIDs []int64) (Stats, error) {
 	stats, err := recompute(ctx, q, cat, artistIDs, MilestoneRows)
 	if err != nil {
 		return nil, fmt.Errorf("recompute play milestones: %w", err)
@@ -74,9 +74,9 @@ func RecomputeMilestones(ctx context.Context, q Querier, cat Catalog, artistIDs 
 }
 
 // MilestoneRows computes the p1–p3 rows of the given artists without writing them: the play
-// counts in one query, then the tier walk. RecomputeMilestones is MilestoneRows followed by
-// Upsert; the split lets the benchmarks write the same rows as the polling job did
-// (internal/tools/pollingjob).
+// counts in one query, then the tier walk. recomputeMilestones is MilestoneRows followed by
+// Upsert; the rows on their own are for the polling reference (internal/tools/pollingjob),
+// which writes the same rows its own way for the benchmarks.
 func MilestoneRows(ctx context.Context, q Querier, cat Catalog, artistIDs []int64) ([]Row, error) {
 	if len(cat.Milestones) == 0 || len(artistIDs) == 0 {
 		return nil, nil

@@ -36,52 +36,52 @@ var (
 	errUnsupported = errors.New("unsupported message type")
 )
 
-// EventKind says what a decoded pgoutput message means to the pipeline.
-type EventKind uint8
+// eventKind says what a decoded pgoutput message means to the pipeline.
+type eventKind uint8
 
-// Event kinds.
+// The event kinds.
 const (
-	// EventIgnored: origin, type, logical decoding message, relation (the
+	// eventIgnored: origin, type, logical decoding message, relation (the
 	// cache is updated), changes to other tables, plays updates and deletes,
 	// comments deletes.
-	EventIgnored EventKind = iota
-	// EventBegin starts a transaction.
-	EventBegin
-	// EventCommit ends a transaction.
-	EventCommit
-	// EventPlay is an INSERT on plays.
-	EventPlay
-	// EventComment is an INSERT or UPDATE on comments.
-	EventComment
-	// EventTruncate is a TRUNCATE touching plays or comments. Truncated rows
+	eventIgnored eventKind = iota
+	// eventBegin starts a transaction.
+	eventBegin
+	// eventCommit ends a transaction.
+	eventCommit
+	// eventPlay is an INSERT on plays.
+	eventPlay
+	// eventComment is an INSERT or UPDATE on comments.
+	eventComment
+	// eventTruncate is a TRUNCATE touching plays or comments. Truncated rows
 	// earn nothing back, so the pipeline only logs it.
-	EventTruncate
+	eventTruncate
 )
 
 // String returns the kind's name for logs and metric labels.
-func (k EventKind) String() string {
+func (k eventKind) String() string {
 	switch k {
-	case EventIgnored:
+	case eventIgnored:
 		return "ignored"
-	case EventBegin:
+	case eventBegin:
 		return "begin"
-	case EventCommit:
+	case eventCommit:
 		return "commit"
-	case EventPlay:
+	case eventPlay:
 		return "play"
-	case EventComment:
+	case eventComment:
 		return "comment"
-	case EventTruncate:
+	case eventTruncate:
 		return "truncate"
 	default:
-		return fmt.Sprintf("EventKind(%d)", uint8(k))
+		return fmt.Sprintf("eventKind(%d)", uint8(k))
 	}
 }
 
-// Event is one decoded pgoutput message, reduced to what the pipeline uses.
+// event is one decoded pgoutput message, reduced to what the pipeline uses.
 // It is a plain value: it does not alias the message buffer.
-type Event struct {
-	Kind EventKind
+type event struct {
+	Kind eventKind
 
 	// EndLSN is the Commit's TransactionEndLSN: the position to checkpoint
 	// and confirm once the transaction is applied. Set for Commit.
@@ -138,29 +138,29 @@ type relation struct {
 	first, second uint16
 }
 
-// Decoder turns pgoutput (protocol version 1, no streaming) messages into
-// Events. It holds the relation cache of one replication session, so use a
-// new Decoder per START_REPLICATION: the server re-sends Relation messages in
-// every session. A Decoder is not safe for concurrent use.
+// decoder turns pgoutput (protocol version 1, no streaming) messages into
+// events. It holds the relation cache of one replication session, so use a
+// new decoder per START_REPLICATION: the server re-sends Relation messages in
+// every session. A decoder is not safe for concurrent use.
 //
 // Messages that carry tuples (Insert, Update, Delete) are walked by the
 // hand-written code in decode_tuple.go; every other message is parsed by
 // pglogrepl, behind the length checks it lacks.
-type Decoder struct {
+type decoder struct {
 	rels map[uint32]relation
 }
 
-// NewDecoder returns a Decoder with an empty relation cache.
-func NewDecoder() *Decoder {
-	return &Decoder{rels: make(map[uint32]relation, 4)}
+// newDecoder returns a decoder with an empty relation cache.
+func newDecoder() *decoder {
+	return &decoder{rels: make(map[uint32]relation, 4)}
 }
 
-// Decode decodes one message: the WALData of one XLogData. The returned Event
-// never aliases walData. Any error is permanent for the session; Decode never
+// decode decodes one message: the WALData of one XLogData. The returned event
+// never aliases walData. Any error is permanent for the session; decode never
 // panics, whatever the input.
-func (d *Decoder) Decode(walData []byte) (Event, error) {
+func (d *decoder) decode(walData []byte) (event, error) {
 	if len(walData) == 0 {
-		return Event{}, fmt.Errorf("decode: %w: empty message", errMalformed)
+		return event{}, fmt.Errorf("decode: %w: empty message", errMalformed)
 	}
 	body := walData[1:]
 	switch walData[0] {
@@ -169,27 +169,27 @@ func (d *Decoder) Decode(walData []byte) (Event, error) {
 	case 'B', 'C', 'R', 'T', 'O', 'Y', 'M':
 		return d.decodeCold(walData)
 	default:
-		return Event{}, fmt.Errorf("decode: %w %q", errUnsupported, walData[0])
+		return event{}, fmt.Errorf("decode: %w %q", errUnsupported, walData[0])
 	}
 }
 
 // decodeCold decodes the messages sent at most once per transaction or per
 // session with pglogrepl.Parse.
-func (d *Decoder) decodeCold(walData []byte) (Event, error) {
+func (d *decoder) decodeCold(walData []byte) (event, error) {
 	name := pglogrepl.MessageType(walData[0]).String()
 	if err := checkLength(walData); err != nil {
-		return Event{}, fmt.Errorf("decode %s: %w", name, err)
+		return event{}, fmt.Errorf("decode %s: %w", name, err)
 	}
 	msg, err := parse(walData)
 	if err != nil {
-		return Event{}, fmt.Errorf("decode %s: %w", name, err)
+		return event{}, fmt.Errorf("decode %s: %w", name, err)
 	}
-	var ev Event
+	var ev event
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		ev = Event{Kind: EventBegin, Xid: m.Xid, CommitTime: m.CommitTime.UTC()}
+		ev = event{Kind: eventBegin, Xid: m.Xid, CommitTime: m.CommitTime.UTC()}
 	case *pglogrepl.CommitMessage:
-		ev = Event{Kind: EventCommit, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime.UTC()}
+		ev = event{Kind: eventCommit, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime.UTC()}
 	case *pglogrepl.RelationMessage:
 		ev, err = d.relation(m, len(walData)-1)
 	case *pglogrepl.TruncateMessage:
@@ -204,7 +204,7 @@ func (d *Decoder) decodeCold(walData []byte) (Event, error) {
 		err = fmt.Errorf("%w: parsed as %T", errUnsupported, msg)
 	}
 	if err != nil {
-		return Event{}, fmt.Errorf("decode %s: %w", name, err)
+		return event{}, fmt.Errorf("decode %s: %w", name, err)
 	}
 	return ev, nil
 }
@@ -263,7 +263,7 @@ func parse(walData []byte) (msg pglogrepl.Message, err error) {
 // replacing any earlier entry for the same relation ID (the server re-sends
 // the Relation message after ALTER TABLE). size is the message's length
 // without its type byte.
-func (d *Decoder) relation(m *pglogrepl.RelationMessage, size int) (Event, error) {
+func (d *decoder) relation(m *pglogrepl.RelationMessage, size int) (event, error) {
 	// pglogrepl does not say how much it read, so trailing bytes show as a
 	// difference from the length of what it parsed.
 	want := 4 + len(m.Namespace) + 1 + len(m.RelationName) + 1 + 1 + 2
@@ -271,13 +271,13 @@ func (d *Decoder) relation(m *pglogrepl.RelationMessage, size int) (Event, error
 		want += 1 + len(col.Name) + 1 + 4 + 4
 	}
 	if err := wantLength(size, want); err != nil {
-		return Event{}, fmt.Errorf("relation %d: %w", m.RelationID, err)
+		return event{}, fmt.Errorf("relation %d: %w", m.RelationID, err)
 	}
 
 	rel := relation{kind: classify(m.Namespace, m.RelationName), ncols: m.ColumnNum}
 	if rel.kind == tableOther {
 		d.rels[m.RelationID] = rel
-		return Event{Kind: EventIgnored}, nil
+		return event{Kind: eventIgnored}, nil
 	}
 	// The names of the needed columns for this kind of table.
 	firstName, secondName, table := "id", "play_item_id", tablePlaysName
@@ -311,10 +311,10 @@ func (d *Decoder) relation(m *pglogrepl.RelationMessage, size int) (Event, error
 	}
 	if err != nil {
 		delete(d.rels, m.RelationID)
-		return Event{}, fmt.Errorf("relation %d: %w", m.RelationID, err)
+		return event{}, fmt.Errorf("relation %d: %w", m.RelationID, err)
 	}
 	d.rels[m.RelationID] = rel
-	return Event{Kind: EventIgnored}, nil
+	return event{Kind: eventIgnored}, nil
 }
 
 // classify tells plays and comments in schema public from every other table
@@ -337,19 +337,19 @@ func isIntOID(oid uint32) bool {
 	return oid == oidInt2 || oid == oidInt4 || oid == oidInt8
 }
 
-func (d *Decoder) truncate(m *pglogrepl.TruncateMessage) (Event, error) {
+func (d *decoder) truncate(m *pglogrepl.TruncateMessage) (event, error) {
 	var touched bool
 	for _, relid := range m.RelationIDs {
 		rel, found := d.rels[relid]
 		if !found {
 			// pgoutput sends a Relation message for every truncated relation
 			// before the Truncate, so a miss means a lost cache.
-			return Event{}, fmt.Errorf("%w: %d", ErrUnknownRelation, relid)
+			return event{}, fmt.Errorf("%w: %d", ErrUnknownRelation, relid)
 		}
 		touched = touched || rel.kind != tableOther
 	}
 	if !touched {
-		return Event{Kind: EventIgnored}, nil
+		return event{Kind: eventIgnored}, nil
 	}
-	return Event{Kind: EventTruncate}, nil
+	return event{Kind: eventTruncate}, nil
 }

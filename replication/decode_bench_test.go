@@ -13,7 +13,7 @@ func BenchmarkDecodeInsert(b *testing.B) {
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := d.Decode(msg); err != nil {
+		if _, err := d.decode(msg); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -27,7 +27,7 @@ func BenchmarkDecodeCommentUpdate(b *testing.B) {
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := d.Decode(msg); err != nil {
+		if _, err := d.decode(msg); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -35,11 +35,11 @@ func BenchmarkDecodeCommentUpdate(b *testing.B) {
 
 // BenchmarkDecodeCommit decodes a Commit, sent once per transaction.
 func BenchmarkDecodeCommit(b *testing.B) {
-	d := NewDecoder()
+	d := newDecoder()
 	msg := pgoCommit(0x16B3748, 0x16B3778, time.Date(2025, 1, 6, 12, 0, 0, 0, time.UTC))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := d.Decode(msg); err != nil {
+		if _, err := d.decode(msg); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -48,11 +48,11 @@ func BenchmarkDecodeCommit(b *testing.B) {
 // BenchmarkDecodeRelation decodes the comments Relation message, sent once
 // per session and after each ALTER TABLE.
 func BenchmarkDecodeRelation(b *testing.B) {
-	d := NewDecoder()
+	d := newDecoder()
 	msg := pgoRelation(pgoCommentsRelID, "public", "comments", pgoCommentsColumns()...)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := d.Decode(msg); err != nil {
+		if _, err := d.decode(msg); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -5,10 +5,10 @@ import (
 	"time"
 )
 
-// FuzzDecode feeds arbitrary bytes to a Decoder that knows plays, comments
+// FuzzDecode feeds arbitrary bytes to a decoder that knows plays, comments
 // and one other table. The first input is decoded as a possible Relation (or
 // any) message, so the fuzzer can also reshape the cache; the second is the
-// message under test. Invariants: no panic, errors come with a zero Event,
+// message under test. Invariants: no panic, errors come with a zero event,
 // and successful events are internally consistent.
 //
 // Run with: go test ./replication -run XXX -fuzz FuzzDecode -fuzztime 1m
@@ -44,16 +44,16 @@ func FuzzDecode(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, setup, msg []byte) {
-		d := NewDecoder()
+		d := newDecoder()
 		for _, r := range pgoStandardRelations() {
-			if _, err := d.Decode(r); err != nil {
+			if _, err := d.decode(r); err != nil {
 				t.Fatal(err)
 			}
 		}
-		_, _ = d.Decode(setup)
-		ev, err := d.Decode(msg)
+		_, _ = d.decode(setup)
+		ev, err := d.decode(msg)
 		if err != nil {
-			if ev != (Event{}) {
+			if ev != (event{}) {
 				t.Fatalf("error %v came with event %+v", err, ev)
 			}
 			return
@@ -63,37 +63,37 @@ func FuzzDecode(f *testing.F) {
 }
 
 // checkEvent asserts what must hold for any successfully decoded message.
-func checkEvent(t *testing.T, msg []byte, ev Event) {
+func checkEvent(t *testing.T, msg []byte, ev event) {
 	t.Helper()
 	switch ev.Kind {
-	case EventBegin:
+	case eventBegin:
 		if msg[0] != 'B' || len(msg) != 21 {
 			t.Fatalf("begin from %q", msg)
 		}
-	case EventCommit:
+	case eventCommit:
 		if msg[0] != 'C' || len(msg) != 26 {
 			t.Fatalf("commit from %q", msg)
 		}
-	case EventPlay:
+	case eventPlay:
 		if msg[0] != 'I' {
 			t.Fatalf("play %+v from %q", ev, msg)
 		}
 		if !ev.HasPlayID && ev.PlayID != 0 {
 			t.Fatalf("play without id has id %d", ev.PlayID)
 		}
-	case EventComment:
+	case eventComment:
 		if msg[0] != 'I' && msg[0] != 'U' {
 			t.Fatalf("comment %+v from %q", ev, msg)
 		}
 		if !ev.HasBlockNumber && ev.BlockNumber != 0 {
 			t.Fatalf("comment without blocknumber has blocknumber %d", ev.BlockNumber)
 		}
-	case EventTruncate:
+	case eventTruncate:
 		if msg[0] != 'T' {
 			t.Fatalf("truncate %+v from %q", ev, msg)
 		}
-	case EventIgnored:
-		if ev != (Event{}) {
+	case eventIgnored:
+		if ev != (event{}) {
 			t.Fatalf("ignored %+v from %q", ev, msg)
 		}
 	default:

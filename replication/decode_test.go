@@ -205,13 +205,13 @@ func pgoStandardRelations() [][]byte {
 	}
 }
 
-// pgoSetupDecoder returns a Decoder that has decoded msgs, failing the test if
+// pgoSetupDecoder returns a decoder that has decoded msgs, failing the test if
 // any of them does not decode.
-func pgoSetupDecoder(t testing.TB, msgs ...[]byte) *Decoder {
+func pgoSetupDecoder(t testing.TB, msgs ...[]byte) *decoder {
 	t.Helper()
-	d := NewDecoder()
+	d := newDecoder()
 	for i, m := range msgs {
-		_, err := d.Decode(m)
+		_, err := d.decode(m)
 		require.NoError(t, err, "setup message %d", i)
 	}
 	return d
@@ -232,46 +232,46 @@ func TestDecode(t *testing.T) {
 		// setup replaces the standard relations when set.
 		setup   [][]byte
 		msg     []byte
-		want    Event
+		want    event
 		wantErr error
 	}{
 		{
 			name: "begin",
 			msg:  pgoBegin(0x16B3748, commitTime, 777),
-			want: Event{Kind: EventBegin, Xid: 777, CommitTime: commitTime},
+			want: event{Kind: eventBegin, Xid: 777, CommitTime: commitTime},
 		},
 		{
 			name: "commit",
 			msg:  pgoCommit(0x16B3748, 0x16B3778, commitTime),
-			want: Event{Kind: EventCommit, EndLSN: 0x16B3778, CommitTime: commitTime},
+			want: event{Kind: eventCommit, EndLSN: 0x16B3778, CommitTime: commitTime},
 		},
 		{
 			name: "plays insert with extra columns",
 			msg:  pgoInsert(pgoPlaysRelID, pgoPlaysRow("1001", "42")...),
-			want: Event{Kind: EventPlay, PlayID: 1001, HasPlayID: true, TrackID: 42},
+			want: event{Kind: eventPlay, PlayID: 1001, HasPlayID: true, TrackID: 42},
 		},
 		{
 			name:  "plays insert with reordered columns",
 			setup: [][]byte{pgoRelation(pgoPlaysRelID, "public", "plays", reordered...)},
 			msg:   pgoInsert(pgoPlaysRelID, pgoText("42"), pgoText("2025-03-01"), pgoText("9007199254740993")),
-			want:  Event{Kind: EventPlay, PlayID: 9007199254740993, HasPlayID: true, TrackID: 42},
+			want:  event{Kind: eventPlay, PlayID: 9007199254740993, HasPlayID: true, TrackID: 42},
 		},
 		{
 			name: "plays insert with int2 and int4 columns",
 			setup: [][]byte{pgoRelation(pgoPlaysRelID, "public", "plays",
 				pgoColumn{"id", oidInt4}, pgoColumn{"play_item_id", oidInt2})},
 			msg:  pgoInsert(pgoPlaysRelID, pgoText("-5"), pgoText("32767")),
-			want: Event{Kind: EventPlay, PlayID: -5, HasPlayID: true, TrackID: 32767},
+			want: event{Kind: eventPlay, PlayID: -5, HasPlayID: true, TrackID: 32767},
 		},
 		{
 			name: "plays insert with NULL id",
 			msg:  pgoInsert(pgoPlaysRelID, pgoText("1"), pgoText("x"), pgoNull(), pgoText("42"), pgoNull(), pgoNull()),
-			want: Event{Kind: EventPlay, TrackID: 42},
+			want: event{Kind: eventPlay, TrackID: 42},
 		},
 		{
 			name: "plays insert with unchanged TOAST in an unused column",
 			msg:  pgoInsert(pgoPlaysRelID, pgoText("1"), pgoToast(), pgoText("5"), pgoText("6"), pgoNull(), pgoToast()),
-			want: Event{Kind: EventPlay, PlayID: 5, HasPlayID: true, TrackID: 6},
+			want: event{Kind: eventPlay, PlayID: 5, HasPlayID: true, TrackID: 6},
 		},
 		{
 			name:    "plays insert with NULL play_item_id",
@@ -311,22 +311,22 @@ func TestDecode(t *testing.T) {
 		{
 			name: "plays update is ignored",
 			msg:  pgoUpdate(pgoPlaysRelID, 0, nil, pgoPlaysRow("1", "2")),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name: "plays delete is ignored",
 			msg:  pgoDelete(pgoPlaysRelID, 'K', pgoNull(), pgoNull(), pgoText("1"), pgoNull(), pgoNull(), pgoNull()),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name: "comments insert",
 			msg:  pgoInsert(pgoCommentsRelID, pgoCommentsRow("700", pgoText("123456789012"))...),
-			want: Event{Kind: EventComment, UserID: 700, BlockNumber: 123456789012, HasBlockNumber: true},
+			want: event{Kind: eventComment, UserID: 700, BlockNumber: 123456789012, HasBlockNumber: true},
 		},
 		{
 			name: "comments insert with NULL blocknumber",
 			msg:  pgoInsert(pgoCommentsRelID, pgoCommentsRow("700", pgoNull())...),
-			want: Event{Kind: EventComment, UserID: 700},
+			want: event{Kind: eventComment, UserID: 700},
 		},
 		{
 			name: "comments insert with NULL user_id",
@@ -340,21 +340,21 @@ func TestDecode(t *testing.T) {
 		{
 			name: "comments update without old tuple",
 			msg:  pgoUpdate(pgoCommentsRelID, 0, nil, pgoCommentsRow("700", pgoText("99"))),
-			want: Event{Kind: EventComment, UserID: 700, BlockNumber: 99, HasBlockNumber: true},
+			want: event{Kind: eventComment, UserID: 700, BlockNumber: 99, HasBlockNumber: true},
 		},
 		{
 			name: "comments update with old key",
 			msg: pgoUpdate(pgoCommentsRelID, 'K',
 				[]pgoValue{pgoText("5"), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull()},
 				pgoCommentsRow("700", pgoText("99"))),
-			want: Event{Kind: EventComment, UserID: 700, BlockNumber: 99, HasBlockNumber: true},
+			want: event{Kind: eventComment, UserID: 700, BlockNumber: 99, HasBlockNumber: true},
 		},
 		{
 			name: "comments update with old row (replica identity full)",
 			msg: pgoUpdate(pgoCommentsRelID, 'O',
 				pgoCommentsRow("700", pgoText("98")),
 				pgoCommentsRow("701", pgoText("99"))),
-			want: Event{Kind: EventComment, UserID: 701, BlockNumber: 99, HasBlockNumber: true},
+			want: event{Kind: eventComment, UserID: 701, BlockNumber: 99, HasBlockNumber: true},
 		},
 		{
 			name: "comments update with unchanged TOAST text",
@@ -363,14 +363,14 @@ func TestDecode(t *testing.T) {
 				row[1] = pgoToast()
 				return row
 			}()),
-			want: Event{Kind: EventComment, UserID: 700, BlockNumber: 99, HasBlockNumber: true},
+			want: event{Kind: eventComment, UserID: 700, BlockNumber: 99, HasBlockNumber: true},
 		},
 		{
 			name: "comments update with unchanged blocknumber",
 			msg: pgoUpdate(pgoCommentsRelID, 0, nil, func() []pgoValue {
 				return pgoCommentsRow("700", pgoToast())
 			}()),
-			want: Event{Kind: EventComment, UserID: 700},
+			want: event{Kind: eventComment, UserID: 700},
 		},
 		{
 			name:    "update with old tuple but no new tuple",
@@ -390,7 +390,7 @@ func TestDecode(t *testing.T) {
 		{
 			name: "comments delete is ignored",
 			msg:  pgoDelete(pgoCommentsRelID, 'O', pgoCommentsRow("700", pgoText("99"))...),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name:    "delete with bad tag",
@@ -400,26 +400,26 @@ func TestDecode(t *testing.T) {
 		{
 			name: "other table insert is ignored",
 			msg:  pgoInsert(pgoOtherRelID, pgoText("1"), pgoText("not a number"), pgoToast()),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name: "plays in another schema is ignored",
 			setup: [][]byte{pgoRelation(pgoPlaysRelID, "audit", "plays",
 				pgoColumn{"id", 25})},
 			msg:  pgoInsert(pgoPlaysRelID, pgoText("x")),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name: "other table in the catalog schema is ignored",
 			setup: [][]byte{pgoRelation(pgoOtherRelID, "", "comments",
 				pgoColumn{"note", 25})},
 			msg:  pgoUpdate(pgoOtherRelID, 0, nil, []pgoValue{pgoText("x")}),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name: "relation is ignored",
 			msg:  pgoRelation(pgoPlaysRelID+100, "public", "plays", pgoPlaysColumns()...),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name: "plays relation missing play_item_id",
@@ -479,22 +479,22 @@ func TestDecode(t *testing.T) {
 		{
 			name: "truncate plays",
 			msg:  pgoTruncate(0, pgoPlaysRelID),
-			want: Event{Kind: EventTruncate},
+			want: event{Kind: eventTruncate},
 		},
 		{
 			name: "truncate comments with an unrelated table",
 			msg:  pgoTruncate(1, pgoOtherRelID, pgoCommentsRelID),
-			want: Event{Kind: EventTruncate},
+			want: event{Kind: eventTruncate},
 		},
 		{
 			name: "truncate both",
 			msg:  pgoTruncate(3, pgoCommentsRelID, pgoOtherRelID, pgoPlaysRelID),
-			want: Event{Kind: EventTruncate},
+			want: event{Kind: eventTruncate},
 		},
 		{
 			name: "truncate of an unrelated table is ignored",
 			msg:  pgoTruncate(0, pgoOtherRelID),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name:    "truncate of an unknown relation",
@@ -509,17 +509,17 @@ func TestDecode(t *testing.T) {
 		{
 			name: "origin is ignored",
 			msg:  pgoOrigin(0x1234, "upstream"),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name: "type is ignored",
 			msg:  pgoType(90001, "public", "mood"),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name: "logical decoding message is ignored",
 			msg:  pgoMessage(true, 0x1234, "challenge-stream", "hello"),
-			want: Event{Kind: EventIgnored},
+			want: event{Kind: eventIgnored},
 		},
 		{
 			name:    "empty message",
@@ -615,10 +615,10 @@ func TestDecode(t *testing.T) {
 				setup = pgoStandardRelations()
 			}
 			d := pgoSetupDecoder(t, setup...)
-			got, err := d.Decode(tt.msg)
+			got, err := d.decode(tt.msg)
 			if tt.wantErr != nil {
 				require.ErrorIs(t, err, tt.wantErr)
-				require.Equal(t, Event{}, got)
+				require.Equal(t, event{}, got)
 				return
 			}
 			require.NoError(t, err)
@@ -632,22 +632,22 @@ func TestDecodeRelationAddColumn(t *testing.T) {
 	d := pgoSetupDecoder(t, pgoStandardRelations()...)
 
 	before := pgoInsert(pgoPlaysRelID, pgoPlaysRow("1", "10")...)
-	ev, err := d.Decode(before)
+	ev, err := d.decode(before)
 	require.NoError(t, err)
 	require.Equal(t, int64(10), ev.TrackID)
 
 	// ALTER TABLE plays ADD COLUMN: the server re-sends the Relation message
 	// for the same relation ID before the next change.
 	cols := append(pgoPlaysColumns(), pgoColumn{"device", 25})
-	_, err = d.Decode(pgoRelation(pgoPlaysRelID, "public", "plays", cols...))
+	_, err = d.decode(pgoRelation(pgoPlaysRelID, "public", "plays", cols...))
 	require.NoError(t, err)
 
-	ev, err = d.Decode(pgoInsert(pgoPlaysRelID, append(pgoPlaysRow("2", "20"), pgoText("phone"))...))
+	ev, err = d.decode(pgoInsert(pgoPlaysRelID, append(pgoPlaysRow("2", "20"), pgoText("phone"))...))
 	require.NoError(t, err)
-	require.Equal(t, Event{Kind: EventPlay, PlayID: 2, HasPlayID: true, TrackID: 20}, ev)
+	require.Equal(t, event{Kind: eventPlay, PlayID: 2, HasPlayID: true, TrackID: 20}, ev)
 
 	// A tuple in the old shape no longer matches the cached relation.
-	_, err = d.Decode(before)
+	_, err = d.decode(before)
 	require.ErrorIs(t, err, ErrBadTuple)
 }
 
@@ -657,18 +657,18 @@ func TestDecodeRelationDropColumnRejected(t *testing.T) {
 
 	// play_item_id is gone: the new definition is refused and the old one
 	// must not linger, or later rows would be read at stale positions.
-	_, err := d.Decode(pgoRelation(pgoPlaysRelID, "public", "plays",
+	_, err := d.decode(pgoRelation(pgoPlaysRelID, "public", "plays",
 		pgoColumn{"id", oidInt4}, pgoColumn{"created_at", 1114}))
 	require.ErrorIs(t, err, ErrMissingColumn)
 	require.ErrorContains(t, err, "plays.play_item_id")
 
-	_, err = d.Decode(pgoInsert(pgoPlaysRelID, pgoText("1"), pgoText("2025-01-01")))
+	_, err = d.decode(pgoInsert(pgoPlaysRelID, pgoText("1"), pgoText("2025-01-01")))
 	require.ErrorIs(t, err, ErrUnknownRelation)
 
 	// comments is unaffected.
-	ev, err := d.Decode(pgoInsert(pgoCommentsRelID, pgoCommentsRow("3", pgoNull())...))
+	ev, err := d.decode(pgoInsert(pgoCommentsRelID, pgoCommentsRow("3", pgoNull())...))
 	require.NoError(t, err)
-	require.Equal(t, EventComment, ev.Kind)
+	require.Equal(t, eventComment, ev.Kind)
 }
 
 func TestDecodeRelationIDReused(t *testing.T) {
@@ -676,18 +676,18 @@ func TestDecodeRelationIDReused(t *testing.T) {
 	// A relation ID that named plays can name another table later in a long
 	// session (DROP and CREATE): the latest Relation message wins.
 	d := pgoSetupDecoder(t, pgoStandardRelations()...)
-	_, err := d.Decode(pgoRelation(pgoPlaysRelID, "public", "plays_archive", pgoColumn{"id", 25}))
+	_, err := d.decode(pgoRelation(pgoPlaysRelID, "public", "plays_archive", pgoColumn{"id", 25}))
 	require.NoError(t, err)
 
-	ev, err := d.Decode(pgoInsert(pgoPlaysRelID, pgoText("abc")))
+	ev, err := d.decode(pgoInsert(pgoPlaysRelID, pgoText("abc")))
 	require.NoError(t, err)
-	require.Equal(t, Event{Kind: EventIgnored}, ev)
+	require.Equal(t, event{Kind: eventIgnored}, ev)
 
-	_, err = d.Decode(pgoRelation(pgoOtherRelID, "public", "plays", pgoColumn{"play_item_id", oidInt8}, pgoColumn{"id", oidInt8}))
+	_, err = d.decode(pgoRelation(pgoOtherRelID, "public", "plays", pgoColumn{"play_item_id", oidInt8}, pgoColumn{"id", oidInt8}))
 	require.NoError(t, err)
-	ev, err = d.Decode(pgoInsert(pgoOtherRelID, pgoText("8"), pgoText("9")))
+	ev, err = d.decode(pgoInsert(pgoOtherRelID, pgoText("8"), pgoText("9")))
 	require.NoError(t, err)
-	require.Equal(t, Event{Kind: EventPlay, PlayID: 9, HasPlayID: true, TrackID: 8}, ev)
+	require.Equal(t, event{Kind: eventPlay, PlayID: 9, HasPlayID: true, TrackID: 8}, ev)
 }
 
 func TestDecodeTransaction(t *testing.T) {
@@ -702,14 +702,14 @@ func TestDecodeTransaction(t *testing.T) {
 		pgoUpdate(pgoCommentsRelID, 'K', pgoCommentsRow("700", pgoNull()), pgoCommentsRow("700", pgoText("55"))),
 		pgoCommit(0x3000, 0x3030, commitTime),
 	}
-	d := NewDecoder()
-	var kinds []EventKind
+	d := newDecoder()
+	var kinds []eventKind
 	for _, m := range msgs {
-		ev, err := d.Decode(m)
+		ev, err := d.decode(m)
 		require.NoError(t, err)
 		kinds = append(kinds, ev.Kind)
 	}
-	require.Equal(t, []EventKind{EventBegin, EventIgnored, EventPlay, EventPlay, EventIgnored, EventComment, EventCommit}, kinds)
+	require.Equal(t, []eventKind{eventBegin, eventIgnored, eventPlay, eventPlay, eventIgnored, eventComment, eventCommit}, kinds)
 }
 
 // TestDecodeTruncatedMessages checks every proper prefix of every valid
@@ -732,12 +732,12 @@ func TestDecodeTruncatedMessages(t *testing.T) {
 	)
 	for i, m := range msgs {
 		d := pgoSetupDecoder(t, pgoStandardRelations()...)
-		_, err := d.Decode(m)
+		_, err := d.decode(m)
 		require.NoError(t, err, "message %d", i)
 		for n := range len(m) {
-			ev, err := d.Decode(m[:n])
+			ev, err := d.decode(m[:n])
 			require.Error(t, err, "message %d cut to %d of %d bytes", i, n, len(m))
-			require.Equal(t, Event{}, ev)
+			require.Equal(t, event{}, ev)
 		}
 	}
 }
@@ -843,7 +843,7 @@ func TestDecodeAllocs(t *testing.T) {
 	}
 	for name, m := range msgs {
 		allocs := testing.AllocsPerRun(100, func() {
-			if _, err := d.Decode(m); err != nil {
+			if _, err := d.decode(m); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -853,7 +853,7 @@ func TestDecodeAllocs(t *testing.T) {
 
 func TestDecodeEventKindString(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "play", EventPlay.String())
-	require.Equal(t, "truncate", EventTruncate.String())
-	require.Equal(t, "EventKind(99)", EventKind(99).String())
+	require.Equal(t, "play", eventPlay.String())
+	require.Equal(t, "truncate", eventTruncate.String())
+	require.Equal(t, "eventKind(99)", eventKind(99).String())
 }

@@ -15,7 +15,7 @@ import (
 // is left for pglogrepl to do.
 
 // decodeChange decodes the body of an Insert, Update or Delete (op 'I', 'U' or 'D').
-func (d *Decoder) decodeChange(op byte, b []byte) (Event, error) {
+func (d *decoder) decodeChange(op byte, b []byte) (event, error) {
 	c := cursor{b: b}
 	relid, ok := c.u32()
 	var tag byte
@@ -24,35 +24,35 @@ func (d *Decoder) decodeChange(op byte, b []byte) (Event, error) {
 	}
 	hasOld := tag == 'K' || tag == 'O'
 	if !ok || (op == 'I' && tag != 'N') || (op == 'D' && !hasOld) {
-		return Event{}, changeError(op, fmt.Errorf("%w: bad header", errMalformed))
+		return event{}, changeError(op, fmt.Errorf("%w: bad header", errMalformed))
 	}
 	rel, found := d.rels[relid]
 	if !found {
-		return Event{}, changeError(op, fmt.Errorf("%w: %d", ErrUnknownRelation, relid))
+		return event{}, changeError(op, fmt.Errorf("%w: %d", ErrUnknownRelation, relid))
 	}
 	if hasOld {
 		// The old key or row is of no use: deletes never earn or revoke
 		// anything, and an update's new tuple says who changed. Walking it
 		// still catches a corrupt message.
 		if err := skipTuple(&c); err != nil {
-			return Event{}, changeError(op, fmt.Errorf("old tuple: %w", err))
+			return event{}, changeError(op, fmt.Errorf("old tuple: %w", err))
 		}
 		if op == 'D' {
 			if !c.done() {
-				return Event{}, changeError(op, fmt.Errorf("%w: %d trailing bytes", errMalformed, c.left()))
+				return event{}, changeError(op, fmt.Errorf("%w: %d trailing bytes", errMalformed, c.left()))
 			}
-			return Event{Kind: EventIgnored}, nil
+			return event{Kind: eventIgnored}, nil
 		}
 		if tag, ok = c.u8(); !ok {
-			return Event{}, changeError(op, fmt.Errorf("%w: no new tuple", errMalformed))
+			return event{}, changeError(op, fmt.Errorf("%w: no new tuple", errMalformed))
 		}
 	}
 	if tag != 'N' {
-		return Event{}, changeError(op, fmt.Errorf("%w: tuple tag %q", errMalformed, tag))
+		return event{}, changeError(op, fmt.Errorf("%w: tuple tag %q", errMalformed, tag))
 	}
 	ev, err := decodeNewTuple(&c, rel, op)
 	if err != nil {
-		return Event{}, changeError(op, err)
+		return event{}, changeError(op, err)
 	}
 	return ev, nil
 }
@@ -70,9 +70,9 @@ func changeError(op byte, err error) error {
 }
 
 // decodeNewTuple reads the new tuple of an Insert or Update, which must be
-// the rest of the message, and builds the Event. This is the hot path: it
+// the rest of the message, and builds the event. This is the hot path: it
 // allocates nothing unless it fails.
-func decodeNewTuple(c *cursor, rel relation, op byte) (Event, error) {
+func decodeNewTuple(c *cursor, rel relation, op byte) (event, error) {
 	var want [2]int
 	if rel.kind == tableOther {
 		want = [2]int{-1, -1}
@@ -81,17 +81,17 @@ func decodeNewTuple(c *cursor, rel relation, op byte) (Event, error) {
 	}
 	vals, ncols, err := readTuple(c, want)
 	if err != nil {
-		return Event{}, err
+		return event{}, err
 	}
 	if ncols != rel.ncols {
 		// The cached column positions would point at the wrong values.
-		return Event{}, fmt.Errorf("%w: %d columns, relation has %d", ErrBadTuple, ncols, rel.ncols)
+		return event{}, fmt.Errorf("%w: %d columns, relation has %d", ErrBadTuple, ncols, rel.ncols)
 	}
 	if !c.done() {
-		return Event{}, fmt.Errorf("%w: %d trailing bytes", errMalformed, c.left())
+		return event{}, fmt.Errorf("%w: %d trailing bytes", errMalformed, c.left())
 	}
 
-	ev := Event{Kind: EventIgnored}
+	ev := event{Kind: eventIgnored}
 	switch rel.kind {
 	case tablePlays:
 		if op != 'I' {
@@ -99,29 +99,29 @@ func decodeNewTuple(c *cursor, rel relation, op byte) (Event, error) {
 		}
 		id, hasID, err := vals[0].int64()
 		if err != nil {
-			return Event{}, fmt.Errorf("plays.id: %w", err)
+			return event{}, fmt.Errorf("plays.id: %w", err)
 		}
 		track, hasTrack, err := vals[1].int64()
 		if err != nil {
-			return Event{}, fmt.Errorf("plays.play_item_id: %w", err)
+			return event{}, fmt.Errorf("plays.play_item_id: %w", err)
 		}
 		if !hasTrack {
-			return Event{}, fmt.Errorf("%w: plays.play_item_id is %s", ErrBadTuple, vals[1].kindName())
+			return event{}, fmt.Errorf("%w: plays.play_item_id is %s", ErrBadTuple, vals[1].kindName())
 		}
-		ev.Kind, ev.PlayID, ev.HasPlayID, ev.TrackID = EventPlay, id, hasID, track
+		ev.Kind, ev.PlayID, ev.HasPlayID, ev.TrackID = eventPlay, id, hasID, track
 	case tableComments:
 		user, hasUser, err := vals[0].int64()
 		if err != nil {
-			return Event{}, fmt.Errorf("comments.user_id: %w", err)
+			return event{}, fmt.Errorf("comments.user_id: %w", err)
 		}
 		if !hasUser {
-			return Event{}, fmt.Errorf("%w: comments.user_id is %s", ErrBadTuple, vals[0].kindName())
+			return event{}, fmt.Errorf("%w: comments.user_id is %s", ErrBadTuple, vals[0].kindName())
 		}
 		block, hasBlock, err := vals[1].int64()
 		if err != nil {
-			return Event{}, fmt.Errorf("comments.blocknumber: %w", err)
+			return event{}, fmt.Errorf("comments.blocknumber: %w", err)
 		}
-		ev.Kind, ev.UserID, ev.BlockNumber, ev.HasBlockNumber = EventComment, user, block, hasBlock
+		ev.Kind, ev.UserID, ev.BlockNumber, ev.HasBlockNumber = eventComment, user, block, hasBlock
 	}
 	return ev, nil
 }

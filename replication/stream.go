@@ -46,21 +46,21 @@ func (tx *Transaction) reset() {
 	*tx = Transaction{Tracks: tx.Tracks, Commenters: tx.Commenters}
 }
 
-func (tx *Transaction) add(ev Event) {
+func (tx *Transaction) add(ev event) {
 	switch ev.Kind {
-	case EventPlay:
+	case eventPlay:
 		tx.Plays++
 		tx.Tracks[ev.TrackID] = struct{}{}
 		if ev.HasPlayID && (!tx.HasPlayID || ev.PlayID > tx.MaxPlayID) {
 			tx.MaxPlayID, tx.HasPlayID = ev.PlayID, true
 		}
-	case EventComment:
+	case eventComment:
 		tx.Comments++
 		tx.Commenters[ev.UserID] = struct{}{}
 		if ev.HasBlockNumber && (!tx.HasCommentBlock || ev.BlockNumber > tx.MaxCommentBlock) {
 			tx.MaxCommentBlock, tx.HasCommentBlock = ev.BlockNumber, true
 		}
-	case EventTruncate:
+	case eventTruncate:
 		tx.Truncates++
 	}
 }
@@ -94,7 +94,7 @@ type Message struct {
 type Stream struct {
 	conn     *pgconn.PgConn
 	log      *zap.Logger
-	decoder  *Decoder
+	decoder  *decoder
 	startLSN pglogrepl.LSN // transactions ending at or before it are replays
 	tx       Transaction
 	inTx     bool
@@ -126,7 +126,7 @@ func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, s
 	return &Stream{
 		conn:     conn,
 		log:      log,
-		decoder:  NewDecoder(),
+		decoder:  newDecoder(),
 		startLSN: startLSN,
 		tx:       Transaction{Tracks: map[int64]struct{}{}, Commenters: map[int64]struct{}{}},
 		received: startLSN,
@@ -286,17 +286,17 @@ func (s *Stream) handleCopyData(data []byte) (Message, bool, error) {
 }
 
 func (s *Stream) handleEvent(walData []byte, at pglogrepl.LSN) (Message, bool, error) {
-	ev, err := s.decoder.Decode(walData)
+	ev, err := s.decoder.decode(walData)
 	if err != nil {
 		return Message{}, false, fmt.Errorf("decode at %s: %w", at, err)
 	}
 	switch ev.Kind {
-	case EventBegin:
+	case eventBegin:
 		s.tx.reset()
 		s.tx.Xid = ev.Xid
 		s.beginCommit = ev.CommitTime
 		s.inTx = true
-	case EventCommit:
+	case eventCommit:
 		s.inTx = false
 		s.tx.EndLSN, s.tx.CommitTime = ev.EndLSN, ev.CommitTime
 		if ev.EndLSN <= s.startLSN {
@@ -307,7 +307,7 @@ func (s *Stream) handleEvent(walData []byte, at pglogrepl.LSN) (Message, bool, e
 				zap.Stringer("end_lsn", ev.EndLSN))
 		}
 		return Message{Kind: MessageTransaction, Transaction: &s.tx}, true, nil
-	case EventPlay, EventComment, EventTruncate:
+	case eventPlay, eventComment, eventTruncate:
 		if !s.inTx {
 			return Message{}, false, fmt.Errorf("change at %s outside a transaction", at)
 		}

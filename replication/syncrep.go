@@ -16,10 +16,10 @@ var ErrSynchronousStandby = errors.New("synchronous_standby_names matches the si
 // syncMethod is the optional "FIRST n (" / "ANY n (" / "n (" before a list of standby names.
 var syncMethod = regexp.MustCompile(`(?is)^\s*(?:(?:first|any)\s+)?[0-9]+\s*\((.*)\)\s*$`)
 
-// SyncStandbyMatches reports whether a synchronous_standby_names value lists appName or '*'.
+// syncStandbyMatches reports whether a synchronous_standby_names value lists appName or '*'.
 // Like the server, it compares names case-insensitively; a name with characters outside an
 // identifier (ours has a '-') can only be matched in double quotes.
-func SyncStandbyMatches(setting, appName string) bool {
+func syncStandbyMatches(setting, appName string) bool {
 	list := setting
 	if m := syncMethod.FindStringSubmatch(setting); m != nil {
 		list = m[1]
@@ -77,7 +77,7 @@ func CheckSynchronousStandby(ctx context.Context, q Querier) error {
 	if err := q.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&setting); err != nil {
 		return fmt.Errorf("show synchronous_standby_names: %w", err)
 	}
-	if SyncStandbyMatches(setting, ApplicationName) {
+	if syncStandbyMatches(setting, ApplicationName) {
 		return fmt.Errorf("%w: synchronous_standby_names = '%s' would make the sidecar's walsender "+
 			"(application_name %s) a synchronous standby, and every commit would wait for the sidecar; "+
 			"list the physical standbys by name instead (e.g. 'FIRST 1 (standby1, standby2)')",

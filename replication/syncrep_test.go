@@ -27,6 +27,6 @@ func TestSyncStandbyMatches(t *testing.T) {
 		{"\"a,b\", c", false},
 		{"\"x\"\"y\"", false},
 	} {
-		require.Equal(t, tc.want, SyncStandbyMatches(tc.setting, ApplicationName), "%q", tc.setting)
+		require.Equal(t, tc.want, syncStandbyMatches(tc.setting, ApplicationName), "%q", tc.setting)
 	}
 }
