@@ -31,13 +31,10 @@ const (
 	operationInsertUpdate = "insert_or_update"
 )
 
-// Slot-recreation reasons the pipeline reports; pre-declared so the series exist at zero and
-// alerts on increase() see the first one. "publication": pgoutput could not read the
-// publication at the slot's position (dropped, or dropped and recreated, while the slot lagged);
-// "stored_ahead": the stored LSN was past the server's WAL end (written on another cluster);
-// "confirmed_ahead": another consumer confirmed the slot past the stored LSN.
-var slotRecreatedReasons = []string{"missing", "lost", pipeline.ReasonPublication, pipeline.ReasonStoredAhead,
-	pipeline.ReasonConfirmedAhead}
+// Slot-recreation reasons the pipeline reports (their meanings: pipeline's Reason constants);
+// pre-declared so the series exist at zero and alerts on increase() see the first one.
+var slotRecreatedReasons = []string{pipeline.ReasonMissing, pipeline.ReasonLost, pipeline.ReasonPublication,
+	pipeline.ReasonStoredAhead, pipeline.ReasonConfirmedAhead}
 
 // walStatuses are the values of pg_replication_slots.wal_status.
 var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}

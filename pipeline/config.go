@@ -137,9 +137,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate checks the configuration after defaults; errors name the bad value.
-func (c Config) Validate() error {
-	c = c.withDefaults()
+// Validate checks the configuration with its defaults applied, as Run will use it; errors name
+// the bad value. Run checks it itself: call Validate to report a bad configuration before
+// anything starts (the command line does, to exit 2).
+func (c Config) Validate() error { return c.withDefaults().validate() }
+
+// validate checks a configuration whose defaults are applied.
+func (c Config) validate() error {
 	if c.Database == nil {
 		return errors.New("the database's connection settings are required")
 	}

@@ -27,7 +27,7 @@ var errSlotAhead = errors.New("slot confirmed past the stored LSN")
 // tables or columns) is returned.
 func Run(ctx context.Context, cfg Config) error {
 	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(); err != nil {
 		return err
 	}
 	p := &pipeline{cfg: cfg, log: cfg.Log.Named("pipeline")}
@@ -66,11 +66,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if ctx.Err() != nil && !isPermanent(err) && !incompleteStop(err) {
 		return nil
 	}
-	if err != nil {
-		p.log.Error("stopped", p.errFields(err)...)
-		return redactedError{err: err, password: cfg.Database.Password}
-	}
-	return nil
+	// Returned, not logged: the caller reports it once (the command prints it as its last line).
+	return redact.ErrorSecret(err, cfg.Database.Password)
 }
 
 // incompleteStop reports a stop that left received work unapplied: the final flush timed out,
@@ -78,16 +75,6 @@ func Run(ctx context.Context, cfg Config) error {
 func incompleteStop(err error) bool {
 	return errors.Is(err, ErrShutdownIncomplete) || errors.Is(err, ErrStopFlushFailed)
 }
-
-// redactedError keeps an error's chain, so errors.Is works on the sentinels from cmd, while its
-// text loses the database password, should a server or driver message ever echo it.
-type redactedError struct {
-	err      error
-	password string
-}
-
-func (e redactedError) Error() string { return redact.Secret(e.err.Error(), e.password) }
-func (e redactedError) Unwrap() error { return e.err }
 
 type pipeline struct {
 	cfg          Config

@@ -20,25 +20,3 @@ func (p *pipeline) preflight(ctx context.Context, conn *pgx.Conn) error {
 	}
 	return replication.CheckSynchronousStandby(ctx, conn)
 }
-
-// SlotRecreated reasons beyond "missing" and "lost".
-const (
-	// ReasonPublication: pgoutput cannot read the publication at the slot's position (it was
-	// dropped, or dropped and recreated, while the slot lagged); the slot can never stream again.
-	ReasonPublication = "publication"
-	// ReasonStoredAhead: the stored LSN is past the server's WAL end, so it was written on
-	// another cluster (a restored dump or backup, a blue/green or logical migration). Resuming
-	// from it would drop every commit up to it and confirm a future position to the server.
-	ReasonStoredAhead = "stored_ahead"
-	// ReasonConfirmedAhead: the slot was confirmed past the stored LSN, so another consumer took
-	// changes from it that were never applied here; START_REPLICATION would silently skip them.
-	ReasonConfirmedAhead = "confirmed_ahead"
-)
-
-// noteUnusableSlot remembers a session error that means the slot can never stream again, so
-// the next session recreates it and catches up from the legacy checkpoints.
-func (p *pipeline) noteUnusableSlot(err error) {
-	if replication.IsPublicationMissing(err) {
-		p.unusableSlot = ReasonPublication
-	}
-}

@@ -19,6 +19,33 @@ import (
 // The start states of SPEC §5. decideStart is the whole decision, kept apart from the I/O that
 // gathers its inputs and carries it out (prepare), so it can be read and tested as a table.
 
+// The reasons a slot is recreated (SlotRecreated, the slot_recreated_total label); each is a
+// row of decideStart.
+const (
+	// ReasonMissing: a position is stored but the slot is gone (dropped, or lost on failover).
+	ReasonMissing = "missing"
+	// ReasonLost: the server invalidated the slot (wal_status = lost).
+	ReasonLost = "lost"
+	// ReasonPublication: pgoutput cannot read the publication at the slot's position (it was
+	// dropped, or dropped and recreated, while the slot lagged); the slot can never stream again.
+	ReasonPublication = "publication"
+	// ReasonStoredAhead: the stored LSN is past the server's WAL end, so it was written on
+	// another cluster (a restored dump or backup, a blue/green or logical migration). Resuming
+	// from it would drop every commit up to it and confirm a future position to the server.
+	ReasonStoredAhead = "stored_ahead"
+	// ReasonConfirmedAhead: the slot was confirmed past the stored LSN, so another consumer took
+	// changes from it that were never applied here; START_REPLICATION would silently skip them.
+	ReasonConfirmedAhead = "confirmed_ahead"
+)
+
+// noteUnusableSlot remembers a session error that means the slot can never stream again, so
+// the next session recreates it and catches up from the legacy checkpoints.
+func (p *pipeline) noteUnusableSlot(err error) {
+	if replication.IsPublicationMissing(err) {
+		p.unusableSlot = ReasonPublication
+	}
+}
+
 // startKind is what a session does before it streams.
 type startKind int
 
@@ -71,7 +98,7 @@ func decideStart(s startState) startPlan {
 	case s.stored && usable:
 		return startPlan{kind: resume}
 	case s.stored:
-		reason := "missing"
+		reason := ReasonMissing
 		switch {
 		case s.storedAhead:
 			reason = ReasonStoredAhead
@@ -80,7 +107,7 @@ func decideStart(s startState) startPlan {
 		case s.confirmedAhead:
 			reason = ReasonConfirmedAhead
 		case s.slot.Exists:
-			reason = "lost"
+			reason = ReasonLost
 		}
 		return startPlan{kind: recreate, reason: reason, dropSlot: s.slot.Exists}
 	default:

@@ -13,7 +13,9 @@ import (
 // connection). The pipeline's own rules (names, intervals) live in pipeline.Config.Validate,
 // which these checks call rather than repeat.
 
-// validate checks what every database command needs and parses the database URL, once.
+// validate checks what every database command needs and parses the database URL, once. The
+// slot and publication names are the pipeline's to judge: run's validate passes them on with the
+// rest of its configuration, the other commands check them with checkNames.
 func (c *commonFlags) validate() error {
 	if c.databaseURL == "" {
 		return usagef("database URL is required (--database-url or DATABASE_URL)")
@@ -22,10 +24,6 @@ func (c *commonFlags) validate() error {
 	if err != nil {
 		return usagef("database URL does not parse: %s", redact.String(err.Error(), c.databaseURL))
 	}
-	cfg := pipeline.Config{Database: database, Slot: c.slot, Publication: c.publication}
-	if err := cfg.Validate(); err != nil {
-		return usageError{err.Error()}
-	}
 	if c.logFormat != "json" && c.logFormat != "console" {
 		return usagef("log format %q must be json or console", c.logFormat)
 	}
@@ -33,6 +31,15 @@ func (c *commonFlags) validate() error {
 		return usagef("log level %q must be debug, info, warn or error", c.logLevel)
 	}
 	c.database = database
+	return nil
+}
+
+// checkNames checks the slot and publication names by the pipeline's rules.
+func (c *commonFlags) checkNames() error {
+	cfg := pipeline.Config{Database: c.database, Slot: c.slot, Publication: c.publication}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/challenge-stream/challenge-stream/internal/redact"
 	"github.com/challenge-stream/challenge-stream/migrations"
 )
 
@@ -38,10 +39,13 @@ func withDB(ctx context.Context, e env, name string, extra func(*flagSet), fn fu
 	if err := c.validate(); err != nil {
 		return err
 	}
+	if err := c.checkNames(); err != nil {
+		return err
+	}
 	conn, err := pgx.ConnectConfig(ctx, c.database)
 	if err != nil {
-		return redacted(fmt.Errorf("connect: %w", err), c.databaseURL)
+		return redact.Error(fmt.Errorf("connect: %w", err), c.databaseURL)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return redacted(fn(c, conn), c.databaseURL)
+	return redact.Error(fn(c, conn), c.databaseURL)
 }

@@ -71,3 +71,36 @@ func secrets(databaseURL string) []string {
 	}
 	return out
 }
+
+// Error returns err with every occurrence of the URL's password masked in its text. The chain
+// is kept (errors.Is and errors.As see through it), so a caller can still match sentinels and
+// Postgres errors; nil stays nil.
+func Error(err error, databaseURL string) error {
+	if err == nil {
+		return nil
+	}
+	return maskedError{err: err, secrets: secrets(databaseURL)}
+}
+
+// ErrorSecret is Error for a password already taken out of its URL.
+func ErrorSecret(err error, password string) error {
+	if err == nil || password == "" {
+		return err
+	}
+	return maskedError{err: err, secrets: []string{password}}
+}
+
+type maskedError struct {
+	err     error
+	secrets []string
+}
+
+func (e maskedError) Error() string {
+	s := e.err.Error()
+	for _, secret := range e.secrets {
+		s = strings.ReplaceAll(s, secret, mask)
+	}
+	return s
+}
+
+func (e maskedError) Unwrap() error { return e.err }
