@@ -246,6 +246,21 @@ func (e *env) flushedPast(mark pglogrepl.LSN) {
 	eventually(e.t, "stored LSN to pass "+mark.String(), func() bool { return e.storedLSN() > mark })
 }
 
+// streamingArtist adds a verified artist with a track and runs the binary until it streams.
+func (e *env) streamingArtist(artist, track int64) *proc {
+	e.t.Helper()
+	e.artistWithTrack(artist, track)
+	return e.runStreaming()
+}
+
+// runStreaming starts the binary with 100 ms windows and waits until it streams.
+func (e *env) runStreaming() *proc {
+	e.t.Helper()
+	p := e.run(nil, "--window", "100ms")
+	e.waitStreaming(p)
+	return p
+}
+
 // waitRow waits until a user_challenges row has the given current_step_count.
 func (e *env) waitRow(challenge, specifier string, current int64) {
 	e.t.Helper()
@@ -400,9 +415,7 @@ func labelsMatch(labels string, matchers []string) bool {
 // replayed by the next start.
 func TestSIGTERMWithStuckFinalFlush(t *testing.T) {
 	e := setup(t)
-	e.artistWithTrack(6, 60)
-	p := e.run(nil, "--window", "100ms")
-	e.waitStreaming(p)
+	p := e.streamingArtist(6, 60)
 	e.plays(60, 250)
 	e.waitRow("p1", "6:250", 250)
 	lock := e.lockRow("p1", "6:250")
@@ -415,8 +428,7 @@ func TestSIGTERMWithStuckFinalFlush(t *testing.T) {
 	require.Contains(t, p.out.String(), "final flush did not finish in time")
 	require.NoError(t, lock.Close(e.ctx))
 
-	p = e.run(nil, "--window", "100ms")
-	e.waitStreaming(p)
+	e.runStreaming()
 	e.caughtUp()
 	e.verified()
 }
@@ -430,45 +442,55 @@ func TestSIGTERMWithStuckFinalFlush(t *testing.T) {
 // is non-zero with the reason, and the next start applies both windows.
 func TestSIGTERMDuringBackpressureThenFlushFails(t *testing.T) {
 	e := setup(t)
-	e.artistWithTrack(6, 60)
-	p := e.run(nil, "--window", "100ms")
-	e.waitStreaming(p)
+	p := e.streamingArtist(6, 60)
 	e.plays(60, 334)
 	e.waitRow("p2", "6:1000", 334)
-
-	// Every flush with changes raises a legacy checkpoint: holding that row blocks the next one.
-	lock, err := pgx.Connect(e.ctx, e.db.URL)
-	require.NoError(t, err)
-	defer lock.Close(context.Background())
-	_, err = lock.Exec(e.ctx, `BEGIN`)
-	require.NoError(t, err)
-	_, err = lock.Exec(e.ctx, `SELECT 1 FROM indexing_checkpoints FOR UPDATE`)
-	require.NoError(t, err)
-	e.plays(60, 1)
-	flush := e.waitFlushBlocked()
-	// 50,002 distinct tracks: the next window is full while the first still flushes.
-	_, err = e.db.Pool.Exec(e.ctx, `INSERT INTO plays (play_item_id, created_at) SELECT 100000 + g, now() FROM generate_series(1, 50002) g`)
-	require.NoError(t, err)
-	full := e.insertLSN()
-	eventually(t, "the sidecar to report the full window received", func() bool {
-		return e.lsn(`SELECT max(write_lsn)::text FROM pg_stat_replication r JOIN pg_replication_slots s
-			ON s.active_pid = r.pid WHERE s.slot_name = $1`) >= full
-	})
+	lock, flush, full := e.backpressureBehindBlockedFlush(60)
 
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	// The stop must have begun before the flush fails: a flush failing first ends the session
+	// (a reconnect, then the stop), which is safe too but not the case under test.
+	eventually(t, "the sidecar to begin its stop", func() bool {
+		return strings.Contains(p.out.String(), "stopping: applying what was received")
+	})
 	var cancelled bool
 	require.NoError(t, e.db.Pool.QueryRow(e.ctx, `SELECT pg_cancel_backend($1)`, flush).Scan(&cancelled))
 	require.True(t, cancelled)
-	_, err = lock.Exec(e.ctx, `ROLLBACK`) // a later flush of this process could now commit
+	_, err := lock.Exec(e.ctx, `ROLLBACK`) // a later flush of this process could now commit
 	require.NoError(t, err)
 	code := p.exited(30 * time.Second)
 	require.NotEqual(t, 0, code, "a stop whose flush failed is not a clean exit")
 	require.Contains(t, p.out.String(), "a flush failed while stopping")
 	require.Less(t, e.storedLSN(), full, "nothing stored past the failed window")
 
-	p = e.run(nil, "--window", "100ms")
-	e.waitStreaming(p)
+	e.runStreaming()
 	e.caughtUp()
 	e.waitRow("p2", "6:1000", 335)
 	e.verified()
+}
+
+// backpressureBehindBlockedFlush holds the legacy checkpoint rows (every flush with changes
+// raises one), commits a play of track so that its flush blocks on them, then 50,002 plays of
+// distinct tracks, and waits until the sidecar reports them received: the next window is full
+// while the first still flushes. It returns the lock's connection (in its transaction), the
+// blocked flush's backend and the position past the full window.
+func (e *env) backpressureBehindBlockedFlush(track int64) (lock *pgx.Conn, flush int32, full pglogrepl.LSN) {
+	e.t.Helper()
+	lock, err := pgx.Connect(e.ctx, e.db.URL)
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { _ = lock.Close(context.Background()) })
+	_, err = lock.Exec(e.ctx, `BEGIN`)
+	require.NoError(e.t, err)
+	_, err = lock.Exec(e.ctx, `SELECT 1 FROM indexing_checkpoints FOR UPDATE`)
+	require.NoError(e.t, err)
+	e.plays(track, 1)
+	flush = e.waitFlushBlocked()
+	_, err = e.db.Pool.Exec(e.ctx, `INSERT INTO plays (play_item_id, created_at) SELECT 100000 + g, now() FROM generate_series(1, 50002) g`)
+	require.NoError(e.t, err)
+	full = e.insertLSN()
+	eventually(e.t, "the sidecar to report the full window received", func() bool {
+		return e.lsn(`SELECT max(write_lsn)::text FROM pg_stat_replication r JOIN pg_replication_slots s
+			ON s.active_pid = r.pid WHERE s.slot_name = $1`) >= full
+	})
+	return lock, flush, full
 }

@@ -116,14 +116,9 @@ func (s *suite) deadlockFlush(rng *rand.Rand) error {
 	late := rng.IntN(2) == 0
 	var blocked bool
 	err := pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
-		holder, err := backendPID(s.ctx, tx)
-		if err != nil {
-			return err
-		}
-		if _, err := lockRewardRows(s.ctx, tx, rewardUsers(), "c"); err != nil {
-			return err
-		}
-		flush, err := s.flushBlockedBy(holder, 5*time.Second)
+		flush, err := s.blockFlush(tx, func(tx pgx.Tx) (int64, error) {
+			return lockRewardRows(s.ctx, tx, rewardUsers(), "c")
+		})
 		if err != nil {
 			return err
 		}
@@ -171,27 +166,24 @@ func (s *suite) stopDuringFailedFlush(*rand.Rand) error {
 		stopped   bool
 	)
 	err := pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
-		holder, err := backendPID(s.ctx, tx)
-		if err != nil {
-			return err
-		}
-		if _, err := lockInFlushOrder(s.ctx, tx); err != nil {
-			return err
-		}
-		flush, err := s.flushBlockedBy(holder, 5*time.Second)
+		flush, err := s.blockFlush(tx, func(tx pgx.Tx) (int64, error) { return lockInFlushOrder(s.ctx, tx) })
 		if err != nil {
 			return err
 		}
 		if flush == 0 {
 			return errRollback
 		}
+		stopping := s.sc.countInLogs(stopBegun)
 		var exited <-chan int
 		run, exited, err = s.sc.sigterm()
 		if err != nil {
 			return err
 		}
-		// The stop drains what the server sent (100 ms here) and then waits for the flush.
-		pause(s.ctx, time.Second)
+		// The stop must have begun before the flush fails: a flush failing first ends the
+		// session (a reconnect, then the stop), which is safe too but not this fault.
+		if !s.logged(stopBegun, stopping, 10*time.Second) {
+			return fmt.Errorf("run %d did not begin its stop within 10s of its SIGTERM", run)
+		}
 		if _, err := s.pool.Exec(s.ctx, `SELECT pg_cancel_backend($1)`, flush); err != nil {
 			return err
 		}
@@ -218,6 +210,9 @@ func (s *suite) stopDuringFailedFlush(*rand.Rand) error {
 		strings.Contains(tail, stopFlushFailed))
 	return nil
 }
+
+// stopBegun is what the sidecar logs when a stop begins.
+const stopBegun = "stopping: applying what was received"
 
 // syncRepScratch is a table outside the publication, written by holdInSyncRep.
 const syncRepScratch = "fault_syncrep_scratch"
@@ -422,6 +417,19 @@ func lockInFlushOrder(ctx context.Context, tx pgx.Tx) (int64, error) {
 		locked += n
 	}
 	return locked, nil
+}
+
+// blockFlush takes row locks in tx with lock and waits up to 5 s for a flush to wait on them; it
+// returns that flush's backend, or 0 when none came.
+func (s *suite) blockFlush(tx pgx.Tx, lock func(pgx.Tx) (int64, error)) (int32, error) {
+	holder, err := backendPID(s.ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := lock(tx); err != nil {
+		return 0, err
+	}
+	return s.flushBlockedBy(holder, 5*time.Second)
 }
 
 func backendPID(ctx context.Context, tx pgx.Tx) (int32, error) {

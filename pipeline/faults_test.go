@@ -139,14 +139,11 @@ func (e *env) terminate(pids ...int32) {
 // after, and the window applied.
 func TestBackpressureOutlastsShortWalSenderTimeout(t *testing.T) {
 	e := setup(t)
-	e.artist(0x40, true)
-	e.track(400, 0x40)
-	s := e.start(func(c *pipeline.Config) {
+	s := e.streamingArtist(0x40, 400, func(c *pipeline.Config) {
 		c.Database.RuntimeParams["wal_sender_timeout"] = "2s"
 		c.StatusInterval = 10 * time.Second
 		c.MaxWindowSize = 5
 	})
-	s.waitStreaming()
 	e.plays(400, 300)
 	e.caughtUp()
 	walsender, _ := e.sidecarBackends()

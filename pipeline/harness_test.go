@@ -108,6 +108,33 @@ func (e *env) start(mutate ...func(*pipeline.Config)) *sidecar {
 	return s
 }
 
+// streamingArtist adds a verified artist with one track, starts the sidecar and waits until it
+// streams.
+func (e *env) streamingArtist(artist, track int64, mutate ...func(*pipeline.Config)) *sidecar {
+	e.t.Helper()
+	e.artist(artist, true)
+	e.track(track, artist)
+	s := e.start(mutate...)
+	s.waitStreaming()
+	return s
+}
+
+// playsApplied inserts n plays of a track and waits until the sidecar has stored past them.
+func (e *env) playsApplied(trackID, n int64) {
+	e.t.Helper()
+	e.plays(trackID, n)
+	e.caughtUp()
+}
+
+// restart stops the sidecar cleanly and starts a new one, waiting until it streams.
+func (e *env) restart(s *sidecar, mutate ...func(*pipeline.Config)) *sidecar {
+	e.t.Helper()
+	s.stop()
+	s = e.start(mutate...)
+	s.waitStreaming()
+	return s
+}
+
 // stop cancels the sidecar (a SIGTERM) and requires a clean exit.
 func (s *sidecar) stop() {
 	s.t.Helper()

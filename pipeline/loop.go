@@ -456,6 +456,9 @@ func (l *loop) shutdown(ctx context.Context, cancelFlush context.CancelFunc) err
 	if l.failed != nil {
 		return l.failed // defensive: run does not shut down after a failed flush
 	}
+	// Said at once: a final flush may wait (a lock, a slow server) for up to the timeout.
+	l.log.Info("stopping: applying what was received", zap.Bool("flush_in_flight", l.flushing),
+		zap.Duration("shutdown_timeout", l.cfg.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ShutdownTimeout)
 	defer cancel()
 	// What the server has already sent is taken first, briefly: a transaction whose COMMIT

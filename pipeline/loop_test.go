@@ -489,12 +489,7 @@ func TestBacklogWindowClosesNearItsEnd(t *testing.T) {
 		probes++
 		return 101_000, nil
 	}
-	for i := 1; i <= 100; i++ {
-		m := play(pglogrepl.LSN(1000+1000*i), int64(i))
-		m.Transaction.CommitTime = b.t0.Add(-time.Minute)
-		b.src.script = append(b.src.script, scripted{at: b.at(time.Duration(i) * 10 * time.Millisecond), msg: m})
-	}
-	b.src.script = append(b.src.script, scripted{at: b.at(1010 * time.Millisecond), msg: keepalive(101_000, false)})
+	b.src.script = backlog(b, 100)
 
 	var first *window
 	for first == nil {
@@ -522,6 +517,20 @@ func TestBacklogWindowClosesNearItsEnd(t *testing.T) {
 
 	// Caught up, the next backlog may close early again.
 	require.False(t, b.l.rule.closedEarly)
+}
+
+// backlog is n transactions that committed a minute ago, 1,000 bytes of WAL apart and read one
+// every 10 ms, then the keepalive of a stream that has caught up: the server's WAL ends at the
+// last one.
+func backlog(b loopBundle, n int) []scripted {
+	var script []scripted
+	for i := 1; i <= n; i++ {
+		m := play(pglogrepl.LSN(1000+1000*i), int64(i))
+		m.Transaction.CommitTime = b.t0.Add(-time.Minute)
+		script = append(script, scripted{at: b.at(time.Duration(i) * 10 * time.Millisecond), msg: m})
+	}
+	end := pglogrepl.LSN(1000 + 1000*n)
+	return append(script, scripted{at: b.at(time.Duration(n+1) * 10 * time.Millisecond), msg: keepalive(end, false)})
 }
 
 func TestFailedProbeEndsTheSession(t *testing.T) {
@@ -674,12 +683,7 @@ func TestSlowProbeIsNotTheSessionsEnd(t *testing.T) {
 		probes++
 		return 0, fmt.Errorf("read: %w", context.DeadlineExceeded)
 	}
-	for i := 1; i <= 20; i++ {
-		m := play(pglogrepl.LSN(1000+1000*i), int64(i))
-		m.Transaction.CommitTime = b.t0.Add(-time.Minute)
-		b.src.script = append(b.src.script, scripted{at: b.at(time.Duration(i) * 10 * time.Millisecond), msg: m})
-	}
-	b.src.script = append(b.src.script, scripted{at: b.at(300 * time.Millisecond), msg: keepalive(21_000, false)})
+	b.src.script = backlog(b, 20)
 	var w *window
 	for w == nil {
 		b.steps(t, 1)

@@ -411,12 +411,8 @@ func TestStoredLSNFromElsewhere(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := setup(t)
-			e.artist(9, true)
-			e.track(90, 9)
-			s := e.start()
-			s.waitStreaming()
-			e.plays(90, 334)
-			e.caughtUp()
+			s := e.streamingArtist(9, 90)
+			e.playsApplied(90, 334)
 			s.stop()
 			if tc.dropSlot {
 				eventually(t, "slot dropped (the walsender exits asynchronously)", func() bool {
@@ -431,13 +427,11 @@ func TestStoredLSNFromElsewhere(t *testing.T) {
 			s.waitStreaming()
 			e.plays(90, 10)
 			e.caughtUp()
-			s.stop()
 			_, _, _, _, recreated := s.obs.get()
 			require.Equal(t, []string{pipeline.ReasonStoredAhead}, recreated)
 			require.Less(t, e.storedLSN(), restored, "the position from elsewhere was replaced")
 
-			s = e.start()
-			s.waitStreaming()
+			s = e.restart(s)
 			e.plays(90, 10)
 			e.caughtUp()
 			e.requireRow("p2", "9:1000", 354, false)
@@ -459,12 +453,8 @@ func TestStoredLSNFromElsewhere(t *testing.T) {
 // position moves past them, and the rewards stay those of a from-scratch recompute.
 func TestPlaysUpdatesCarryNothing(t *testing.T) {
 	e := setup(t)
-	e.artist(0x51, true)
-	e.track(510, 0x51)
-	s := e.start()
-	s.waitStreaming()
-	e.plays(510, 300)
-	e.caughtUp()
+	s := e.streamingArtist(0x51, 510)
+	e.playsApplied(510, 300)
 	_, _, _, before, _ := s.obs.get()
 	e.exec(`UPDATE plays SET country = 'FR', play_item_id = play_item_id WHERE play_item_id = 510`)
 	e.caughtUp()
@@ -484,12 +474,8 @@ func TestPlaysUpdatesCarryNothing(t *testing.T) {
 // (reason confirmed_ahead) and catches up from the legacy checkpoints.
 func TestSlotConfirmedAheadByAnotherConsumer(t *testing.T) {
 	e := setup(t)
-	e.artist(0x52, true)
-	e.track(520, 0x52)
-	s := e.start()
-	s.waitStreaming()
-	e.plays(520, 300)
-	e.caughtUp()
+	s := e.streamingArtist(0x52, 520)
+	e.playsApplied(520, 300)
 	s.stop()
 	e.plays(520, 20)
 	eventually(t, "the slot advanced by another consumer (the walsender exits asynchronously)", func() bool {
