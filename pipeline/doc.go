@@ -38,27 +38,33 @@
 //
 // # The window rule (group commit)
 //
-// A window closes only between transactions and only while no flush runs. It closes as soon as
+// windowrule.go holds the rule as a value: its policy, its state and pure decisions (due,
+// length, wakeAt), tested as a table; the loop feeds it what happened and does the I/O. A window closes only between transactions and only while no flush runs. It closes as soon as
 // the stream has caught up (a keepalive between transactions: the walsender has no more WAL to
 // send), so at low load each transaction is applied right after its commit; while the stream
 // keeps delivering it closes Window after its first change (stretched while flushes are slow
-// or the stream drains a backlog, see windowLength) or at MaxWindowSize distinct IDs. A
+// or the stream drains a backlog, see windowRule.length) or at MaxWindowSize distinct IDs. A
 // stretched window also closes when the stream will reach the server's WAL end (read every
 // 100 ms on the idle flush connection) within about one flush (nearingEnd): the last window
 // of a backlog then holds only what arrived during the flush before it. FixedWindows drops the
 // caught-up rule.
 // Decoding continues during a flush; a window that fills while the previous one is flushing
-// stops the reading until that flush is done (backpressure), with status updates going on.
+// stops the reading until that flush is done (backpressure), with status updates going on — at
+// least every half of the walsender's wal_sender_timeout, which each session reads — and ends
+// at once on a stop. A flush that fails ends its session: nothing after it is flushed, stored
+// or confirmed, and failing while stopping is ErrStopFlushFailed.
 //
 // # Start states (SPEC §5)
 //
-// prepare (startstate.go) decides from the slot and the stored LSN (decideStart, a pure
-// function): first start (create the slot and catch up
-// inside its exported snapshot from the legacy checkpoints, or seed them, or derive all history
-// with Backfill); slot and stored LSN (stream from the LSN); stored LSN but slot missing, lost,
-// confirmed past the LSN by someone else, or its publication recreated (recreate the slot and
-// catch up, counted in SlotRecreated); slot without a stored LSN (an interrupted first start:
-// recreate and start again as a first start, Backfill honoured).
+// prepare (startstate.go) decides from the slot, the stored LSN and the server's WAL end
+// (decideStart, a pure function): first start (create the slot and catch up inside its exported
+// snapshot from the legacy checkpoints, or seed them, or derive all history with Backfill); slot
+// and stored LSN (stream from the LSN); stored LSN but slot missing, lost, confirmed past the LSN
+// by someone else, its publication recreated, or the stored LSN past the server's WAL end
+// (written on another cluster): recreate the slot and catch up, the new slot's position
+// replacing the stored one, counted in SlotRecreated with the Reason constants; slot without a
+// stored LSN (an interrupted first start: recreate and start again as a first start, Backfill
+// honoured).
 //
 // # The leader lock
 //
@@ -76,7 +82,8 @@
 //
 // On cancellation the loop takes the transactions the server has already sent (up to 100 ms)
 // and the rest of an open transaction (briefly), flushes the window, confirms it and returns; a
-// final flush that does not finish within ShutdownTimeout is ErrShutdownIncomplete (nothing is lost: the window is replayed). When the server itself
+// final flush that does not finish within ShutdownTimeout is ErrShutdownIncomplete, and one
+// that fails is ErrStopFlushFailed (nothing is lost either way: the window is replayed). When the server itself
 // shuts down smartly it refuses new connections: watchShutdown notices, and the session
 // flushes and disconnects so the shutdown can finish, then reconnects with backoff.
 package pipeline
