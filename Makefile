@@ -40,7 +40,7 @@ test-large:
 test-faults:
 	FAULT_CYCLES=$(FAULT_CYCLES) $(GO) test -count=1 -timeout 60m -v ./faults/
 
-## test-pg-matrix: the version subset against every supported major (README: Supported Postgres
+## test-pg-matrix: the version subset against every supported major (docs/operations.md: Supported Postgres
 ## versions). test-pg-subset PG_MAJORS="17 18" runs it on some; scripts/install-postgres.sh
 ## fetches each major's server binaries (pinned) on first use.
 PG_MAJORS          ?= 14 15 16 17 18

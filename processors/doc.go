@@ -90,7 +90,7 @@
 // WindowResult.Foreign (once per change) and re-derives the range the other writer covered,
 // which repairs what it wrote before that flush. Writes after it, and a job write hidden
 // because the sidecar raised the checkpoint further first, are not repaired: stop the polling
-// job before starting the sidecar (README, cut-over) and run verify if the warning appears.
+// job before starting the sidecar (docs/operations.md, cut-over) and run verify if the warning appears.
 //
 // Verify re-derives everything from scratch with independent full-table queries and reports
 // how user_challenges differs, tolerating what the rules legitimately leave behind.

@@ -1,5 +1,5 @@
 // Command challenge-stream keeps the platform's reward rows current from Postgres logical
-// replication. See the README for the commands and the runbook.
+// replication. See the README for the commands and docs/operations.md for the runbook.
 package main
 
 import (
