@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,6 +24,31 @@ func hostIndexes() []hostIndex {
 		{name: "comments_user_id_idx", table: "comments", column: "user_id"},
 		{name: "comments_blocknumber_idx", table: "comments", column: "blocknumber"},
 	}
+}
+
+// ErrHostColumn means a host table or column an index needs is missing: nothing was changed.
+var ErrHostColumn = errors.New("host table or column missing")
+
+// checkHostColumns fails, naming every missing one, unless each indexed host table and column
+// exists.
+func checkHostColumns(ctx context.Context, conn *pgx.Conn) error {
+	var missing []string
+	for _, idx := range hostIndexes() {
+		var ok bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+			WHERE attrelid = to_regclass($1) AND attname = $2 AND attnum > 0 AND NOT attisdropped)`,
+			"public."+idx.table, idx.column).Scan(&ok)
+		if err != nil {
+			return fmt.Errorf("check host table %s: %w", idx.table, err)
+		}
+		if !ok {
+			missing = append(missing, "public."+idx.table+"."+idx.column)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s (no migration was applied; is this the host database?)", ErrHostColumn, strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // indexState is what the catalog says about an index name in schema public.

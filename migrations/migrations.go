@@ -57,6 +57,11 @@ func Apply(ctx context.Context, conn *pgx.Conn, log *zap.Logger) (err error) {
 		return err
 	}
 
+	// Every host table and column the indexes need is checked before anything changes: a host
+	// without them would get the schema and then fail, half-migrated.
+	if err := checkHostColumns(ctx, conn); err != nil {
+		return err
+	}
 	if err := lock(ctx, conn, log); err != nil {
 		return err
 	}

@@ -361,14 +361,30 @@ func TestApplyErrors(t *testing.T) {
 		requireLockFree(t, b)
 	})
 
-	t.Run("Index", func(t *testing.T) {
+	t.Run("HostTableMissing", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		b.db.Exec(t, `ALTER TABLE comments RENAME TO comments_old`)
 
 		err := Apply(context.Background(), b.connect(t), b.log)
-		require.ErrorContains(t, err, "comments_user_id_idx")
+		require.ErrorIs(t, err, ErrHostColumn)
+		require.ErrorContains(t, err, "public.comments.user_id, public.comments.blocknumber")
+		require.Equal(t, int64(0), b.db.QueryInt(t,
+			`SELECT count(*) FROM pg_namespace WHERE nspname = 'challenge_stream'`), "nothing was changed")
 		requireLockFree(t, b)
+	})
+
+	t.Run("HostColumnMissing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.db.Exec(t, `ALTER TABLE comments DROP COLUMN blocknumber`)
+
+		err := Apply(context.Background(), b.connect(t), b.log)
+		require.ErrorIs(t, err, ErrHostColumn)
+		require.ErrorContains(t, err, "public.comments.blocknumber")
+		require.NotContains(t, err.Error(), "user_id")
+		require.Equal(t, int64(0), b.db.QueryInt(t,
+			`SELECT count(*) FROM pg_namespace WHERE nspname = 'challenge_stream'`), "nothing was changed")
 	})
 
 	t.Run("NameTakenByTable", func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/challenge-stream/challenge-stream/internal/redact"
+	"github.com/challenge-stream/challenge-stream/migrations"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
@@ -39,7 +40,9 @@ func Run(ctx context.Context, cfg Config) error {
 	b.MaxElapsedTime = 0 // retry forever; the default gives up after 15 minutes
 	p.resetBackoff = b.Reset
 
+	var waiting error // the session error the backoff is waiting after; nil while a session runs
 	err := backoff.RetryNotify(func() error {
+		waiting = nil
 		err := p.session(ctx)
 		switch {
 		case ctx.Err() != nil && incompleteStop(err):
@@ -53,6 +56,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		waiting = err
 		if errors.Is(err, errStandby) {
 			cfg.Observe(StateChanged{State: StateStandby})
 			p.log.Debug("standing by: another replica streams from the slot", zap.Duration("retry_in", wait))
@@ -64,6 +68,14 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	cfg.Observe(StateChanged{State: StateStopped})
 	if ctx.Err() != nil && !isPermanent(err) && !incompleteStop(err) {
+		// A stop between sessions has nothing to flush, but it says so: an exit right after a
+		// SIGTERM with no word would leave the operator guessing.
+		switch {
+		case errors.Is(waiting, errStandby):
+			p.log.Info("stopped while standing by")
+		case waiting != nil:
+			p.log.Info("stopped while reconnecting; nothing was pending", p.errFields(waiting)...)
+		}
 		return nil
 	}
 	// Returned, not logged: the caller reports it once (the command prints it as its last line).
@@ -104,7 +116,8 @@ func isPermanent(err error) bool {
 		errors.Is(err, replication.ErrNoReplicaIdentity) || errors.Is(err, replication.ErrHostTable) ||
 		errors.Is(err, replication.ErrMissingColumn) || errors.Is(err, replication.ErrColumnType) ||
 		errors.Is(err, replication.ErrBadTuple) || errors.Is(err, replication.ErrSlotTaken) ||
-		errors.Is(err, replication.ErrSynchronousStandby) || errors.Is(err, replication.ErrServerVersion) {
+		errors.Is(err, replication.ErrSynchronousStandby) || errors.Is(err, replication.ErrServerVersion) ||
+		errors.Is(err, migrations.ErrHostColumn) {
 		// The same bytes would fail the same way after a reconnect: stop, and confirm nothing
 		// past them, until an operator looks.
 		return true

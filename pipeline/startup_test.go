@@ -1,10 +1,16 @@
 package pipeline_test
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/pipeline"
@@ -132,4 +138,37 @@ func TestSlotNameTakenByAnotherDatabase(t *testing.T) {
 	second.verified()
 	s1.stop()
 	s2.stop()
+}
+
+// TestStopWhileReconnectingSaysSo: SIGTERM while the pipeline waits to reconnect (here to a
+// port nobody listens on) has nothing to flush; Run returns nil, and the log says it stopped
+// and why it was reconnecting, rather than exiting without a word.
+func TestStopWhileReconnectingSaysSo(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().(*net.TCPAddr)
+	require.NoError(t, l.Close()) // nobody listens there now
+	database, err := pgx.ParseConfig(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/none?sslmode=disable&connect_timeout=2", addr.Port))
+	require.NoError(t, err)
+	core, logs := observer.New(zap.InfoLevel)
+	reconnecting := make(chan struct{}, 1)
+	cfg := pipeline.Config{Database: database, Log: zap.New(core), RetryMaxInterval: time.Minute,
+		Observe: func(e pipeline.Event) {
+			if _, ok := e.(pipeline.Reconnecting); ok {
+				select {
+				case reconnecting <- struct{}{}:
+				default:
+				}
+			}
+		}}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- pipeline.Run(ctx, cfg) }()
+	<-reconnecting
+	cancel()
+	require.NoError(t, <-done)
+	stopped := logs.FilterMessage("stopped while reconnecting; nothing was pending").All()
+	require.Len(t, stopped, 1)
+	require.Contains(t, stopped[0].ContextMap()["error"], "connect")
 }

@@ -132,6 +132,8 @@ func (c *commonFlags) logger(e env) *zap.Logger {
 	level, _ := zapcore.ParseLevel(c.logLevel)
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	// "1.5s", not a bare 1.5 whose unit the reader must guess.
+	encCfg.EncodeDuration = zapcore.StringDurationEncoder
 	var enc zapcore.Encoder
 	if c.logFormat == "console" {
 		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
