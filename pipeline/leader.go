@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 // LeaderLockKey is the text whose hashtextextended(key, 0) is the session advisory lock held by
@@ -33,4 +36,45 @@ func TryLeaderLock(ctx context.Context, conn *pgconn.PgConn, slot string) (bool,
 		return false, fmt.Errorf("take leader lock: unexpected result")
 	}
 	return string(res[0].Rows[0][0]) == "t", nil
+}
+
+// leaderHeldSQL reports whether a session of this database holds the leader lock of key: a
+// bigint advisory lock shows in pg_locks as classid (high 32 bits) and objid (low), objsubid 1.
+const leaderHeldSQL = `
+SELECT EXISTS (SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 1
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND (classid::bigint << 32) | objid::bigint = hashtextextended($1, 0))`
+
+// leaderHeld reports whether some session holds slot's leader lock. A standby asks it on a plain
+// connection of its own before each try, so that it opens a replication connection — a
+// walsender, counted against max_wal_senders — only when the lock looks free; without it every
+// standby cycled a walsender at each retry.
+func leaderHeld(ctx context.Context, conn *pgx.Conn, slot string) (bool, error) {
+	var held bool
+	if err := conn.QueryRow(ctx, leaderHeldSQL, LeaderLockKey(slot)).Scan(&held); err != nil {
+		return false, fmt.Errorf("look up the leader lock: %w", err)
+	}
+	return held, nil
+}
+
+// standbyApplicationName is the application_name of a standby's look at the leader lock.
+const standbyApplicationName = "challenge-stream-standby"
+
+// leaderStillHeld is a standby's look at the leader lock, on a plain connection opened for it and
+// closed after: a connection kept open between retries would be an idle session that a smart
+// server shutdown waits for. Any failure says "not held", so the caller tries the lock itself.
+func (p *pipeline) leaderStillHeld(ctx context.Context) bool {
+	cfg := p.cfg.Database.Copy()
+	cfg.RuntimeParams["application_name"] = standbyApplicationName
+	if err := replication.DetectDeadPeers(&cfg.Config); err != nil {
+		return false
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	held, err := leaderHeld(ctx, conn, p.cfg.Slot)
+	return err == nil && held
 }

@@ -97,6 +97,8 @@ type pipeline struct {
 	// unusableSlot, when set, is why the last session found the slot unusable although it
 	// exists (a SlotRecreated reason): the next prepare recreates it.
 	unusableSlot string
+	// standingBy: the last session found the leader lock held by another replica.
+	standingBy bool
 }
 
 // errFields describes an error for a log line: the message without secrets and, for a

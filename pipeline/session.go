@@ -20,6 +20,9 @@ import (
 // session is one connection's life: lead, choose the start state, stream, shut down.
 func (p *pipeline) session(ctx context.Context) error {
 	cfg := p.cfg
+	if p.standingBy && p.leaderStillHeld(ctx) {
+		return errStandby
+	}
 	cfg.Observe(StateChanged{State: StateStarting})
 	repl, err := replication.Connect(ctx, &cfg.Database.Config)
 	if err != nil {
@@ -33,8 +36,10 @@ func (p *pipeline) session(ctx context.Context) error {
 		return err
 	}
 	if !leader {
+		p.standingBy = true
 		return errStandby
 	}
+	p.standingBy = false
 
 	conn, err := connectFlush(ctx, cfg.Database)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
@@ -351,6 +352,40 @@ func TestTwoReplicas(t *testing.T) {
 	e.plays(80, 200)
 	e.caughtUp()
 	e.requireRow("p2", "8:1000", 300, false)
+	e.verified()
+	second.stop()
+}
+
+// TestStandbyHoldsNoWalsender: a standby looks at the leader lock on a plain connection and
+// opens a replication connection only when the lock looks free. It used to open one at every
+// retry (every RetryMaxInterval, 200 ms here): with N replicas, N−1 walsenders cycling against
+// max_wal_senders. Over two seconds of standing by only the leader's walsender is ever seen,
+// and the standby still takes over when the leader stops.
+func TestStandbyHoldsNoWalsender(t *testing.T) {
+	e := setup(t)
+	first := e.streamingArtist(0x53, 530)
+	second := e.start()
+	eventually(t, "second replica standing by", func() bool {
+		state, _, _, _, _ := second.obs.get()
+		return state == pipeline.StateStandby
+	})
+	seen := map[int64]bool{}
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+		rows, err := e.db.Pool.Query(e.ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'walsender'`, e.db.Name)
+		require.NoError(t, err)
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		require.NoError(t, err)
+		for _, pid := range pids {
+			seen[int64(pid)] = true
+		}
+	}
+	require.Len(t, seen, 1, "only the leader's walsender, no standby cycling one: %v", seen)
+
+	e.playsApplied(530, 100)
+	first.stop()
+	second.waitStreaming()
+	e.playsApplied(530, 200)
+	e.requireRow("p2", "53:1000", 300, false)
 	e.verified()
 	second.stop()
 }
