@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 // LeaderLockKey is the text whose hashtextextended(key, 0) is the session advisory lock held by
@@ -17,45 +14,54 @@ import (
 func LeaderLockKey(slot string) string { return "challenge-stream:" + slot }
 
 // TryLeaderLock takes the leader lock of slot on conn for the life of its session and reports
-// whether it got it. It is the one place the lock's SQL lives.
+// whether it got it. It is the one place the lock is taken.
 //
 // The sidecar takes it on its replication connection (a logical walsender runs simple-query
 // SQL before START_REPLICATION), not on the flush connection: a client that vanishes without a
 // FIN or RST — a dead host, or a black hole behind a proxy whose kernel keeps ACKing — is
 // noticed by a streaming walsender after wal_sender_timeout without replies, and the lock ends
 // with it. An idle flush session would keep it until TCP keepalive fails, which never happens
-// behind such a proxy. The statement uses the simple protocol (a walsender accepts no other),
-// so the key is a quoted literal; teardown passes its ordinary connection's PgConn.
+// behind such a proxy. teardown passes its ordinary connection's PgConn.
 func TryLeaderLock(ctx context.Context, conn *pgconn.PgConn, slot string) (bool, error) {
-	key := "'" + strings.ReplaceAll(LeaderLockKey(slot), "'", "''") + "'"
-	res, err := conn.Exec(ctx, "SELECT pg_try_advisory_lock(hashtextextended("+key+", 0))").ReadAll()
+	ok, err := queryBool(ctx, conn, "SELECT pg_try_advisory_lock(hashtextextended("+leaderKeyLiteral(slot)+", 0))")
 	if err != nil {
 		return false, fmt.Errorf("take leader lock: %w", err)
 	}
-	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
-		return false, fmt.Errorf("take leader lock: unexpected result")
-	}
-	return string(res[0].Rows[0][0]) == "t", nil
+	return ok, nil
 }
 
-// leaderHeldSQL reports whether a session of this database holds the leader lock of key: a
-// bigint advisory lock shows in pg_locks as classid (high 32 bits) and objid (low), objsubid 1.
-const leaderHeldSQL = `
-SELECT EXISTS (SELECT 1 FROM pg_locks
+// leaderHeld reports whether some session of this database holds slot's leader lock: a bigint
+// advisory lock shows in pg_locks as classid (high 32 bits) and objid (low), objsubid 1. A
+// standby asks it before each try, so that it opens a replication connection — a walsender,
+// counted against max_wal_senders — only when the lock looks free; without it every standby
+// cycled a walsender at each retry.
+func leaderHeld(ctx context.Context, conn *pgconn.PgConn, slot string) (bool, error) {
+	held, err := queryBool(ctx, conn, `SELECT EXISTS (SELECT 1 FROM pg_locks
     WHERE locktype = 'advisory' AND granted AND objsubid = 1
       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND (classid::bigint << 32) | objid::bigint = hashtextextended($1, 0))`
-
-// leaderHeld reports whether some session holds slot's leader lock. A standby asks it on a plain
-// connection of its own before each try, so that it opens a replication connection — a
-// walsender, counted against max_wal_senders — only when the lock looks free; without it every
-// standby cycled a walsender at each retry.
-func leaderHeld(ctx context.Context, conn *pgx.Conn, slot string) (bool, error) {
-	var held bool
-	if err := conn.QueryRow(ctx, leaderHeldSQL, LeaderLockKey(slot)).Scan(&held); err != nil {
+      AND (classid::bigint << 32) | objid::bigint = hashtextextended(`+leaderKeyLiteral(slot)+`, 0))`)
+	if err != nil {
 		return false, fmt.Errorf("look up the leader lock: %w", err)
 	}
 	return held, nil
+}
+
+// leaderKeyLiteral is LeaderLockKey as a quoted literal: the statements run in the simple
+// protocol, the only one a walsender accepts.
+func leaderKeyLiteral(slot string) string {
+	return "'" + strings.ReplaceAll(LeaderLockKey(slot), "'", "''") + "'"
+}
+
+// queryBool runs a statement that returns one boolean.
+func queryBool(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, error) {
+	res, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return false, err
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
+		return false, fmt.Errorf("unexpected result")
+	}
+	return string(res[0].Rows[0][0]) == "t", nil
 }
 
 // standbyApplicationName is the application_name of a standby's look at the leader lock.
@@ -65,12 +71,11 @@ const standbyApplicationName = "challenge-stream-standby"
 // closed after: a connection kept open between retries would be an idle session that a smart
 // server shutdown waits for. Any failure says "not held", so the caller tries the lock itself.
 func (p *pipeline) leaderStillHeld(ctx context.Context) bool {
-	cfg := p.cfg.Database.Copy()
-	cfg.RuntimeParams["application_name"] = standbyApplicationName
-	if err := replication.DetectDeadPeers(&cfg.Config); err != nil {
+	cfg, err := sideConfig(&p.cfg.Database.Config, standbyApplicationName)
+	if err != nil {
 		return false
 	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return false
 	}

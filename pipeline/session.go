@@ -157,7 +157,7 @@ func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn 
 			zap.Duration("status_interval", interval))
 		cfg.StatusInterval = interval
 	}
-	probe, err := probeConfig(&cfg.Database.Config)
+	probe, err := sideConfig(&cfg.Database.Config, ShutdownProbeApplicationName)
 	if err != nil {
 		return err
 	}

@@ -58,10 +58,12 @@ func serverStopping(ctx context.Context, cfg *pgconn.Config, timeout time.Durati
 // ShutdownProbeApplicationName is the application_name of the shutdown probe's connections.
 const ShutdownProbeApplicationName = "challenge-stream-probe"
 
-// probeConfig is the shutdown probe's connection configuration.
-func probeConfig(database *pgconn.Config) (*pgconn.Config, error) {
+// sideConfig is the configuration of a short connection of the sidecar's own beside its
+// sessions (the shutdown probe, a standby's look at the leader lock), named so operators can
+// tell it in pg_stat_activity.
+func sideConfig(database *pgconn.Config, applicationName string) (*pgconn.Config, error) {
 	cfg := database.Copy()
-	cfg.RuntimeParams["application_name"] = ShutdownProbeApplicationName
+	cfg.RuntimeParams["application_name"] = applicationName
 	if err := replication.DetectDeadPeers(cfg); err != nil {
 		return nil, err
 	}
