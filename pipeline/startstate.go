@@ -133,17 +133,6 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if err != nil {
 		return 0, fmt.Errorf("read the server's WAL end: %w", err)
 	}
-	ahead := found && stored > walEnd
-	if ahead {
-		p.log.Error("the stored LSN is past the server's WAL end: it was written on another cluster "+
-			"(a restored dump or backup, a migration); recreating the slot and catching up from the legacy checkpoints",
-			zap.String("slot", cfg.Slot), zap.Stringer("stored_lsn", stored), zap.Stringer("server_wal_end", walEnd))
-	}
-	confirmedAhead := found && slot.Exists && slot.ConfirmedFlush > stored
-	if confirmedAhead && !ahead {
-		p.log.Error("slot was confirmed past the stored LSN by another consumer; recreating it and catching up",
-			zap.String("slot", cfg.Slot), zap.Stringer("stored_lsn", stored), zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush))
-	}
 	if err := replication.EnsurePublication(ctx, conn, cfg.Publication); err != nil {
 		return 0, err
 	}
@@ -152,14 +141,16 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		CommentBlockMargin: processors.DefaultCommentBlockMargin,
 		CommentNullBlocks:  true,
 	}
-	plan := decideStart(startState{slot: slot, stored: found, storedAhead: ahead,
-		confirmedAhead: confirmedAhead, unusable: p.unusableSlot, backfill: cfg.Backfill})
+	plan := decideStart(startState{slot: slot, stored: found, storedAhead: found && stored > walEnd,
+		confirmedAhead: found && slot.Exists && slot.ConfirmedFlush > stored, unusable: p.unusableSlot, backfill: cfg.Backfill})
 	switch plan.kind {
 	case resume:
 		return stored, nil
 	case recreate:
-		p.log.Error("replication slot is gone; recreating it and catching up from the legacy checkpoints",
-			zap.String("slot", cfg.Slot), zap.String("reason", plan.reason), zap.Stringer("stored_lsn", stored))
+		// The reason says which (see the Reason constants); the positions say by how much.
+		p.log.Error("replication slot is gone or unusable; recreating it and catching up from the legacy checkpoints",
+			zap.String("slot", cfg.Slot), zap.String("reason", plan.reason), zap.Stringer("stored_lsn", stored),
+			zap.Stringer("server_wal_end", walEnd), zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush))
 		cfg.Observe(SlotRecreated{Reason: plan.reason})
 	case firstStart:
 		if plan.interrupted {
