@@ -211,14 +211,15 @@ func (l *loop) step(ctx context.Context) error {
 		return err
 	}
 	now := l.now()
-	if l.rule.probeDue(l.view(), now) {
+	v := l.view() // a probe changes none of it
+	if l.rule.probeDue(v, now) {
 		if err := l.probe(now); err != nil {
 			return err
 		}
 	}
-	if due, early := l.rule.due(l.view(), now); due {
+	if due, early := l.rule.due(v, now); due {
 		if early {
-			l.rule.closedEarly = true // one early close per backlog
+			l.rule.stopProbing() // one early close per backlog
 		}
 		l.handOver()
 	}
@@ -327,7 +328,7 @@ func (l *loop) probe(now time.Time) error {
 	if err != nil && (errors.Is(err, context.DeadlineExceeded) || isQueryCanceled(err)) {
 		l.log.Info("the server's WAL end took too long to read; this backlog's windows close by their length",
 			zap.Duration("probe_timeout", probeTimeout))
-		l.rule.probeTimedOut()
+		l.rule.stopProbing()
 		return nil
 	}
 	if err != nil {

@@ -184,10 +184,12 @@ func (r *windowRule) caughtUpNow() {
 	r.closedEarly = false
 }
 
-// probed notes the server's WAL end read at now; a probe that timed out ends the probing of
-// this backlog.
+// probed notes the server's WAL end read at now.
 func (r *windowRule) probed(end pglogrepl.LSN, now time.Time) { r.serverEnd, r.probedAt = end, now }
-func (r *windowRule) probeTimedOut()                          { r.closedEarly = true }
+
+// stopProbing ends the probing of this backlog until the stream catches up: a window closed
+// early, or a probe timed out.
+func (r *windowRule) stopProbing() { r.closedEarly = true }
 
 func earliest(a, b time.Time) time.Time {
 	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
