@@ -115,7 +115,8 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	res := CatchUpResult{Stats: Stats{}, Oddities: cat.Oddities}
 	var next checkpoints.Legacy
 	d := newDeriver(q, cat)
-	for _, f := range families() {
+	fams := families()
+	for _, f := range fams {
 		from, has := f.get(prev)
 		var o catchUpOutcome
 		switch {
@@ -151,7 +152,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
-	for _, f := range families() {
+	for _, f := range fams {
 		if held := !f.active(cat); f.stored(state).Held != held {
 			if err := checkpoints.HoldLegacy(ctx, q, f.checkpoint, held); err != nil {
 				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)

@@ -89,7 +89,8 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 		PlayIDMargin: opts.PlayIDMargin, CommentBlockMargin: opts.CommentBlockMargin, CommentNullBlocks: true,
 	}
 	var m *maxima // read once, only when a gap is derived
-	for _, f := range families() {
+	fams := families()
+	for _, f := range fams {
 		stored := f.stored(state)
 		foreign := stored.Foreign()
 		if foreign {
@@ -137,7 +138,7 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 		res.Gaps = append(res.Gaps, Gap{Checkpoint: f.checkpoint, From: from, To: r.reached, Scanned: r.rows, Foreign: !stored.Held})
 	}
 
-	for _, f := range families() {
+	for _, f := range fams {
 		if err := f.visit(d, ctx)(f.dirty(w)); err != nil {
 			return WindowResult{}, fmt.Errorf("apply window: %w", err)
 		}
