@@ -263,35 +263,29 @@ func ReadState(ctx context.Context, q Querier, slot string) (State, error) {
 	return State{LSN: lsn, Found: true, UpdatedAt: updatedAt}, nil
 }
 
-// storeLSNSQL keeps the higher LSN but always stamps updated_at: the row doubles as the
-// "last flush" time shown by `status`.
+// storeLSNSQL writes the LSN — the higher of the two unless $3 (reset) — and always stamps
+// updated_at: the row doubles as the "last flush" time shown by `status`.
 const storeLSNSQL = `
 INSERT INTO challenge_stream.slot_checkpoints AS sc (slot_name, lsn, updated_at)
 VALUES ($1, $2::pg_lsn, now())
 ON CONFLICT (slot_name) DO UPDATE
-    SET lsn = GREATEST(sc.lsn, EXCLUDED.lsn), updated_at = now()`
+    SET lsn = CASE WHEN $3::bool THEN EXCLUDED.lsn ELSE GREATEST(sc.lsn, EXCLUDED.lsn) END, updated_at = now()`
 
 // StoreLSN records lsn for slot. The stored LSN never moves backwards; updated_at is set to
 // the transaction's start time (now()) on every call.
 func StoreLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN) error {
-	if _, err := q.Exec(ctx, storeLSNSQL, slot, lsn.String()); err != nil {
+	if _, err := q.Exec(ctx, storeLSNSQL, slot, lsn.String(), false); err != nil {
 		return fmt.Errorf("store lsn %s of slot %q: %w", lsn, slot, notMigrated(err))
 	}
 	return nil
 }
-
-// resetLSNSQL sets the stored LSN whatever it was.
-const resetLSNSQL = `
-INSERT INTO challenge_stream.slot_checkpoints AS sc (slot_name, lsn, updated_at)
-VALUES ($1, $2::pg_lsn, now())
-ON CONFLICT (slot_name) DO UPDATE SET lsn = EXCLUDED.lsn, updated_at = now()`
 
 // ResetLSN records lsn for slot even when a higher one is stored. It is for a new slot's
 // consistent point, stored with the catch-up done in the slot's snapshot: the new slot is the
 // only position that counts then, and a higher stored LSN — written on another cluster and
 // restored here, say — would make the stream drop every commit up to it.
 func ResetLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN) error {
-	if _, err := q.Exec(ctx, resetLSNSQL, slot, lsn.String()); err != nil {
+	if _, err := q.Exec(ctx, storeLSNSQL, slot, lsn.String(), true); err != nil {
 		return fmt.Errorf("reset lsn of slot %q to %s: %w", slot, lsn, notMigrated(err))
 	}
 	return nil
