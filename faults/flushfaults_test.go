@@ -15,6 +15,7 @@ import (
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
+	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 )
 
@@ -259,7 +260,7 @@ func (s *suite) holdInSyncRep(rng *rand.Rand) (err error) {
 		conns, pids = append(conns, c), append(pids, pid)
 	}
 
-	if err := s.setSyncStandbys("nobody_here"); err != nil {
+	if err := pgtest.SetSyncStandbys(s.ctx, s.pool, "nobody_here"); err != nil {
 		return err
 	}
 	// The setting reaches the committing backends a moment after the reload: a write that
@@ -270,7 +271,7 @@ func (s *suite) holdInSyncRep(rng *rand.Rand) (err error) {
 	var early atomic.Int64 // writes that committed before the setting took effect
 	defer func() {
 		release()
-		err = errors.Join(err, s.setSyncStandbys("")) // ends the waits
+		err = errors.Join(err, pgtest.SetSyncStandbys(s.ctx, s.pool, "")) // ends the waits
 		for range writes {
 			err = errors.Join(err, <-committed)
 		}
@@ -343,19 +344,6 @@ func (s *suite) flushLSN() (pglogrepl.LSN, error) {
 		return 0, err
 	}
 	return pglogrepl.ParseLSN(text)
-}
-
-// setSyncStandbys sets synchronous_standby_names and reloads the configuration. It runs even
-// when the suite's context is done, so a hold is always released.
-func (s *suite) setSyncStandbys(names string) error {
-	ctx := context.WithoutCancel(s.ctx)
-	if _, err := s.pool.Exec(ctx, `ALTER SYSTEM SET synchronous_standby_names = '`+names+`'`); err != nil {
-		return fmt.Errorf("set synchronous_standby_names = '%s': %w", names, err)
-	}
-	if _, err := s.pool.Exec(ctx, `SELECT pg_reload_conf()`); err != nil {
-		return fmt.Errorf("reload the configuration: %w", err)
-	}
-	return nil
 }
 
 // restartSidecar is a planned restart (SIGTERM) whose next process gets env; it returns the

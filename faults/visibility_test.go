@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -46,17 +45,11 @@ func TestCommitStreamedBeforeVisible(t *testing.T) {
 
 	// Every session but the writer commits locally (the test's pool, and the sidecar's flush
 	// session, which always does).
-	setSyncStandbys := func(names string) {
-		_, err := db.Pool.Exec(context.WithoutCancel(ctx), `ALTER SYSTEM SET synchronous_standby_names = '`+names+`'`)
-		require.NoError(t, err)
-		_, err = db.Pool.Exec(context.WithoutCancel(ctx), `SELECT pg_reload_conf()`)
-		require.NoError(t, err)
-	}
 	_, err := db.Pool.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET synchronous_commit = local`)
 	require.NoError(t, err)
 	db.Pool.Reset() // new sessions pick the database setting up
-	setSyncStandbys("nobody_here")
-	t.Cleanup(func() { setSyncStandbys("") })
+	require.NoError(t, pgtest.SetSyncStandbys(ctx, db.Pool, "nobody_here"))
+	t.Cleanup(func() { require.NoError(t, pgtest.SetSyncStandbys(ctx, db.Pool, "")) })
 
 	writer, err := pgx.Connect(ctx, db.URL)
 	require.NoError(t, err)

@@ -38,18 +38,11 @@ func TestCommitsHeldPastXmaxOnLaterEpoch(t *testing.T) {
 	s := e.start(func(c *pipeline.Config) { c.IdleConfirmBytes = 0 })
 	s.waitStreaming()
 
-	setSyncStandbys := func(names string) {
-		ctx := context.WithoutCancel(e.ctx)
-		_, err := e.db.Pool.Exec(ctx, `ALTER SYSTEM SET synchronous_standby_names = '`+names+`'`)
-		require.NoError(t, err)
-		_, err = e.db.Pool.Exec(ctx, `SELECT pg_reload_conf()`)
-		require.NoError(t, err)
-	}
-	setSyncStandbys("nobody_here")
+	require.NoError(t, pgtest.SetSyncStandbys(e.ctx, e.db.Pool, "nobody_here"))
 	released := false
 	t.Cleanup(func() {
 		if !released {
-			setSyncStandbys("")
+			require.NoError(t, pgtest.SetSyncStandbys(e.ctx, e.db.Pool, ""))
 		}
 	})
 
@@ -98,7 +91,7 @@ func TestCommitsHeldPastXmaxOnLaterEpoch(t *testing.T) {
 	})
 	require.Less(t, e.storedLSN(), commitEnd, "the sidecar stored a position past plays nobody could see yet")
 
-	setSyncStandbys("")
+	require.NoError(t, pgtest.SetSyncStandbys(e.ctx, e.db.Pool, ""))
 	released = true
 	require.NoError(t, <-firstDone)
 	require.NoError(t, <-playsDone)

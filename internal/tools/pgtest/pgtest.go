@@ -174,3 +174,23 @@ func dropDatabase(t testing.TB, name string) {
 		t.Logf("pgtest: %v", err)
 	}
 }
+
+// SetSyncStandbys sets the server's synchronous_standby_names and reloads its configuration.
+// Naming a standby that does not exist holds every commit that asks for synchronous commit in
+// its SyncRep wait: streamed, but invisible until the setting is cleared (""). It runs even
+// when ctx is done, so a test's cleanup always releases the waits.
+func SetSyncStandbys(ctx context.Context, db pgxExecer, names string) error {
+	ctx = context.WithoutCancel(ctx)
+	if _, err := db.Exec(ctx, `ALTER SYSTEM SET synchronous_standby_names = '`+names+`'`); err != nil {
+		return fmt.Errorf("set synchronous_standby_names = '%s': %w", names, err)
+	}
+	if _, err := db.Exec(ctx, `SELECT pg_reload_conf()`); err != nil {
+		return fmt.Errorf("reload the configuration: %w", err)
+	}
+	return nil
+}
+
+// pgxExecer is the part of a pool or connection SetSyncStandbys uses.
+type pgxExecer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
