@@ -276,16 +276,25 @@ func (e *env) waitRow(challenge, specifier string, current int64) {
 // writes the row waits. Close the connection to release it.
 func (e *env) lockRow(challenge, specifier string) *pgx.Conn {
 	e.t.Helper()
+	conn, locked := e.holdLocks(`SELECT 1 FROM user_challenges WHERE challenge_id = $1 AND specifier = $2 FOR UPDATE`,
+		challenge, specifier)
+	require.EqualValues(e.t, 1, locked, "row %s %s to lock", challenge, specifier)
+	return conn
+}
+
+// holdLocks runs a locking statement in a transaction left open on a connection of its own and
+// returns that connection (close it, or end the transaction, to release the locks) with the
+// rows locked.
+func (e *env) holdLocks(sql string, args ...any) (*pgx.Conn, int64) {
+	e.t.Helper()
 	conn, err := pgx.Connect(e.ctx, e.db.URL)
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	_, err = conn.Exec(e.ctx, `BEGIN`)
 	require.NoError(e.t, err)
-	tag, err := conn.Exec(e.ctx, `SELECT 1 FROM user_challenges WHERE challenge_id = $1 AND specifier = $2 FOR UPDATE`,
-		challenge, specifier)
+	tag, err := conn.Exec(e.ctx, sql, args...)
 	require.NoError(e.t, err)
-	require.EqualValues(e.t, 1, tag.RowsAffected(), "row %s %s to lock", challenge, specifier)
-	return conn
+	return conn, tag.RowsAffected()
 }
 
 // waitFlushBlocked waits until the sidecar's flush connection waits for a lock and returns its
@@ -476,16 +485,10 @@ func TestSIGTERMDuringBackpressureThenFlushFails(t *testing.T) {
 // blocked flush's backend and the position past the full window.
 func (e *env) backpressureBehindBlockedFlush(track int64) (lock *pgx.Conn, flush int32, full pglogrepl.LSN) {
 	e.t.Helper()
-	lock, err := pgx.Connect(e.ctx, e.db.URL)
-	require.NoError(e.t, err)
-	e.t.Cleanup(func() { _ = lock.Close(context.Background()) })
-	_, err = lock.Exec(e.ctx, `BEGIN`)
-	require.NoError(e.t, err)
-	_, err = lock.Exec(e.ctx, `SELECT 1 FROM indexing_checkpoints FOR UPDATE`)
-	require.NoError(e.t, err)
+	lock, _ = e.holdLocks(`SELECT 1 FROM indexing_checkpoints FOR UPDATE`)
 	e.plays(track, 1)
 	flush = e.waitFlushBlocked()
-	_, err = e.db.Pool.Exec(e.ctx, `INSERT INTO plays (play_item_id, created_at) SELECT 100000 + g, now() FROM generate_series(1, 50002) g`)
+	_, err := e.db.Pool.Exec(e.ctx, `INSERT INTO plays (play_item_id, created_at) SELECT 100000 + g, now() FROM generate_series(1, 50002) g`)
 	require.NoError(e.t, err)
 	full = e.insertLSN()
 	eventually(e.t, "the sidecar to report the full window received", func() bool {
