@@ -454,9 +454,6 @@ const shutdownDrain = 100 * time.Millisecond
 // flushes the window, confirms and returns.
 // It runs after the stop, under its own timeout.
 func (l *loop) shutdown(ctx context.Context, cancelFlush context.CancelFunc) error {
-	if l.failed != nil {
-		return l.failed // defensive: run does not shut down after a failed flush
-	}
 	// Said at once: a final flush may wait (a lock, a slow server) for up to the timeout.
 	l.log.Info("stopping: applying what was received", zap.Bool("flush_in_flight", l.flushing),
 		zap.Duration("shutdown_timeout", l.cfg.ShutdownTimeout))
