@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -299,4 +300,48 @@ func notMigrated(err error) error {
 		return fmt.Errorf("%w: %w", ErrNotMigrated, err)
 	}
 	return err
+}
+
+// RuleState is challenge-stream's bookkeeping for a rule without a legacy checkpoint (one the
+// polling job rescanned in full every tick): whether challenge-stream has derived the rule from
+// scratch since the bookkeeping began (Seen), and whether the rule is inactive (Held). Its row
+// in challenge_stream.legacy_checkpoints is named RuleStateName(rule).
+type RuleState struct {
+	Seen, Held bool
+}
+
+// RuleStateName is the bookkeeping row's name of a rule without a legacy checkpoint. The prefix
+// cannot collide with a host checkpoint name, which all start with "challenges:".
+func RuleStateName(rule string) string { return "rule:" + rule }
+
+// ReadRuleStates returns the bookkeeping of the named rules, by rule name.
+func ReadRuleStates(ctx context.Context, q Querier, rules []string) (map[string]RuleState, error) {
+	names := make([]string, len(rules))
+	for i, r := range rules {
+		names[i] = RuleStateName(r)
+	}
+	rows, err := q.Query(ctx, `SELECT tablename, held_since IS NOT NULL
+		FROM challenge_stream.legacy_checkpoints WHERE tablename = ANY($1::text[])`, names)
+	if err != nil {
+		return nil, fmt.Errorf("read rule states: %w", notMigrated(err))
+	}
+	states := make(map[string]RuleState, len(rules))
+	var (
+		name string
+		held bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&name, &held}, func() error {
+		states[strings.TrimPrefix(name, "rule:")] = RuleState{Seen: true, Held: held}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read rule states: %w", notMigrated(err))
+	}
+	return states, nil
+}
+
+// SetRuleState records that the rule has been derived from scratch (Seen) and whether it is now
+// held. It writes only when that changes the row.
+func SetRuleState(ctx context.Context, q Querier, rule string, held bool) error {
+	return HoldLegacy(ctx, q, RuleStateName(rule), held)
 }

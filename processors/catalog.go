@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -28,11 +29,6 @@ func milestoneTiers() []struct{ id, suffix string } {
 	}
 }
 
-// ChallengeIDs lists the challenge ids this package writes, milestone tiers first.
-func ChallengeIDs() []string {
-	return []string{ChallengeP1, ChallengeP2, ChallengeP3, ChallengeComment}
-}
-
 // Tier is one active play-count milestone.
 type Tier struct {
 	ChallengeID string
@@ -47,6 +43,12 @@ type CommentRule struct {
 	Amount int64
 }
 
+// BooleanRule is the catalog entry of a one-step challenge: the polling job writes its rows
+// with step 1 and progress 1 whatever step_count says.
+type BooleanRule struct {
+	Amount int64
+}
+
 // Catalog is the part of the challenges table the rules read. Load it inside the transaction
 // that applies the rules, so a catalog change and the rows derived from it stay consistent.
 type Catalog struct {
@@ -55,12 +57,15 @@ type Catalog struct {
 	Milestones []Tier
 	// Comments is the c challenge; inactive (or missing) means the rule does nothing.
 	Comments CommentRule
+	// Boolean are the active one-step challenges of the full-rescan rules (v, t, cp, w) by id;
+	// a missing or inactive one is absent and its rule does nothing.
+	Boolean map[string]BooleanRule
 	// Oddities describe catalog rows the rules had to interpret (missing rows, amounts that
 	// are not integers, NULL step counts), for the caller to log once.
 	Oddities []string
 }
 
-// LoadCatalog reads the catalog rows of p1, p2, p3 and c.
+// LoadCatalog reads the catalog rows of every registered challenge.
 //
 // amount is a varchar and is read as the polling job read it, with fmt.Sscanf(amount, "%d"):
 // the leading integer counts ("25.5" is 25, "1,000" is 1) and anything without one is 0. A
@@ -93,7 +98,7 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 		return Catalog{}, fmt.Errorf("load challenge catalog: %w", err)
 	}
 
-	var cat Catalog
+	cat := Catalog{Boolean: map[string]BooleanRule{}}
 	amountOf := func(id string, e entry) int64 {
 		a, plain := parseAmount(e.amount)
 		if !plain {
@@ -122,6 +127,18 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 		cat.Oddities = append(cat.Oddities, fmt.Sprintf("challenge %q: no catalog row, rule skipped", ChallengeComment))
 	} else if e.active != nil && *e.active {
 		cat.Comments = CommentRule{Active: true, Amount: amountOf(ChallengeComment, e)}
+	}
+	for _, id := range ChallengeIDs() {
+		if id == ChallengeComment || slices.ContainsFunc(milestoneTiers(), func(t struct{ id, suffix string }) bool { return t.id == id }) {
+			continue
+		}
+		e, ok := found[id]
+		switch {
+		case !ok:
+			cat.Oddities = append(cat.Oddities, fmt.Sprintf("challenge %q: no catalog row, rule skipped", id))
+		case e.active != nil && *e.active:
+			cat.Boolean[id] = BooleanRule{Amount: amountOf(id, e)}
+		}
 	}
 	return cat, nil
 }

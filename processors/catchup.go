@@ -69,6 +69,9 @@ type CatchUpResult struct {
 	// the checkpoint is marked held so that the first flush that finds the family active again
 	// derives the gap (ApplyWindow).
 	PlaysHeld, CommentsHeld bool
+	// Rules are the full-rescan rules' results: a catch-up derives each active one from
+	// scratch, as a polling tick did.
+	Rules []RuleResult
 	// Oddities are the catalog's, see Catalog.
 	Oddities []string
 }
@@ -159,7 +162,25 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 			}
 		}
 	}
-	res.Stats = d.stats
+	states, err := checkpoints.ReadRuleStates(ctx, q, fullRescanNames(Rules()))
+	if err != nil {
+		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+	}
+	res.Stats.Add(d.stats)
+	for _, r := range Rules() {
+		if r.family != nil {
+			continue
+		}
+		// The polling job's tick: every full-rescan rule derived from scratch.
+		rr, held, err := applyFullRescan(ctx, q, cat, r, states[r.Name], nil, true)
+		if err != nil {
+			return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
+		}
+		if !held {
+			res.Stats.Add(rr.Stats)
+			res.Rules = append(res.Rules, rr)
+		}
+	}
 	res.Legacy = next
 	res.Artists = len(d.artistsDone)
 	res.Users = len(d.usersDone)

@@ -7,14 +7,16 @@ import (
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 )
 
-// family is one rule family — the rules that share a source table and a legacy checkpoint — as
-// both the window flush (ApplyWindow) and the catch-up (CatchUp) see it. Everything that differs
-// between families is here, so neither of them names a family: the shape a rule registry fills.
+// family is the legacy checkpoint of an incremental rule (p, c) as both the window flush
+// (ApplyWindow) and the catch-up (CatchUp) see it. Everything that differs between families is
+// here, so neither of them names one.
 type family struct {
 	// checkpoint is the legacy checkpoint's name in indexing_checkpoints.
 	checkpoint string
-	// active reports whether any of the family's rules is active in the catalog. An inactive
-	// family is skipped and its checkpoint held, as the polling job does.
+	// source is the column the checkpoint follows: the window keeps its highest value.
+	source Source
+	// active is the rule's: an inactive family is skipped and its checkpoint held, as the
+	// polling job does.
 	active func(Catalog) bool
 	// stored picks the family's checkpoint out of the stored state.
 	stored func(checkpoints.LegacyState) checkpoints.LegacyCheckpoint
@@ -25,8 +27,8 @@ type family struct {
 	clear func(l *checkpoints.Legacy)
 	// sourceMax is the family's current source maximum (plays.id, comments.blocknumber).
 	sourceMax func(maxima) int64
-	// dirty is what a window made dirty for the family, and visit derives those keys.
-	dirty func(Window) []int64
+	// keys is the rule's key set a window makes dirty, and visit derives those keys.
+	keys  string
 	visit func(d *deriver, ctx context.Context) func(ids []int64) error
 	// scan derives what changed in the source range (from − margin, to]: the incremental path
 	// of the catch-up and of a flush's gap derivation.
@@ -46,20 +48,23 @@ type catchUpOutcome struct {
 // maxima are the families' source maxima visible to the transaction.
 type maxima struct{ playID, commentBlock int64 }
 
-// families are the rule families in the order a flush applies them: milestones, then c. A
-// flush takes the reward rows' locks in that order, so a different order would let two
-// writers deadlock.
-func families() []family {
-	return []family{
-		{
+// milestonesRule is p1, p2 and p3 (SPEC §3.2): plays make their tracks dirty, and a track's
+// eligible artist is recomputed.
+func milestonesRule() Rule {
+	return Rule{
+		Name:       "milestones",
+		Challenges: []string{ChallengeP1, ChallengeP2, ChallengeP3},
+		Sources:    []Source{{Table: "plays", Ops: Insert, Column: "play_item_id", Keys: "tracks"}},
+		active:     func(c Catalog) bool { return len(c.Milestones) > 0 },
+		family: &family{
 			checkpoint: checkpoints.PlaysCheckpoint,
-			active:     func(c Catalog) bool { return len(c.Milestones) > 0 },
+			source:     Source{Table: "plays", Ops: Insert, Column: "id"},
 			stored:     func(s checkpoints.LegacyState) checkpoints.LegacyCheckpoint { return s.Plays },
 			get:        func(l checkpoints.Legacy) (int64, bool) { return l.LastPlayID, l.HasPlayID },
 			set:        func(l *checkpoints.Legacy, v int64) { l.LastPlayID, l.HasPlayID = v, true },
 			clear:      func(l *checkpoints.Legacy) { l.HasPlayID = false },
 			sourceMax:  func(m maxima) int64 { return m.playID },
-			dirty:      func(w Window) []int64 { return w.TrackIDs },
+			keys:       "tracks",
 			visit:      (*deriver).tracks,
 			scan:       (*deriver).scanPlays,
 			backfill: func(d *deriver, ctx context.Context, batch int64) (scanResult, error) {
@@ -74,15 +79,25 @@ func families() []family {
 				r.PlaysScanned, r.PlaysSeeded, r.PlaysHeld = o.scanned, o.seeded, o.held
 			},
 		},
-		{
+	}
+}
+
+// weeklyCommentRule is c (SPEC §3.3): comment inserts and updates make their author dirty.
+func weeklyCommentRule() Rule {
+	return Rule{
+		Name:       "comments",
+		Challenges: []string{ChallengeComment},
+		Sources:    []Source{{Table: "comments", Ops: Insert | Update, Column: "user_id", Keys: "users"}},
+		active:     func(c Catalog) bool { return c.Comments.Active },
+		family: &family{
 			checkpoint: checkpoints.CommentsCheckpoint,
-			active:     func(c Catalog) bool { return c.Comments.Active },
+			source:     Source{Table: "comments", Ops: Insert | Update, Column: "blocknumber"},
 			stored:     func(s checkpoints.LegacyState) checkpoints.LegacyCheckpoint { return s.Comments },
 			get:        func(l checkpoints.Legacy) (int64, bool) { return l.LastCommentBlock, l.HasCommentBlock },
 			set:        func(l *checkpoints.Legacy, v int64) { l.LastCommentBlock, l.HasCommentBlock = v, true },
 			clear:      func(l *checkpoints.Legacy) { l.HasCommentBlock = false },
 			sourceMax:  func(m maxima) int64 { return m.commentBlock },
-			dirty:      func(w Window) []int64 { return w.UserIDs },
+			keys:       "users",
 			visit:      (*deriver).commenters,
 			scan:       (*deriver).scanComments,
 			backfill: func(d *deriver, ctx context.Context, batch int64) (scanResult, error) {
@@ -100,8 +115,21 @@ func families() []family {
 	}
 }
 
+// families are the incremental rules' families in registry order.
+func families() []*family {
+	var fams []*family
+	for _, r := range Rules() {
+		if r.family != nil {
+			f := r.family
+			f.active = r.active
+			fams = append(fams, f)
+		}
+	}
+	return fams
+}
+
 // raise sets the family's value in l to v unless l already holds a higher one.
-func (f family) raise(l *checkpoints.Legacy, v int64) {
+func (f *family) raise(l *checkpoints.Legacy, v int64) {
 	if cur, has := f.get(*l); !has || v > cur {
 		f.set(l, v)
 	}

@@ -3,18 +3,32 @@ package processors
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 )
 
 // Window is what one replication window made dirty, as the flush applies it.
 type Window struct {
-	// TrackIDs are the tracks that received plays; UserIDs the users whose comments were
-	// inserted or updated.
-	TrackIDs []int64
-	UserIDs  []int64
-	// Legacy holds the highest plays.id and comments.blocknumber the window saw.
+	// Keys are the dirty keys by rule name (Rule.Name), each by key set (Source.Keys).
+	Keys map[string]Keys
+	// Legacy holds the highest values of the incremental rules' checkpoint columns the window
+	// saw (plays.id, comments.blocknumber).
 	Legacy checkpoints.Legacy
+}
+
+// RuleResult is what a flush or catch-up did for one rule: the slowest rule is the one to look
+// at when flushes grow.
+type RuleResult struct {
+	Rule string
+	// Keys counts the dirty keys the rule was given.
+	Keys int
+	// FromScratch is true when a full-rescan rule was derived from scratch: the first time
+	// challenge-stream saw it, or after it was re-activated.
+	FromScratch bool
+	// Duration is the time spent in the rule, gap derivation included.
+	Duration time.Duration
+	Stats    Stats
 }
 
 // WindowOptions are the margins of a gap derivation (see ApplyWindow). Zero means the
@@ -41,6 +55,9 @@ type Gap struct {
 	// Foreign is true when the gap was derived because another writer moved the checkpoint,
 	// false when the family was re-activated.
 	Foreign bool
+	// FromScratch is true for a full-rescan rule derived from scratch (Checkpoint is then its
+	// bookkeeping row, checkpoints.RuleStateName).
+	FromScratch bool
 }
 
 // WindowResult says what ApplyWindow did.
@@ -55,6 +72,8 @@ type WindowResult struct {
 	Held []string
 	// Gaps are the gap derivations this flush ran.
 	Gaps []Gap
+	// Rules are the per-rule results, in registry order; inactive rules are left out.
+	Rules []RuleResult
 	// Foreign names the legacy checkpoints someone else changed since challenge-stream last
 	// wrote them: the polling job is running alongside the sidecar. Each change is reported
 	// once. See the package documentation for what that costs.
@@ -89,8 +108,10 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 		PlayIDMargin: opts.PlayIDMargin, CommentBlockMargin: opts.CommentBlockMargin, CommentNullBlocks: true,
 	}
 	var m *maxima // read once, only when a gap is derived
-	fams := families()
-	for _, f := range fams {
+	rules := Rules()
+	gapTime := map[string]time.Duration{}
+	for _, f := range families() {
+		began := time.Now()
 		stored := f.stored(state)
 		foreign := stored.Foreign()
 		if foreign {
@@ -136,17 +157,46 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 		}
 		f.raise(&next, r.reached)
 		res.Gaps = append(res.Gaps, Gap{Checkpoint: f.checkpoint, From: from, To: r.reached, Scanned: r.rows, Foreign: !stored.Held})
+		gapTime[f.checkpoint] = time.Since(began)
 	}
 
-	for _, f := range fams {
-		if err := f.visit(d, ctx)(f.dirty(w)); err != nil {
+	states, err := checkpoints.ReadRuleStates(ctx, q, fullRescanNames(rules))
+	if err != nil {
+		return WindowResult{}, fmt.Errorf("apply window: %w", err)
+	}
+	res.Stats = Stats{}
+	for _, r := range rules {
+		began := time.Now()
+		keys := w.Keys[r.Name]
+		if r.family != nil {
+			if !r.active(cat) {
+				continue
+			}
+			if err := r.family.visit(d, ctx)(keys[r.family.keys]); err != nil {
+				return WindowResult{}, fmt.Errorf("apply window: rule %s: %w", r.Name, err)
+			}
+			res.Rules = append(res.Rules, RuleResult{Rule: r.Name, Keys: keys.count(),
+				Duration: time.Since(began) + gapTime[r.family.checkpoint], Stats: d.stats.only(r.Challenges)})
+			continue
+		}
+		rr, held, err := applyFullRescan(ctx, q, cat, r, states[r.Name], keys, false)
+		if err != nil {
 			return WindowResult{}, fmt.Errorf("apply window: %w", err)
 		}
+		if held {
+			res.Held = append(res.Held, checkpoints.RuleStateName(r.Name))
+			continue
+		}
+		if rr.FromScratch {
+			res.Gaps = append(res.Gaps, Gap{Checkpoint: checkpoints.RuleStateName(r.Name), FromScratch: true})
+		}
+		res.Stats.Add(rr.Stats)
+		res.Rules = append(res.Rules, rr)
 	}
 	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
 		return WindowResult{}, fmt.Errorf("apply window: %w", err)
 	}
-	res.Stats = d.stats
+	res.Stats.Add(d.stats)
 	res.Artists, res.Users = len(d.artistsDone), len(d.usersDone)
 	return res, nil
 }

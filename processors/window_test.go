@@ -15,7 +15,9 @@ import (
 func (f *fixture) applyWindow(tracks, users []int64) processors.WindowResult {
 	f.t.Helper()
 	maxPlay, maxBlock := f.maxima()
-	w := processors.Window{TrackIDs: tracks, UserIDs: users}
+	w := processors.Window{Keys: map[string]processors.Keys{
+		"milestones": {"tracks": tracks}, "comments": {"users": users},
+	}}
 	if len(tracks) > 0 {
 		w.Legacy.LastPlayID, w.Legacy.HasPlayID = maxPlay, true
 	}

@@ -27,3 +27,14 @@ func Create(ctx context.Context, db Execer) error {
 	}
 	return nil
 }
+
+// StreamedRules are the challenges beyond p and c that the schema's catalog holds inactive.
+var StreamedRules = []string{"v", "t", "cp", "w"}
+
+// ActivateRules switches on every challenge in the catalog, as production has them.
+func ActivateRules(ctx context.Context, db Execer) error {
+	if _, err := db.Exec(ctx, `UPDATE challenges SET active = true WHERE NOT active`); err != nil {
+		return fmt.Errorf("activate rules: %w", err)
+	}
+	return nil
+}

@@ -27,6 +27,7 @@ CREATE TABLE tracks (
     is_current  boolean NOT NULL,
     is_delete   boolean NOT NULL,
     owner_id    integer NOT NULL,
+    pinned_comment_id integer,
     blocknumber integer,
     created_at  timestamp NOT NULL DEFAULT now(),
     updated_at  timestamp NOT NULL DEFAULT now(),
@@ -34,6 +35,78 @@ CREATE TABLE tracks (
     PRIMARY KEY (track_id, txhash)
 );
 CREATE INDEX tracks_owner_id_idx ON tracks (owner_id);
+
+-- Reposts and saves are versioned like tracks: a repost and its undo are rows with is_current
+-- moving to the latest.
+CREATE TYPE reposttype AS ENUM ('track', 'playlist', 'album');
+CREATE TYPE savetype AS ENUM ('track', 'playlist', 'album');
+
+CREATE TABLE reposts (
+    blockhash           varchar,
+    blocknumber         integer,
+    user_id             integer NOT NULL,
+    repost_item_id      integer NOT NULL,
+    repost_type         reposttype NOT NULL,
+    is_current          boolean NOT NULL,
+    is_delete           boolean NOT NULL,
+    created_at          timestamp NOT NULL,
+    txhash              varchar NOT NULL DEFAULT '',
+    slot                integer,
+    is_repost_of_repost boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (user_id, repost_item_id, repost_type, txhash)
+);
+CREATE INDEX repost_item_id_idx ON reposts (repost_item_id, repost_type);
+
+CREATE TABLE saves (
+    blockhash         varchar,
+    blocknumber       integer,
+    user_id           integer NOT NULL,
+    save_item_id      integer NOT NULL,
+    save_type         savetype NOT NULL,
+    is_current        boolean NOT NULL,
+    is_delete         boolean NOT NULL,
+    created_at        timestamp NOT NULL,
+    txhash            varchar NOT NULL DEFAULT '',
+    slot              integer,
+    is_save_of_repost boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (user_id, save_item_id, save_type, txhash)
+);
+CREATE INDEX save_item_id_idx ON saves (save_item_id, save_type);
+
+-- Written by the platform's trending job: hourly upserts guarded by score IS DISTINCT, and
+-- deletes of dropped rows.
+CREATE TABLE track_trending_scores (
+    track_id   integer NOT NULL,
+    type       varchar NOT NULL,
+    genre      varchar,
+    version    varchar NOT NULL,
+    time_range varchar NOT NULL,
+    score      double precision NOT NULL,
+    created_at timestamp NOT NULL DEFAULT now(),
+    PRIMARY KEY (track_id, type, version, time_range)
+);
+CREATE INDEX track_trending_scores_ranking_idx
+    ON track_trending_scores (type, version, time_range, score DESC);
+
+CREATE TYPE event_type AS ENUM ('remix_contest', 'live_event', 'new_release');
+CREATE TYPE event_entity_type AS ENUM ('track', 'collection', 'user');
+
+CREATE TABLE events (
+    event_id    integer PRIMARY KEY,
+    event_type  event_type NOT NULL,
+    user_id     integer NOT NULL,
+    entity_type event_entity_type,
+    entity_id   integer,
+    end_date    timestamp,
+    is_deleted  boolean NOT NULL DEFAULT false,
+    event_data  jsonb,
+    created_at  timestamp NOT NULL DEFAULT now(),
+    updated_at  timestamp NOT NULL DEFAULT now(),
+    txhash      text NOT NULL DEFAULT '',
+    blockhash   text NOT NULL DEFAULT '',
+    blocknumber integer
+);
+CREATE INDEX events_user_id_idx ON events (user_id);
 
 -- Column order deliberately differs from the SPEC's listing.
 CREATE TABLE plays (
@@ -112,6 +185,14 @@ INSERT INTO challenges (id, type, amount, active, step_count, cooldown_days) VAL
     ('p2', 'numeric', '100', true, 1000, 7),
     ('p3', 'numeric', '1000', true, 10000, 7),
     ('c', 'aggregate', '1', true, 2147483647, 7);
+
+-- The full-rescan rules the sidecar also streams (RULES.md). They start inactive here so the
+-- tests of p and c see only p and c rows; hostdb.ActivateRules switches them on.
+INSERT INTO challenges (id, type, amount, active, step_count, cooldown_days) VALUES
+    ('v', 'boolean', '5', false, 1, 7),
+    ('t', 'boolean', '100', false, 1, 7),
+    ('cp', 'boolean', '100', false, 1, 7),
+    ('w', 'boolean', '1000', false, 1, 7);
 
 CREATE TABLE user_challenges (
     challenge_id          varchar NOT NULL REFERENCES challenges (id),

@@ -1,0 +1,139 @@
+package processors
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// Op is a set of row operations a Source subscribes to.
+type Op uint8
+
+// The operations. Deletes are never subscribed: the publication does not carry them (see
+// Source).
+const (
+	Insert Op = 1 << iota
+	Update
+)
+
+// Source is one (table, column) a rule reads from the stream: a committed change of one of the
+// Ops on Table makes the new row's integer Column a dirty key of the rule's key set Keys. The
+// column is looked up by name in the stream's Relation messages, so the host may add, drop and
+// reorder other columns freely.
+//
+// Deletes are not carried: the publication publishes inserts and updates, which is what every
+// rule's rows are derived from, and publishing deletes would ship the plays pruning job's
+// 50,000-row batches to the sidecar for nothing.
+type Source struct {
+	Table  string
+	Ops    Op
+	Column string
+	Keys   string
+}
+
+// Keys are the dirty keys of one rule by key set name (Source.Keys).
+type Keys map[string][]int64
+
+// Rule is one challenge rule as the pipeline sees it. The registry (Rules) is the only way a
+// rule enters the pipeline: the publication is the union of the rules' source tables, the
+// stream keeps exactly their keys, and every flush, catch-up and verify walks the registry.
+//
+// A rule is one of two kinds:
+//   - incremental rules (p, c) carry the legacy checkpoint the polling job advanced (family):
+//     the flush advances it, and re-activation or a foreign writer derives the gap from it;
+//   - full-rescan rules (v, t, cp, w): the polling job re-derived them from scratch every
+//     tick. The sidecar derives them from scratch once (the first flush that sees the rule,
+//     and the first after it is re-activated) and from its dirty keys after that.
+type Rule struct {
+	// Name names the rule in logs, metrics and its bookkeeping row; Challenges are the
+	// challenge ids it writes.
+	Name       string
+	Challenges []string
+	// Sources are what makes a key dirty.
+	Sources []Source
+
+	// active reports whether the catalog has the rule switched on. An inactive rule keeps no
+	// keys and writes nothing.
+	active func(Catalog) bool
+
+	// Full-rescan rules only. rows derives the rows of the dirty keys; all derives every row
+	// from scratch (the polling job's tick). Both run in the caller's transaction and only
+	// read; the caller upserts.
+	rows func(ctx context.Context, q Querier, cat Catalog, keys Keys) ([]Row, error)
+	all  func(ctx context.Context, q Querier, cat Catalog) ([]Row, error)
+
+	// Incremental rules only: the legacy checkpoint and the derivations that go with it.
+	family *family
+}
+
+// Checkpoint is the rule's legacy checkpoint name, "" for a full-rescan rule.
+func (r Rule) Checkpoint() string {
+	if r.family == nil {
+		return ""
+	}
+	return r.family.checkpoint
+}
+
+// Active reports whether the catalog has the rule switched on.
+func (r Rule) Active(cat Catalog) bool { return r.active(cat) }
+
+// KeySets lists the rule's key set names in the order its Sources first name them.
+func (r Rule) KeySets() []string {
+	var sets []string
+	for _, s := range r.Sources {
+		if !slices.Contains(sets, s.Keys) {
+			sets = append(sets, s.Keys)
+		}
+	}
+	return sets
+}
+
+// Rules is the registry: every rule, in the order a flush applies them. A flush takes reward
+// rows' locks in this order, so a different order would let two writers deadlock. Adding a
+// rule is one file that defines it and one line here.
+func Rules() []Rule {
+	return []Rule{
+		milestonesRule(),
+		weeklyCommentRule(),
+	}
+}
+
+// Tables is the union of the registry's source tables, sorted: what the publication carries.
+func Tables() []string {
+	var tables []string
+	for _, r := range Rules() {
+		for _, s := range r.Sources {
+			if !slices.Contains(tables, s.Table) {
+				tables = append(tables, s.Table)
+			}
+		}
+	}
+	slices.Sort(tables)
+	return tables
+}
+
+// ChallengeIDs lists the challenge ids the registry writes, in registry order.
+func ChallengeIDs() []string {
+	var ids []string
+	for _, r := range Rules() {
+		ids = append(ids, r.Challenges...)
+	}
+	return ids
+}
+
+// booleanRule is the catalog check of a full-rescan rule writing one boolean challenge.
+func booleanActive(id string) func(Catalog) bool {
+	return func(c Catalog) bool { _, ok := c.Boolean[id]; return ok }
+}
+
+// upsertRows derives and writes a full-rescan rule's rows.
+func upsertRows(ctx context.Context, q Querier, r Rule, rows []Row, err error) (Stats, error) {
+	if err != nil {
+		return nil, fmt.Errorf("rule %s: %w", r.Name, err)
+	}
+	s, err := Upsert(ctx, q, rows)
+	if err != nil {
+		return nil, fmt.Errorf("rule %s: %w", r.Name, err)
+	}
+	return s, nil
+}
