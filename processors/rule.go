@@ -95,6 +95,10 @@ func Rules() []Rule {
 	return []Rule{
 		milestonesRule(),
 		weeklyCommentRule(),
+		verifiedRule(),
+		tastemakerRule(),
+		commentPinRule(),
+		remixWinnerRule(),
 	}
 }
 
@@ -121,7 +125,7 @@ func ChallengeIDs() []string {
 	return ids
 }
 
-// booleanRule is the catalog check of a full-rescan rule writing one boolean challenge.
+// booleanActive is the catalog check of a full-rescan rule writing one boolean challenge.
 func booleanActive(id string) func(Catalog) bool {
 	return func(c Catalog) bool { _, ok := c.Boolean[id]; return ok }
 }

@@ -1,10 +1,14 @@
 package processors
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Difference is one way in which user_challenges disagrees with a from-scratch derivation of
@@ -138,6 +142,65 @@ func Verify(ctx context.Context, q Querier) ([]Difference, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
+	for _, r := range Rules() {
+		if r.family != nil || !r.active(cat) {
+			continue
+		}
+		d, err := verifyFullRescan(ctx, q, cat, r)
+		if err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		diffs = append(diffs, d...)
+	}
+	return diffs, nil
+}
+
+// verifyFullRescan compares a full-rescan rule's from-scratch derivation (what a polling tick
+// would write) with the stored rows. A stored row the derivation does not produce is never a
+// difference: completion is sticky, so a user who lost verification or a track that left the
+// ranking keeps the row the rule once wrote.
+func verifyFullRescan(ctx context.Context, q Querier, cat Catalog, r Rule) ([]Difference, error) {
+	want, err := r.all(ctx, q, cat)
+	if err != nil {
+		return nil, fmt.Errorf("rule %s: %w", r.Name, err)
+	}
+	rows, err := q.Query(ctx, `SELECT challenge_id, specifier, user_id::bigint, is_complete,
+		current_step_count::bigint, amount::bigint, completed_at IS NOT NULL
+		FROM user_challenges WHERE challenge_id = ANY($1::text[])`, r.Challenges)
+	if err != nil {
+		return nil, fmt.Errorf("rule %s: %w", r.Name, err)
+	}
+	type got struct {
+		user, amount   int64
+		current        *int64
+		complete, done bool
+	}
+	stored := map[[2]string]got{}
+	var (
+		id, spec string
+		g        got
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &spec, &g.user, &g.complete, &g.current, &g.amount, &g.done}, func() error {
+		stored[[2]string{id, spec}] = g
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rule %s: %w", r.Name, err)
+	}
+	var diffs []Difference
+	for _, w := range dedupeRows(want) {
+		s, ok := stored[[2]string{w.ChallengeID, w.Specifier}]
+		p := verifyPair{challengeID: w.ChallengeID, specifier: w.Specifier, hasWant: true, hasGot: ok}
+		p.want.user, p.want.current, p.want.step, p.want.amount = &w.UserID, &w.Current, &w.Step, &w.Amount
+		if ok {
+			p.got.user, p.got.current, p.got.amount, p.got.complete, p.got.hasCompletedAt =
+				&s.user, s.current, &s.amount, &s.complete, &s.done
+		}
+		diffs = append(diffs, p.differences()...)
+	}
+	slices.SortFunc(diffs, func(a, b Difference) int {
+		return cmp.Or(cmp.Compare(a.ChallengeID, b.ChallengeID), cmp.Compare(a.Specifier, b.Specifier))
+	})
 	return diffs, nil
 }
 
