@@ -17,19 +17,11 @@ import (
 
 	"github.com/challenge-stream/challenge-stream/internal/buildinfo"
 	"github.com/challenge-stream/challenge-stream/pipeline"
+	"github.com/challenge-stream/challenge-stream/processors"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 const namespace = "challenge_stream"
-
-// Label values of challenge_stream_events_total. A transaction counts comments without telling
-// inserts from updates, hence the combined operation.
-const (
-	tablePlays            = "plays"
-	tableComments         = "comments"
-	operationInsert       = "insert"
-	operationInsertUpdate = "insert_or_update"
-)
 
 // Slot-recreation reasons the pipeline reports (their meanings: pipeline's Reason constants);
 // pre-declared so the series exist at zero and alerts on increase() see the first one.
@@ -54,6 +46,9 @@ type Metrics struct {
 	flushes       prometheus.Counter
 	flushDuration prometheus.Histogram
 	dirtySetSize  prometheus.Histogram
+	ruleDuration  *prometheus.HistogramVec
+	ruleKeys      *prometheus.HistogramVec
+	ruleScratch   *prometheus.CounterVec
 	upserts       *prometheus.CounterVec
 	commitToFlush prometheus.Histogram
 	lastFlush     prometheus.Gauge
@@ -89,11 +84,11 @@ func New(slot string) *Metrics {
 
 		events: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_total",
-			Help: "Row changes received from committed transactions, by source table and operation.",
-		}, []string{"table", "operation"}),
+			Help: "Row changes received from committed transactions and routed to a rule, by source table.",
+		}, []string{"table"}),
 		truncates: f.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "truncates_total",
-			Help: "TRUNCATEs of plays or comments received (they change no reward and are only counted).",
+			Help: "TRUNCATEs of source tables received (they change no reward and are only counted).",
 		}),
 		transactions: f.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "transactions_total",
@@ -110,9 +105,23 @@ func New(slot string) *Metrics {
 		}),
 		dirtySetSize: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "dirty_set_size",
-			Help:    "Distinct IDs (tracks plus commenters) in a flushed window.",
+			Help:    "Distinct dirty keys (all rules) in a flushed window.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 9), // 1 .. 65536
 		}),
+		ruleDuration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "rule_flush_duration_seconds",
+			Help:    "Time one rule took inside a flush (its gap or from-scratch derivation included), by rule.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5ms .. 16s
+		}, []string{"rule"}),
+		ruleKeys: f.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "rule_dirty_keys",
+			Help:    "Dirty keys one rule was given in a flush, by rule.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}, []string{"rule"}),
+		ruleScratch: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "rule_from_scratch_total",
+			Help: "Full-rescan rules derived from scratch (first sight, re-activation, catch-up), by rule.",
+		}, []string{"rule"}),
 		upserts: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "upserts_total",
 			Help: "user_challenges rows recomputed, by challenge and outcome (inserted, updated, unchanged).",
@@ -191,8 +200,13 @@ func New(slot string) *Metrics {
 			Help: "Failed attempts to read the slot's row from pg_replication_slots.",
 		}),
 	}
-	m.events.WithLabelValues(tablePlays, operationInsert)
-	m.events.WithLabelValues(tableComments, operationInsertUpdate)
+	// Every registered rule's series exist at zero, so a new rule needs nothing here.
+	for _, table := range processors.Tables() {
+		m.events.WithLabelValues(table)
+	}
+	for _, r := range processors.Rules() {
+		m.ruleScratch.WithLabelValues(r.Name)
+	}
 	for _, r := range slotRecreatedReasons {
 		m.slotRecreated.WithLabelValues(r)
 	}
@@ -222,7 +236,7 @@ func (m *Metrics) Observe(e pipeline.Event) {
 	case pipeline.StateChanged:
 		m.stateChanged(e.State)
 	case pipeline.TransactionReceived:
-		m.transactionReceived(e.Tx)
+		m.transactionReceived(e.Tx, e.Tables)
 	case pipeline.Flushed:
 		m.flushed(e)
 	case pipeline.StatusSent:
@@ -246,13 +260,12 @@ func (m *Metrics) stateChanged(s pipeline.State) {
 	m.leader.Set(boolFloat(s == pipeline.StateCatchingUp || s == pipeline.StateStreaming))
 }
 
-func (m *Metrics) transactionReceived(tx *replication.Transaction) {
+func (m *Metrics) transactionReceived(tx *replication.Transaction, tables []string) {
 	m.transactions.Inc()
-	if tx.Plays > 0 {
-		m.events.WithLabelValues(tablePlays, operationInsert).Add(float64(tx.Plays))
-	}
-	if tx.Comments > 0 {
-		m.events.WithLabelValues(tableComments, operationInsertUpdate).Add(float64(tx.Comments))
+	for i, n := range tx.Rows {
+		if n > 0 && i < len(tables) {
+			m.events.WithLabelValues(tables[i]).Add(float64(n))
+		}
 	}
 	if tx.Truncates > 0 {
 		m.truncates.Add(float64(tx.Truncates))
@@ -262,7 +275,14 @@ func (m *Metrics) transactionReceived(tx *replication.Transaction) {
 func (m *Metrics) flushed(r pipeline.Flushed) {
 	m.flushes.Inc()
 	m.flushDuration.Observe(r.Duration.Seconds())
-	m.dirtySetSize.Observe(float64(r.Tracks + r.Commenters))
+	m.dirtySetSize.Observe(float64(r.Keys))
+	for _, rr := range r.Rules {
+		m.ruleDuration.WithLabelValues(rr.Rule).Observe(rr.Duration.Seconds())
+		m.ruleKeys.WithLabelValues(rr.Rule).Observe(float64(rr.Keys))
+		if rr.FromScratch {
+			m.ruleScratch.WithLabelValues(rr.Rule).Inc()
+		}
+	}
 	for challenge, c := range r.Stats {
 		m.upserts.WithLabelValues(challenge, "inserted").Add(float64(c.Inserted))
 		m.upserts.WithLabelValues(challenge, "updated").Add(float64(c.Updated))

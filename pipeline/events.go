@@ -19,14 +19,20 @@ type Event interface{ event() }
 type StateChanged struct{ State State }
 
 // TransactionReceived: a committed transaction was decoded (it is applied by a later Flushed).
-type TransactionReceived struct{ Tx *replication.Transaction }
+// Tables names the source tables by index of Tx.Rows.
+type TransactionReceived struct {
+	Tx     *replication.Transaction
+	Tables []string
+}
 
 // Flushed describes one committed flush.
 type Flushed struct {
-	LSN         pglogrepl.LSN
-	Artists     int // eligible artists recomputed
-	Commenters  int
-	Tracks      int
+	LSN     pglogrepl.LSN
+	Changes int // routed row changes in the window (0: an LSN-only flush)
+	Keys    int // distinct dirty keys over all rules
+	Artists int // eligible artists recomputed
+	// Rules is what each active rule did, in registry order: its keys, time and writes.
+	Rules       []processors.RuleResult
 	Stats       processors.Stats
 	Duration    time.Duration
 	FirstCommit time.Time // commit time of the window's oldest change (zero for LSN-only flushes)

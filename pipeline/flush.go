@@ -23,24 +23,22 @@ type dbFlusher struct {
 	log     *zap.Logger
 }
 
-// flush applies a window in one database transaction: resolve its tracks to eligible artists,
-// recompute p1–p3 and c, advance the legacy checkpoints and store the window's end LSN. Either
+// flush applies a window in one database transaction: every registered rule recomputes its
+// dirty keys, the legacy checkpoints advance, and the window's end LSN is stored. Either
 // all of it commits or none of it does, so the stored LSN always describes the rewards.
 func (f dbFlusher) flush(ctx context.Context, w *window) (Flushed, error) {
 	start := f.now()
-	res := Flushed{LSN: w.endLSN, Tracks: len(w.tracks), Commenters: len(w.commenters), FirstCommit: w.firstCommit}
+	res := Flushed{LSN: w.endLSN, Changes: w.changes, Keys: w.size(), FirstCommit: w.firstCommit}
 	if err := waitVisible(ctx, f.conn, w.xids, f.log); err != nil {
 		return Flushed{}, fmt.Errorf("flush window ending %s: %w", w.endLSN, err)
 	}
 	err := pgx.BeginFunc(ctx, f.conn, func(tx pgx.Tx) error {
 		if w.hasChanges() {
-			r, err := processors.ApplyWindow(ctx, tx, processors.Window{
-				TrackIDs: ids(w.tracks), UserIDs: ids(w.commenters), Legacy: w.legacy,
-			}, f.margins)
+			r, err := processors.ApplyWindow(ctx, tx, w.rulesWindow(), f.margins)
 			if err != nil {
 				return err
 			}
-			res.Stats, res.Artists, res.Oddities = r.Stats, r.Artists, r.Oddities
+			res.Stats, res.Artists, res.Oddities, res.Rules = r.Stats, r.Artists, r.Oddities, r.Rules
 			res.Held, res.Gaps, res.ForeignCheckpoints = r.Held, r.Gaps, r.Foreign
 		}
 		return checkpoints.StoreLSN(ctx, tx, f.slot, w.endLSN)

@@ -70,7 +70,11 @@ type loop struct {
 	now     func() time.Time
 	after   func(time.Duration) <-chan time.Time // a timer; tests pass a fake clock's
 
-	window   *window
+	window *window
+	// active are the rules the last flush found active (nil before the first: all). A new
+	// window keeps no keys of the others: an inactive rule costs nothing, and re-activating it
+	// derives what it missed (processors' doc).
+	active   map[string]bool
 	rule     windowRule    // when the window goes (windowrule.go)
 	stored   pglogrepl.LSN // durably applied: the flush and apply position we confirm
 	walEnd   pglogrepl.LSN // the server's WAL end from the last keepalive
@@ -93,12 +97,12 @@ type loop struct {
 }
 
 type summary struct {
-	at                  time.Time
-	transactions, plays int
-	comments, flushes   int
-	inserted, updated   int
-	unchanged           int
-	maxFlush            time.Duration
+	at                    time.Time
+	transactions, changes int
+	flushes               int
+	inserted, updated     int
+	unchanged             int
+	maxFlush              time.Duration
 }
 
 // loopDeps are the loop's collaborators besides its configuration.
@@ -127,7 +131,7 @@ func newLoop(cfg Config, d loopDeps) *loop {
 		flusher:      d.flusher,
 		now:          cfg.Now,
 		after:        time.After,
-		window:       newWindow(),
+		window:       newWindow(registryPlan(), nil),
 		rule:         newWindowRule(cfg),
 		stored:       d.stored,
 		work:         make(chan *window),
@@ -347,7 +351,7 @@ func isQueryCanceled(err error) bool {
 
 func (l *loop) handOver() {
 	w := l.window
-	l.window = newWindow()
+	l.window = newWindow(registryPlan(), l.active)
 	l.flushing = true
 	l.work <- w
 }
@@ -394,10 +398,14 @@ func (l *loop) finish(o flushOutcome) error {
 		}
 		return o.err
 	}
-	if o.res.Tracks+o.res.Commenters > 0 { // a window with changes, not an LSN-only one
+	if o.res.Changes > 0 { // a window with changes, not an LSN-only one
 		failpoint.Hit("after-flush-commit")
 		l.oddities.note(o.res.Oddities)
 		l.rule.lastFlush = o.res.Duration
+		l.active = map[string]bool{}
+		for _, r := range o.res.Rules {
+			l.active[r.Rule] = true
+		}
 	}
 	if len(o.res.ForeignCheckpoints) > 0 {
 		l.log.Warn("a legacy checkpoint was written by someone else: is the polling job still running? "+
@@ -408,8 +416,8 @@ func (l *loop) finish(o flushOutcome) error {
 	l.cfg.Observe(o.res)
 	l.note(o.res)
 	l.log.Debug("flushed window",
-		zap.Stringer("lsn", o.res.LSN), zap.Int("tracks", o.res.Tracks), zap.Int("artists", o.res.Artists),
-		zap.Int("commenters", o.res.Commenters), zap.Duration("duration", o.res.Duration))
+		zap.Stringer("lsn", o.res.LSN), zap.Int("keys", o.res.Keys), zap.Int("artists", o.res.Artists),
+		zap.Duration("duration", o.res.Duration))
 	return nil
 }
 
@@ -438,13 +446,12 @@ func (l *loop) sendScheduledStatus(replyRequested bool) error {
 
 // take adds a committed transaction to the window and counts it.
 func (l *loop) take(tx *replication.Transaction) {
-	l.cfg.Observe(TransactionReceived{Tx: tx})
+	l.cfg.Observe(TransactionReceived{Tx: tx, Tables: registryPlan().tables()})
 	now := l.now()
 	l.rule.took(tx.CommitTime, now, !l.window.hasChanges(), l.src.Received())
 	l.window.add(tx, now)
 	l.summary.transactions++
-	l.summary.plays += tx.Plays
-	l.summary.comments += tx.Comments
+	l.summary.changes += tx.Changes
 }
 
 // shutdownDrain is how long a stop keeps taking transactions the server has already sent.
@@ -554,7 +561,7 @@ func (l *loop) logSummary(now time.Time) {
 		return
 	}
 	l.log.Info("summary",
-		zap.Int("transactions", s.transactions), zap.Int("plays", s.plays), zap.Int("comments", s.comments),
+		zap.Int("transactions", s.transactions), zap.Int("changes", s.changes),
 		zap.Int("flushes", s.flushes), zap.Int("inserted", s.inserted), zap.Int("updated", s.updated),
 		zap.Int("unchanged", s.unchanged), zap.Duration("max_flush", s.maxFlush),
 		zap.Stringer("stored_lsn", l.stored), zap.Stringer("server_wal_end", l.walEnd),

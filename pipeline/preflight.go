@@ -12,7 +12,7 @@ import (
 // missing host tables, a slot name held by another database or a physical slot (never ours to
 // drop), and a synchronous_standby_names that would make the host's commits wait on us.
 func (p *pipeline) preflight(ctx context.Context, conn *pgx.Conn) error {
-	if err := replication.CheckServer(ctx, conn); err != nil {
+	if err := replication.CheckServer(ctx, conn, registryPlan().tables()); err != nil {
 		return err
 	}
 	if err := replication.CheckSlotName(ctx, conn, p.cfg.Slot); err != nil {

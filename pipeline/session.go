@@ -64,7 +64,8 @@ func (p *pipeline) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stream, err := replication.Start(ctx, repl, cfg.Slot, cfg.Publication, start, cfg.Log.Named("replication"))
+	stream, err := replication.Start(ctx, repl, cfg.Slot, cfg.Publication, registryPlan().plan, start,
+		cfg.Log.Named("replication"))
 	if err != nil {
 		return err
 	}

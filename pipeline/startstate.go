@@ -133,7 +133,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if err != nil {
 		return 0, fmt.Errorf("read the server's WAL end: %w", err)
 	}
-	if err := replication.EnsurePublication(ctx, conn, cfg.Publication); err != nil {
+	if err := replication.EnsurePublication(ctx, conn, cfg.Publication, registryPlan().tables()); err != nil {
 		return 0, err
 	}
 	opts := processors.CatchUpOptions{

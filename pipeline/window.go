@@ -5,23 +5,25 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
-	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/processors"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
-// window gathers the committed transactions between two flushes, reduced to the IDs the rules
+// window gathers the committed transactions between two flushes, reduced to the keys the rules
 // need. It only ever holds whole transactions.
 type window struct {
-	tracks     map[int64]struct{}
-	commenters map[int64]struct{}
-	legacy     checkpoints.Legacy // highest plays.id and comments.blocknumber seen
-	endLSN     pglogrepl.LSN      // end of the last transaction in the window
+	plan *rulePlan
+	// sets are the plan's key sets; a nil set belongs to an inactive rule and keeps nothing.
+	sets []map[int64]struct{}
+	// max are the plan's maxima (the legacy checkpoints' columns), hasMax whether one was seen.
+	max    []int64
+	hasMax []bool
+	endLSN pglogrepl.LSN // end of the last transaction in the window
 	// xids are the transactions with changes: the flush waits until all are visible.
 	xids []uint32
 
 	transactions int
-	plays        int
-	comments     int
+	changes      int
 	// openedAt is when the first change arrived: the window's length counts from it.
 	openedAt time.Time
 	// firstCommit is the commit time of the oldest transaction with a change, for the
@@ -29,46 +31,82 @@ type window struct {
 	firstCommit time.Time
 }
 
-func newWindow() *window {
-	return &window{tracks: map[int64]struct{}{}, commenters: map[int64]struct{}{}}
+// newWindow returns an empty window keeping the keys of the active rules (nil: all).
+func newWindow(plan *rulePlan, active map[string]bool) *window {
+	w := &window{plan: plan, sets: make([]map[int64]struct{}, len(plan.sets)),
+		max: make([]int64, len(plan.maxima)), hasMax: make([]bool, len(plan.maxima))}
+	for i, rk := range plan.sets {
+		if active == nil || active[rk.rule] {
+			w.sets[i] = map[int64]struct{}{}
+		}
+	}
+	return w
 }
 
-// add merges a committed transaction. A transaction without changes to plays or comments only
-// moves endLSN: confirming it later lets the server free its WAL.
+// add merges a committed transaction. A transaction without routed changes only moves endLSN:
+// confirming it later lets the server free its WAL.
 func (w *window) add(tx *replication.Transaction, now time.Time) {
 	w.transactions++
 	if tx.EndLSN > w.endLSN {
 		w.endLSN = tx.EndLSN
 	}
-	if tx.Plays == 0 && tx.Comments == 0 {
+	if tx.Changes == 0 {
 		return
 	}
 	if !w.hasChanges() {
 		w.openedAt = now
 		w.firstCommit = tx.CommitTime
 	}
-	w.plays += tx.Plays
-	w.comments += tx.Comments
+	w.changes += tx.Changes
 	w.xids = append(w.xids, tx.Xid)
-	for id := range tx.Tracks {
-		w.tracks[id] = struct{}{}
+	for i, set := range tx.Sets {
+		if w.sets[i] == nil {
+			continue
+		}
+		for id := range set {
+			w.sets[i][id] = struct{}{}
+		}
 	}
-	for id := range tx.Commenters {
-		w.commenters[id] = struct{}{}
-	}
-	if tx.HasPlayID && (!w.legacy.HasPlayID || tx.MaxPlayID > w.legacy.LastPlayID) {
-		w.legacy.LastPlayID, w.legacy.HasPlayID = tx.MaxPlayID, true
-	}
-	if tx.HasCommentBlock && (!w.legacy.HasCommentBlock || tx.MaxCommentBlock > w.legacy.LastCommentBlock) {
-		w.legacy.LastCommentBlock, w.legacy.HasCommentBlock = tx.MaxCommentBlock, true
+	for i, has := range tx.HasMax {
+		if has && (!w.hasMax[i] || tx.Max[i] > w.max[i]) {
+			w.max[i], w.hasMax[i] = tx.Max[i], true
+		}
 	}
 }
 
-// hasChanges reports whether the window holds changes to plays or comments.
-func (w *window) hasChanges() bool { return w.plays > 0 || w.comments > 0 }
+// hasChanges reports whether the window holds changes to the source tables.
+func (w *window) hasChanges() bool { return w.changes > 0 }
 
-// size is the number of distinct IDs held: the measure of its memory and of its flush's work.
-func (w *window) size() int { return len(w.tracks) + len(w.commenters) }
+// size is the number of distinct keys held: the measure of its memory and of its flush's work.
+func (w *window) size() int {
+	n := 0
+	for _, s := range w.sets {
+		n += len(s)
+	}
+	return n
+}
+
+// rulesWindow is the window as the rules take it: keys by rule and key set, legacy maxima.
+func (w *window) rulesWindow() processors.Window {
+	keys := map[string]processors.Keys{}
+	for i, set := range w.sets {
+		if len(set) == 0 {
+			continue
+		}
+		rk := w.plan.sets[i]
+		if keys[rk.rule] == nil {
+			keys[rk.rule] = processors.Keys{}
+		}
+		keys[rk.rule][rk.keys] = append(keys[rk.rule][rk.keys], ids(set)...)
+	}
+	maxima := map[string]int64{}
+	for i, has := range w.hasMax {
+		if has {
+			maxima[w.plan.maxima[i]] = w.max[i]
+		}
+	}
+	return processors.Window{Keys: keys, Legacy: processors.LegacyFrom(maxima)}
+}
 
 // ids returns a set's members as a slice for the recompute functions.
 func ids(set map[int64]struct{}) []int64 {

@@ -134,3 +134,15 @@ func (f *family) raise(l *checkpoints.Legacy, v int64) {
 		f.set(l, v)
 	}
 }
+
+// LegacyFrom is the legacy checkpoints' values a window saw, from its maxima by checkpoint name
+// (Rule.Checkpoint); checkpoints without one are left out.
+func LegacyFrom(maxima map[string]int64) checkpoints.Legacy {
+	var l checkpoints.Legacy
+	for _, f := range families() {
+		if v, ok := maxima[f.checkpoint]; ok {
+			f.set(&l, v)
+		}
+	}
+	return l
+}

@@ -74,6 +74,15 @@ func (r Rule) Checkpoint() string {
 	return r.family.checkpoint
 }
 
+// CheckpointSource is the column the rule's legacy checkpoint follows (the window keeps its
+// highest value); false for a full-rescan rule.
+func (r Rule) CheckpointSource() (Source, bool) {
+	if r.family == nil {
+		return Source{}, false
+	}
+	return r.family.source, true
+}
+
 // Active reports whether the catalog has the rule switched on.
 func (r Rule) Active(cat Catalog) bool { return r.active(cat) }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -12,7 +13,7 @@ import (
 // Decoding errors. All of them are permanent: the pipeline must stop rather
 // than confirm an LSN past data it could not interpret.
 var (
-	// ErrMissingColumn means a Relation message for plays or comments lacks a
+	// ErrMissingColumn means a Relation message for a plan table lacks a
 	// column the pipeline needs (it was dropped or renamed, or a publication
 	// column list leaves it out).
 	ErrMissingColumn = errors.New("required column missing")
@@ -41,20 +42,18 @@ type eventKind uint8
 
 // The event kinds.
 const (
-	// eventIgnored: origin, type, logical decoding message, relation (the
-	// cache is updated), changes to other tables, plays updates and deletes,
-	// comments deletes.
+	// eventIgnored: origin, type, logical decoding message, relation (the cache is updated),
+	// changes to tables outside the plan, and operations the plan does not route (plays
+	// updates, every delete).
 	eventIgnored eventKind = iota
 	// eventBegin starts a transaction.
 	eventBegin
 	// eventCommit ends a transaction.
 	eventCommit
-	// eventPlay is an INSERT on plays.
-	eventPlay
-	// eventComment is an INSERT or UPDATE on comments.
-	eventComment
-	// eventTruncate is a TRUNCATE touching plays or comments. Truncated rows
-	// earn nothing back, so the pipeline only logs it.
+	// eventChange is an INSERT or UPDATE the plan routes.
+	eventChange
+	// eventTruncate is a TRUNCATE touching a plan table. Truncated rows earn nothing back,
+	// so the pipeline only logs it.
 	eventTruncate
 )
 
@@ -67,10 +66,8 @@ func (k eventKind) String() string {
 		return "begin"
 	case eventCommit:
 		return "commit"
-	case eventPlay:
-		return "play"
-	case eventComment:
-		return "comment"
+	case eventChange:
+		return "change"
 	case eventTruncate:
 		return "truncate"
 	default:
@@ -91,25 +88,14 @@ type event struct {
 	// Xid is the transaction's ID, set for Begin.
 	Xid uint32
 
-	// PlayID is plays.id; HasPlayID is false when it was NULL.
-	PlayID    int64
-	HasPlayID bool
-	// TrackID is plays.play_item_id (NOT NULL).
-	TrackID int64
-
-	// UserID is comments.user_id (NOT NULL).
-	UserID int64
-	// BlockNumber is comments.blocknumber; HasBlockNumber is false when it
-	// was NULL or not sent.
-	BlockNumber    int64
-	HasBlockNumber bool
+	// Table indexes the plan's tables and Op is the operation, for a change. Values are the
+	// table's plan columns in compiledTable.columns order; Present[i] is false when value i
+	// was NULL.
+	Table   int
+	Op      Op
+	Values  [maxValues]int64
+	Present [maxValues]bool
 }
-
-// Table names as pgoutput sends them in Relation messages.
-const (
-	tablePlaysName    = "plays"
-	tableCommentsName = "comments"
-)
 
 // Type OIDs accepted for the needed columns (pg_type.oid of int8, int2, int4).
 const (
@@ -118,24 +104,16 @@ const (
 	oidInt4 = 23
 )
 
-// tableKind classifies a relation by what the pipeline does with it.
-type tableKind uint8
-
-const (
-	tableOther tableKind = iota
-	tablePlays
-	tableComments
-)
-
-// relation is the cached part of a Relation message: just enough to find the
-// two needed values in a tuple without looking at names again.
+// relation is the cached part of a Relation message: just enough to find the needed values
+// in a tuple without looking at names again.
 type relation struct {
-	kind tableKind
+	// table indexes the plan's tables, -1 for a table outside the plan.
+	table int
 	// ncols is the number of columns every tuple of this relation carries.
 	ncols uint16
-	// first and second index the needed columns: plays (id, play_item_id),
-	// comments (user_id, blocknumber). Unused for tableOther.
-	first, second uint16
+	// valueOf[i] is the event value index of column i, -1 when not needed. Allocated once
+	// per Relation message, never per row.
+	valueOf []int8
 }
 
 // decoder turns pgoutput (protocol version 1, no streaming) messages into
@@ -147,12 +125,13 @@ type relation struct {
 // hand-written code in decode_tuple.go; every other message is parsed by
 // pglogrepl, behind the length checks it lacks.
 type decoder struct {
+	plan *compiledPlan
 	rels map[uint32]relation
 }
 
-// newDecoder returns a decoder with an empty relation cache.
-func newDecoder() *decoder {
-	return &decoder{rels: make(map[uint32]relation, 4)}
+// newDecoder returns a decoder for plan with an empty relation cache.
+func newDecoder(plan *compiledPlan) *decoder {
+	return &decoder{plan: plan, rels: make(map[uint32]relation, 4)}
 }
 
 // decode decodes one message: the WALData of one XLogData. The returned event
@@ -274,63 +253,31 @@ func (d *decoder) relation(m *pglogrepl.RelationMessage, size int) (event, error
 		return event{}, fmt.Errorf("relation %d: %w", m.RelationID, err)
 	}
 
-	rel := relation{kind: classify(m.Namespace, m.RelationName), ncols: m.ColumnNum}
-	if rel.kind == tableOther {
+	rel := relation{table: d.plan.table(m.Namespace, m.RelationName), ncols: m.ColumnNum}
+	if rel.table < 0 {
 		d.rels[m.RelationID] = rel
 		return event{Kind: eventIgnored}, nil
 	}
-	// The names of the needed columns for this kind of table.
-	firstName, secondName, table := "id", "play_item_id", tablePlaysName
-	if rel.kind == tableComments {
-		firstName, secondName, table = "user_id", "blocknumber", tableCommentsName
+	t := d.plan.tables[rel.table]
+	rel.valueOf = make([]int8, len(m.Columns))
+	for i := range rel.valueOf {
+		rel.valueOf[i] = -1
 	}
-	var (
-		haveFirst, haveSecond bool
-		firstType, secondType uint32
-	)
-	for i, col := range m.Columns {
-		switch {
-		case !haveFirst && col.Name == firstName:
-			haveFirst, rel.first, firstType = true, uint16(i), col.DataType
-		case !haveSecond && col.Name == secondName:
-			haveSecond, rel.second, secondType = true, uint16(i), col.DataType
+	// A stale entry must not survive a definition we refuse: later changes would be read
+	// with the old column positions.
+	delete(d.rels, m.RelationID)
+	for v, name := range t.columns {
+		i := slices.IndexFunc(m.Columns, func(c *pglogrepl.RelationMessageColumn) bool { return c.Name == name })
+		if i < 0 {
+			return event{}, fmt.Errorf("relation %d: %w: %s.%s", m.RelationID, ErrMissingColumn, t.name, name)
 		}
-	}
-	// A stale entry must not survive a definition we refuse: later changes
-	// would be read with the old column positions.
-	var err error
-	switch {
-	case !haveFirst:
-		err = fmt.Errorf("%w: %s.%s", ErrMissingColumn, table, firstName)
-	case !haveSecond:
-		err = fmt.Errorf("%w: %s.%s", ErrMissingColumn, table, secondName)
-	case !isIntOID(firstType):
-		err = fmt.Errorf("%w: %s.%s has type OID %d", ErrColumnType, table, firstName, firstType)
-	case !isIntOID(secondType):
-		err = fmt.Errorf("%w: %s.%s has type OID %d", ErrColumnType, table, secondName, secondType)
-	}
-	if err != nil {
-		delete(d.rels, m.RelationID)
-		return event{}, fmt.Errorf("relation %d: %w", m.RelationID, err)
+		if oid := m.Columns[i].DataType; !isIntOID(oid) {
+			return event{}, fmt.Errorf("relation %d: %w: %s.%s has type OID %d", m.RelationID, ErrColumnType, t.name, name, oid)
+		}
+		rel.valueOf[i] = int8(v)
 	}
 	d.rels[m.RelationID] = rel
 	return event{Kind: eventIgnored}, nil
-}
-
-// classify tells plays and comments in schema public from every other table
-// that may be in the publication.
-func classify(ns, name string) tableKind {
-	if ns != "public" {
-		return tableOther
-	}
-	switch name {
-	case tablePlaysName:
-		return tablePlays
-	case tableCommentsName:
-		return tableComments
-	default:
-		return tableOther
-	}
 }
 
 func isIntOID(oid uint32) bool {
@@ -346,7 +293,7 @@ func (d *decoder) truncate(m *pglogrepl.TruncateMessage) (event, error) {
 			// before the Truncate, so a miss means a lost cache.
 			return event{}, fmt.Errorf("%w: %d", ErrUnknownRelation, relid)
 		}
-		touched = touched || rel.kind != tableOther
+		touched = touched || rel.table >= 0
 	}
 	if !touched {
 		return event{Kind: eventIgnored}, nil

@@ -50,7 +50,7 @@ func (d *decoder) decodeChange(op byte, b []byte) (event, error) {
 	if tag != 'N' {
 		return event{}, changeError(op, fmt.Errorf("%w: tuple tag %q", errMalformed, tag))
 	}
-	ev, err := decodeNewTuple(&c, rel, op)
+	ev, err := d.decodeNewTuple(&c, rel, op)
 	if err != nil {
 		return event{}, changeError(op, err)
 	}
@@ -72,14 +72,8 @@ func changeError(op byte, err error) error {
 // decodeNewTuple reads the new tuple of an Insert or Update, which must be
 // the rest of the message, and builds the event. This is the hot path: it
 // allocates nothing unless it fails.
-func decodeNewTuple(c *cursor, rel relation, op byte) (event, error) {
-	var want [2]int
-	if rel.kind == tableOther {
-		want = [2]int{-1, -1}
-	} else {
-		want = [2]int{int(rel.first), int(rel.second)}
-	}
-	vals, ncols, err := readTuple(c, want)
+func (d *decoder) decodeNewTuple(c *cursor, rel relation, op byte) (event, error) {
+	vals, ncols, err := readTuple(c, rel.valueOf)
 	if err != nil {
 		return event{}, err
 	}
@@ -90,38 +84,26 @@ func decodeNewTuple(c *cursor, rel relation, op byte) (event, error) {
 	if !c.done() {
 		return event{}, fmt.Errorf("%w: %d trailing bytes", errMalformed, c.left())
 	}
-
-	ev := event{Kind: eventIgnored}
-	switch rel.kind {
-	case tablePlays:
-		if op != 'I' {
-			return ev, nil
-		}
-		id, hasID, err := vals[0].int64()
+	if rel.table < 0 {
+		return event{Kind: eventIgnored}, nil
+	}
+	t := &d.plan.tables[rel.table]
+	ev := event{Kind: eventChange, Table: rel.table, Op: OpInsert}
+	if op == 'U' {
+		ev.Op = OpUpdate
+	}
+	if t.ops&ev.Op == 0 {
+		return event{Kind: eventIgnored}, nil
+	}
+	for i, name := range t.columns {
+		n, present, err := vals[i].int64()
 		if err != nil {
-			return event{}, fmt.Errorf("plays.id: %w", err)
+			return event{}, fmt.Errorf("%s.%s: %w", t.name, name, err)
 		}
-		track, hasTrack, err := vals[1].int64()
-		if err != nil {
-			return event{}, fmt.Errorf("plays.play_item_id: %w", err)
+		if !present && t.keyOps[i]&ev.Op != 0 {
+			return event{}, fmt.Errorf("%w: %s.%s is %s", ErrBadTuple, t.name, name, vals[i].kindName())
 		}
-		if !hasTrack {
-			return event{}, fmt.Errorf("%w: plays.play_item_id is %s", ErrBadTuple, vals[1].kindName())
-		}
-		ev.Kind, ev.PlayID, ev.HasPlayID, ev.TrackID = eventPlay, id, hasID, track
-	case tableComments:
-		user, hasUser, err := vals[0].int64()
-		if err != nil {
-			return event{}, fmt.Errorf("comments.user_id: %w", err)
-		}
-		if !hasUser {
-			return event{}, fmt.Errorf("%w: comments.user_id is %s", ErrBadTuple, vals[0].kindName())
-		}
-		block, hasBlock, err := vals[1].int64()
-		if err != nil {
-			return event{}, fmt.Errorf("comments.blocknumber: %w", err)
-		}
-		ev.Kind, ev.UserID, ev.BlockNumber, ev.HasBlockNumber = eventComment, user, block, hasBlock
+		ev.Values[i], ev.Present[i] = n, present
 	}
 	return ev, nil
 }
@@ -161,10 +143,11 @@ func (v value) kindName() string {
 	}
 }
 
-// readTuple walks one TupleData and returns the values at the column indexes
-// in want (-1 for none) and the column count. It rejects binary values: the
-// session asks for text, so binary means a misconfigured stream.
-func readTuple(c *cursor, want [2]int) (vals [2]value, ncols uint16, err error) {
+// readTuple walks one TupleData and returns, at index valueOf[i], the value of
+// column i (valueOf[i] < 0 or i past valueOf: not needed), and the column count.
+// It rejects binary values: the session asks for text, so binary means a
+// misconfigured stream.
+func readTuple(c *cursor, valueOf []int8) (vals [maxValues]value, ncols uint16, err error) {
 	// Locals instead of cursor methods keep b and pos in registers in this
 	// loop, which runs once per column of every row.
 	b, pos := c.b, c.pos
@@ -198,11 +181,10 @@ func readTuple(c *cursor, want [2]int) (vals [2]value, ncols uint16, err error) 
 		default:
 			return vals, 0, fmt.Errorf("%w: column %d has kind %q", errMalformed, i, kind)
 		}
-		switch i {
-		case want[0]:
-			vals[0] = value{kind: kind, data: data}
-		case want[1]:
-			vals[1] = value{kind: kind, data: data}
+		if i < len(valueOf) {
+			if v := valueOf[i]; v >= 0 {
+				vals[v] = value{kind: kind, data: data}
+			}
 		}
 	}
 	c.pos = pos
@@ -211,7 +193,7 @@ func readTuple(c *cursor, want [2]int) (vals [2]value, ncols uint16, err error) 
 
 // skipTuple walks a TupleData whose values are not needed.
 func skipTuple(c *cursor) error {
-	_, _, err := readTuple(c, [2]int{-1, -1})
+	_, _, err := readTuple(c, nil)
 	return err
 }
 

@@ -24,9 +24,6 @@ var (
 	ErrSlotTaken = errors.New("replication slot name taken")
 )
 
-// Tables are the host tables the publication carries, in the host's public schema.
-var Tables = []string{"plays", "comments"}
-
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // ValidIdentifier reports whether name is a plain lower-case Postgres identifier. Slot and
@@ -40,8 +37,9 @@ type Querier interface {
 }
 
 // CheckServer returns ErrServerVersion below MinServerVersion, ErrWALLevel unless the server
-// decodes logical replication, and ErrHostTable when a source table is missing.
-func CheckServer(ctx context.Context, q Querier) error {
+// decodes logical replication, and ErrHostTable when one of the source tables (in schema
+// public) is missing.
+func CheckServer(ctx context.Context, q Querier, tables []string) error {
 	num, err := serverVersionNum(ctx, q)
 	if err != nil {
 		return err
@@ -56,7 +54,7 @@ func CheckServer(ctx context.Context, q Querier) error {
 	if level != "logical" {
 		return fmt.Errorf("%w: it is %q; set wal_level = logical and restart Postgres", ErrWALLevel, level)
 	}
-	for _, table := range Tables {
+	for _, table := range tables {
 		var exists bool
 		if err := q.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", "public."+table).Scan(&exists); err != nil {
 			return fmt.Errorf("look up table %s: %w", table, err)
@@ -68,22 +66,25 @@ func CheckServer(ctx context.Context, q Querier) error {
 	return nil
 }
 
-// EnsurePublication creates the publication FOR TABLE plays, comments publishing inserts and
-// updates, or checks that an existing one (perhaps made by a DBA) carries both. It refuses to
-// publish UPDATE for a table without replica identity, because that would make the host's own
-// UPDATEs on it fail.
-func EnsurePublication(ctx context.Context, q Querier, publication string) error {
+// EnsurePublication creates the publication FOR TABLE tables (schema public) publishing inserts
+// and updates, or checks an existing one (perhaps made by a DBA) and extends it with the tables
+// it lacks. It never removes a table: someone else may stream it. It refuses to publish a table
+// without replica identity, because publishing its updates would make the host's own UPDATEs
+// on it fail.
+func EnsurePublication(ctx context.Context, q Querier, publication string, tables []string) error {
 	var exists, inserts, updates bool
 	err := q.QueryRow(ctx, "SELECT true, pubinsert, pubupdate FROM pg_publication WHERE pubname = $1",
 		publication).Scan(&exists, &inserts, &updates)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("look up publication %s: %w", publication, err)
 	}
+	if exists && (!inserts || !updates) {
+		return fmt.Errorf("%w: publication %s must publish insert and update", ErrPublication, publication)
+	}
+	missing := tables
 	if exists {
-		if !inserts || !updates {
-			return fmt.Errorf("%w: publication %s must publish insert and update", ErrPublication, publication)
-		}
-		for _, table := range Tables {
+		missing = nil
+		for _, table := range tables {
 			var published bool
 			err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables
 				WHERE pubname = $1 AND schemaname = 'public' AND tablename = $2)`, publication, table).Scan(&published)
@@ -91,25 +92,32 @@ func EnsurePublication(ctx context.Context, q Querier, publication string) error
 				return fmt.Errorf("look up publication %s: %w", publication, err)
 			}
 			if !published {
-				return fmt.Errorf("%w: publication %s does not include table public.%s", ErrPublication, publication, table)
+				missing = append(missing, table)
 			}
 		}
+	}
+	if len(missing) == 0 {
 		return nil
 	}
-	for _, table := range Tables {
+	quoted := make([]string, len(missing))
+	for i, table := range missing {
 		if err := checkReplicaIdentity(ctx, q, table); err != nil {
 			return err
 		}
+		quoted[i] = pgx.Identifier{"public", table}.Sanitize()
 	}
-	sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE public.plays, public.comments WITH (publish = 'insert, update')",
-		pgx.Identifier{publication}.Sanitize())
+	name := pgx.Identifier{publication}.Sanitize()
+	sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert, update')", name, strings.Join(quoted, ", "))
+	if exists {
+		sql = fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", name, strings.Join(quoted, ", "))
+	}
 	if _, err := q.Exec(ctx, sql); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			return fmt.Errorf("%w: not allowed to create publication %s (a table owner must run: %s): %w",
-				ErrPublication, publication, sql, err)
+			return fmt.Errorf("%w: not allowed to publish %s in %s (a table owner must run: %s): %w",
+				ErrPublication, strings.Join(missing, ", "), publication, sql, err)
 		}
-		return fmt.Errorf("create publication %s: %w", publication, err)
+		return fmt.Errorf("publish %s in %s: %w", strings.Join(missing, ", "), publication, err)
 	}
 	return nil
 }

@@ -18,8 +18,8 @@ import (
 // dropped the slot under us).
 var ErrStreamEnded = errors.New("server ended the replication stream")
 
-// Transaction is what one committed source transaction changed, reduced to IDs: memory is
-// O(distinct IDs), whatever the number of rows.
+// Transaction is what one committed source transaction changed, reduced to what the Plan
+// keeps: memory is O(distinct keys), whatever the number of rows.
 type Transaction struct {
 	EndLSN     pglogrepl.LSN // CommitMessage.TransactionEndLSN: the restart and checkpoint key
 	CommitTime time.Time
@@ -27,41 +27,54 @@ type Transaction struct {
 	// transaction (see pipeline's doc), so a flush first waits until it is visible.
 	Xid uint32
 
-	Tracks     map[int64]struct{} // play_item_id of inserted plays
-	Commenters map[int64]struct{} // user_id of inserted or updated comments
+	// Sets are the plan's key sets and Max its maxima (HasMax false: no value seen).
+	Sets   []map[int64]struct{}
+	Max    []int64
+	HasMax []bool
+	// Rows counts the routed changes by plan table; Changes is their sum.
+	Rows    []int
+	Changes int
+	// Truncates counts TRUNCATEs of plan tables.
+	Truncates int
+}
 
-	MaxPlayID       int64
-	HasPlayID       bool
-	MaxCommentBlock int64
-	HasCommentBlock bool
-
-	Plays     int // inserted plays
-	Comments  int // inserted or updated comments
-	Truncates int // TRUNCATEs of plays or comments
+func newTransaction(p Plan) Transaction {
+	tx := Transaction{Sets: make([]map[int64]struct{}, p.Sets), Max: make([]int64, p.Maxima),
+		HasMax: make([]bool, p.Maxima), Rows: make([]int, len(p.Tables))}
+	for i := range tx.Sets {
+		tx.Sets[i] = map[int64]struct{}{}
+	}
+	return tx
 }
 
 func (tx *Transaction) reset() {
-	clear(tx.Tracks)
-	clear(tx.Commenters)
-	*tx = Transaction{Tracks: tx.Tracks, Commenters: tx.Commenters}
+	for _, s := range tx.Sets {
+		clear(s)
+	}
+	clear(tx.Max)
+	clear(tx.HasMax)
+	clear(tx.Rows)
+	*tx = Transaction{Sets: tx.Sets, Max: tx.Max, HasMax: tx.HasMax, Rows: tx.Rows}
 }
 
-func (tx *Transaction) add(ev event) {
-	switch ev.Kind {
-	case eventPlay:
-		tx.Plays++
-		tx.Tracks[ev.TrackID] = struct{}{}
-		if ev.HasPlayID && (!tx.HasPlayID || ev.PlayID > tx.MaxPlayID) {
-			tx.MaxPlayID, tx.HasPlayID = ev.PlayID, true
-		}
-	case eventComment:
-		tx.Comments++
-		tx.Commenters[ev.UserID] = struct{}{}
-		if ev.HasBlockNumber && (!tx.HasCommentBlock || ev.BlockNumber > tx.MaxCommentBlock) {
-			tx.MaxCommentBlock, tx.HasCommentBlock = ev.BlockNumber, true
-		}
-	case eventTruncate:
+func (tx *Transaction) add(plan *compiledPlan, ev event) {
+	if ev.Kind == eventTruncate {
 		tx.Truncates++
+		return
+	}
+	tx.Rows[ev.Table]++
+	tx.Changes++
+	for _, r := range plan.tables[ev.Table].routes {
+		if r.ops&ev.Op == 0 || !ev.Present[r.value] {
+			continue
+		}
+		v := ev.Values[r.value]
+		if r.set >= 0 {
+			tx.Sets[r.set][v] = struct{}{}
+		}
+		if r.max >= 0 && (!tx.HasMax[r.max] || v > tx.Max[r.max]) {
+			tx.Max[r.max], tx.HasMax[r.max] = v, true
+		}
 	}
 }
 
@@ -95,6 +108,7 @@ type Stream struct {
 	conn     *pgconn.PgConn
 	log      *zap.Logger
 	decoder  *decoder
+	plan     *compiledPlan
 	startLSN pglogrepl.LSN // transactions ending at or before it are replays
 	tx       Transaction
 	inTx     bool
@@ -112,11 +126,17 @@ type Stream struct {
 	status []byte // the standby status update, encoded in place
 }
 
-// Start sends START_REPLICATION for the slot from startLSN with pgoutput protocol version 1.
-// Version 1 sends a transaction only after it commits, so a window never holds part of one;
-// large transactions spill to disk on the server, and we only keep their IDs.
-func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, startLSN pglogrepl.LSN, log *zap.Logger) (*Stream, error) {
-	err := pglogrepl.StartReplication(ctx, conn, slot, startLSN, pglogrepl.StartReplicationOptions{
+// Start sends START_REPLICATION for the slot from startLSN with pgoutput protocol version 1,
+// keeping what plan routes. Version 1 sends a transaction only after it commits, so a window
+// never holds part of one; large transactions spill to disk on the server, and we only keep
+// their keys.
+func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, plan Plan, startLSN pglogrepl.LSN,
+	log *zap.Logger) (*Stream, error) {
+	compiled, err := compilePlan(plan)
+	if err != nil {
+		return nil, err
+	}
+	err = pglogrepl.StartReplication(ctx, conn, slot, startLSN, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
 		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", publication)},
 	})
@@ -126,9 +146,10 @@ func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, s
 	return &Stream{
 		conn:     conn,
 		log:      log,
-		decoder:  newDecoder(),
+		decoder:  newDecoder(compiled),
+		plan:     compiled,
 		startLSN: startLSN,
-		tx:       Transaction{Tracks: map[int64]struct{}{}, Commenters: map[int64]struct{}{}},
+		tx:       newTransaction(plan),
 		received: startLSN,
 	}, nil
 }
@@ -307,11 +328,11 @@ func (s *Stream) handleEvent(walData []byte, at pglogrepl.LSN) (Message, bool, e
 				zap.Stringer("end_lsn", ev.EndLSN))
 		}
 		return Message{Kind: MessageTransaction, Transaction: &s.tx}, true, nil
-	case eventPlay, eventComment, eventTruncate:
+	case eventChange, eventTruncate:
 		if !s.inTx {
 			return Message{}, false, fmt.Errorf("change at %s outside a transaction", at)
 		}
-		s.tx.add(ev)
+		s.tx.add(s.plan, ev)
 	}
 	return Message{}, false, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
@@ -255,7 +256,7 @@ func (b *bench) drainStreamOnly(ctx context.Context, url, slot, publication stri
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	// 0/0 starts at the new slot's confirmed position: its creation point.
-	stream, err := replication.Start(ctx, conn, slot, publication, 0, b.log)
+	stream, err := replication.Start(ctx, conn, slot, publication, pipeline.StreamPlan(), 0, b.log)
 	if err != nil {
 		return drainResult{}, err
 	}
@@ -267,7 +268,7 @@ func (b *bench) drainStreamOnly(ctx context.Context, url, slot, publication stri
 		}
 		switch msg.Kind {
 		case replication.MessageTransaction:
-			plays += int64(msg.Transaction.Plays)
+			plays += int64(pipeline.TransactionReceived{Tx: msg.Transaction, Tables: pipeline.StreamPlan().TableNames()}.Rows("plays"))
 		case replication.MessageKeepalive:
 			if msg.ReplyRequested {
 				if err := stream.SendStatus(0, false); err != nil {

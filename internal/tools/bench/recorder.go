@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
+	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/pipeline"
-	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 // Flush is one committed flush as the recorder saw it.
@@ -73,7 +73,7 @@ func (r *Recorder) Observe(e pipeline.Event) {
 	case pipeline.StateChanged:
 		r.stateChanged(e.State)
 	case pipeline.TransactionReceived:
-		r.transactionReceived(e.Tx)
+		r.transactionReceived(e)
 	case pipeline.Flushed:
 		r.flushDone(e)
 	case pipeline.StatusSent:
@@ -95,21 +95,19 @@ func (r *Recorder) stateChanged(s pipeline.State) {
 	r.notifyLocked()
 }
 
-func (r *Recorder) transactionReceived(tx *replication.Transaction) {
+func (r *Recorder) transactionReceived(e pipeline.TransactionReceived) {
 	now := time.Now()
+	tx := e.Tx
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.plays += int64(tx.Plays)
-	t := Tx{EndLSN: tx.EndLSN, CommitTime: tx.CommitTime, ReceivedAt: now, Plays: tx.Plays, CumPlays: r.plays}
-	if tx.HasPlayID {
-		t.MaxPlayID = tx.MaxPlayID
-	}
-	if tx.HasCommentBlock {
-		t.MaxBlock = tx.MaxCommentBlock
-	}
+	plays := e.Rows("plays")
+	r.plays += int64(plays)
+	t := Tx{EndLSN: tx.EndLSN, CommitTime: tx.CommitTime, ReceivedAt: now, Plays: plays, CumPlays: r.plays}
+	t.MaxPlayID, _ = e.Max(checkpoints.PlaysCheckpoint)
+	t.MaxBlock, _ = e.Max(checkpoints.CommentsCheckpoint)
 	if r.keepIDs {
-		t.Tracks = keys(tx.Tracks)
-		t.Commenters = keys(tx.Commenters)
+		t.Tracks = keys(e.Keys("milestones", "tracks"))
+		t.Commenters = keys(e.Keys("comments", "users"))
 	}
 	r.txs = append(r.txs, t)
 	r.notifyLocked()

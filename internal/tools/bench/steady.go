@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/challenge-stream/challenge-stream/internal/tools/pollingjob"
+	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/internal/tools/workload"
 )
 
@@ -87,10 +88,10 @@ func (b *bench) streaming(ctx context.Context, tag string, rate float64, window,
 		return steadyRun{}, fmt.Errorf("sidecar: %w", err)
 	}
 	for _, f := range rec.Flushes() {
-		if f.Result.Tracks+f.Result.Commenters > 0 && !f.Start.Before(measureFrom) {
+		if f.Result.Changes > 0 && !f.Start.Before(measureFrom) {
 			run.flushes = append(run.flushes, f.Result.Duration)
 			run.artists = append(run.artists, f.Result.Artists)
-			run.commenters = append(run.commenters, f.Result.Commenters)
+			run.commenters = append(run.commenters, ruleKeys(f.Result, "comments"))
 		}
 	}
 	slices.Sort(run.flushes)
@@ -318,4 +319,14 @@ func quantileOf[T any](sorted []T, q float64) T {
 		return zero
 	}
 	return sorted[nearestRank(q, len(sorted))]
+}
+
+// ruleKeys is the number of dirty keys a flush gave the rule.
+func ruleKeys(f pipeline.Flushed, rule string) int {
+	for _, r := range f.Rules {
+		if r.Rule == rule {
+			return r.Keys
+		}
+	}
+	return 0
 }
