@@ -110,12 +110,12 @@ func upstreamCommentPinTick(ctx context.Context, tx pgx.Tx) error {
 // pinHistory is the state of a random host history, with ids in creation order so that
 // picks from the same seed are the same.
 type pinHistory struct {
-	rng                      *rand.Rand
-	users, tracks, comments  []int64
-	user                     map[int64]userState
-	track                    map[int64]trackState
-	comment                  map[int64]commentState
-	seq                      int
+	rng                     *rand.Rand
+	users, tracks, comments []int64
+	user                    map[int64]userState
+	track                   map[int64]trackState
+	comment                 map[int64]commentState
+	seq                     int
 }
 
 func (h *pinHistory) txhash(prefix string, id int64) string {
@@ -298,56 +298,63 @@ func TestCommentPinCases(t *testing.T) {
 	earned := map[string]progress{"cp 385:2328": {User: commenter, Current: 1, Complete: true, Amount: 100}}
 	on := func(user int64) commentState { return commentState{user: user, track: track} }
 	pinned := func(c int64) trackState { return trackState{owner: owner, pinned: c} }
-	cat := func(parts ...[]write) []write { return slices.Concat(parts...) }
 
 	runRuleCases(t, "comment_pin", []ruleCase{
 		{
 			name:  "verified owner pins another user's comment",
-			steps: [][]write{cat(users(verified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
+			steps: [][]write{slices.Concat(users(verified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
 			want:  earned,
 		},
 		{
 			name:  "self-pin earns nothing",
-			steps: [][]write{cat(users(verified), []write{insertComment(c1, on(owner)), insertTrack(track, pinned(c1), "a")})},
+			steps: [][]write{slices.Concat(users(verified), []write{insertComment(c1, on(owner)), insertTrack(track, pinned(c1), "a")})},
 		},
 		{
 			name:  "unverified owner earns nothing",
-			steps: [][]write{cat(users(unverified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
+			steps: [][]write{slices.Concat(users(unverified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
 		},
 		{
 			name: "a deactivated verified owner still pays, as upstream",
-			steps: [][]write{cat(users(userState{verified: true, deactivated: true}),
+			steps: [][]write{slices.Concat(users(userState{verified: true, deactivated: true}),
 				[]write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
 			want: earned,
 		},
 		{
 			name: "a hidden comment still pays, as upstream",
-			steps: [][]write{cat(users(verified),
+			steps: [][]write{slices.Concat(users(verified),
 				[]write{insertComment(c1, commentState{user: commenter, track: track, hidden: true}), insertTrack(track, pinned(c1), "a")})},
 			want: earned,
 		},
 		{
 			name: "deleted comment earns nothing",
-			steps: [][]write{cat(users(verified),
+			steps: [][]write{slices.Concat(users(verified),
 				[]write{insertComment(c1, commentState{user: commenter, track: track, deleted: true}), insertTrack(track, pinned(c1), "a")})},
 		},
 		{
 			name: "deleted track earns nothing",
-			steps: [][]write{cat(users(verified),
+			steps: [][]write{slices.Concat(users(verified),
 				[]write{insertComment(c1, on(commenter)), insertTrack(track, trackState{owner: owner, pinned: c1, deleted: true}, "a")})},
 		},
 		{
 			name: "owner verified after the pin",
 			steps: [][]write{
-				cat(users(unverified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")}),
+				slices.Concat(users(unverified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")}),
 				updateUser(owner, verified, "o2"),
+			},
+			want: earned,
+		},
+		{
+			name: "pinned comment arrives after the pin",
+			steps: [][]write{
+				slices.Concat(users(verified), []write{insertTrack(track, pinned(c1), "a")}),
+				{insertComment(c1, on(commenter))},
 			},
 			want: earned,
 		},
 		{
 			name: "pinned comment undeleted",
 			steps: [][]write{
-				cat(users(verified), []write{insertComment(c1, commentState{user: commenter, track: track, deleted: true}),
+				slices.Concat(users(verified), []write{insertComment(c1, commentState{user: commenter, track: track, deleted: true}),
 					insertTrack(track, pinned(c1), "a")}),
 				{updateComment(c1, on(commenter))},
 			},
@@ -356,7 +363,7 @@ func TestCommentPinCases(t *testing.T) {
 		{
 			name: "sticky: unpin, delete and unverify keep the row",
 			steps: [][]write{
-				cat(users(verified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")}),
+				slices.Concat(users(verified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")}),
 				updateTrack(track, trackState{owner: owner}, "b"),
 				{updateComment(c1, commentState{user: commenter, track: track, deleted: true})},
 				updateUser(owner, unverified, "o2"),
@@ -366,7 +373,7 @@ func TestCommentPinCases(t *testing.T) {
 		{
 			name: "re-pin mints no second row",
 			steps: [][]write{
-				cat(users(verified), []write{insertComment(c1, on(commenter)), insertComment(c2, on(commenter)),
+				slices.Concat(users(verified), []write{insertComment(c1, on(commenter)), insertComment(c2, on(commenter)),
 					insertTrack(track, pinned(c1), "a")}),
 				updateTrack(track, trackState{owner: owner}, "b"),
 				updateTrack(track, pinned(c1), "c"),
@@ -376,7 +383,7 @@ func TestCommentPinCases(t *testing.T) {
 		},
 		{
 			name: "a pin per track",
-			steps: [][]write{cat(users(verified), []write{
+			steps: [][]write{slices.Concat(users(verified), []write{
 				insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a"),
 				insertComment(c2, commentState{user: commenter, track: other}),
 				insertTrack(other, trackState{owner: owner, pinned: c2}, "a"),
@@ -389,7 +396,7 @@ func TestCommentPinCases(t *testing.T) {
 		{
 			name:     "inactive rule writes nothing",
 			inactive: true,
-			steps:    [][]write{cat(users(verified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
+			steps:    [][]write{slices.Concat(users(verified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
 		},
 	})
 }

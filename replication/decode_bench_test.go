@@ -35,7 +35,7 @@ func BenchmarkDecodeCommentUpdate(b *testing.B) {
 
 // BenchmarkDecodeCommit decodes a Commit, sent once per transaction.
 func BenchmarkDecodeCommit(b *testing.B) {
-	d := newDecoder()
+	d := newDecoder(testPlan(b))
 	msg := pgoCommit(0x16B3748, 0x16B3778, time.Date(2025, 1, 6, 12, 0, 0, 0, time.UTC))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -48,7 +48,7 @@ func BenchmarkDecodeCommit(b *testing.B) {
 // BenchmarkDecodeRelation decodes the comments Relation message, sent once
 // per session and after each ALTER TABLE.
 func BenchmarkDecodeRelation(b *testing.B) {
-	d := newDecoder()
+	d := newDecoder(testPlan(b))
 	msg := pgoRelation(pgoCommentsRelID, "public", "comments", pgoCommentsColumns()...)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -44,7 +44,7 @@ func FuzzDecode(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, setup, msg []byte) {
-		d := newDecoder()
+		d := newDecoder(testPlan(t))
 		for _, r := range pgoStandardRelations() {
 			if _, err := d.decode(r); err != nil {
 				t.Fatal(err)
@@ -74,19 +74,14 @@ func checkEvent(t *testing.T, msg []byte, ev event) {
 		if msg[0] != 'C' || len(msg) != 26 {
 			t.Fatalf("commit from %q", msg)
 		}
-	case eventPlay:
-		if msg[0] != 'I' {
-			t.Fatalf("play %+v from %q", ev, msg)
-		}
-		if !ev.HasPlayID && ev.PlayID != 0 {
-			t.Fatalf("play without id has id %d", ev.PlayID)
-		}
-	case eventComment:
+	case eventChange:
 		if msg[0] != 'I' && msg[0] != 'U' {
-			t.Fatalf("comment %+v from %q", ev, msg)
+			t.Fatalf("change %+v from %q", ev, msg)
 		}
-		if !ev.HasBlockNumber && ev.BlockNumber != 0 {
-			t.Fatalf("comment without blocknumber has blocknumber %d", ev.BlockNumber)
+		for i, present := range ev.Present {
+			if !present && ev.Values[i] != 0 {
+				t.Fatalf("absent value %d is %d", i, ev.Values[i])
+			}
 		}
 	case eventTruncate:
 		if msg[0] != 'T' {

@@ -209,7 +209,7 @@ func pgoStandardRelations() [][]byte {
 // any of them does not decode.
 func pgoSetupDecoder(t testing.TB, msgs ...[]byte) *decoder {
 	t.Helper()
-	d := newDecoder()
+	d := newDecoder(testPlan(t))
 	for i, m := range msgs {
 		_, err := d.decode(m)
 		require.NoError(t, err, "setup message %d", i)
@@ -248,30 +248,30 @@ func TestDecode(t *testing.T) {
 		{
 			name: "plays insert with extra columns",
 			msg:  pgoInsert(pgoPlaysRelID, pgoPlaysRow("1001", "42")...),
-			want: event{Kind: eventPlay, PlayID: 1001, HasPlayID: true, TrackID: 42},
+			want: playEvent(1001, true, 42),
 		},
 		{
 			name:  "plays insert with reordered columns",
 			setup: [][]byte{pgoRelation(pgoPlaysRelID, "public", "plays", reordered...)},
 			msg:   pgoInsert(pgoPlaysRelID, pgoText("42"), pgoText("2025-03-01"), pgoText("9007199254740993")),
-			want:  event{Kind: eventPlay, PlayID: 9007199254740993, HasPlayID: true, TrackID: 42},
+			want:  playEvent(9007199254740993, true, 42),
 		},
 		{
 			name: "plays insert with int2 and int4 columns",
 			setup: [][]byte{pgoRelation(pgoPlaysRelID, "public", "plays",
 				pgoColumn{"id", oidInt4}, pgoColumn{"play_item_id", oidInt2})},
 			msg:  pgoInsert(pgoPlaysRelID, pgoText("-5"), pgoText("32767")),
-			want: event{Kind: eventPlay, PlayID: -5, HasPlayID: true, TrackID: 32767},
+			want: playEvent(-5, true, 32767),
 		},
 		{
 			name: "plays insert with NULL id",
 			msg:  pgoInsert(pgoPlaysRelID, pgoText("1"), pgoText("x"), pgoNull(), pgoText("42"), pgoNull(), pgoNull()),
-			want: event{Kind: eventPlay, TrackID: 42},
+			want: playEvent(0, false, 42),
 		},
 		{
 			name: "plays insert with unchanged TOAST in an unused column",
 			msg:  pgoInsert(pgoPlaysRelID, pgoText("1"), pgoToast(), pgoText("5"), pgoText("6"), pgoNull(), pgoToast()),
-			want: event{Kind: eventPlay, PlayID: 5, HasPlayID: true, TrackID: 6},
+			want: playEvent(5, true, 6),
 		},
 		{
 			name:    "plays insert with NULL play_item_id",
@@ -321,12 +321,12 @@ func TestDecode(t *testing.T) {
 		{
 			name: "comments insert",
 			msg:  pgoInsert(pgoCommentsRelID, pgoCommentsRow("700", pgoText("123456789012"))...),
-			want: event{Kind: eventComment, UserID: 700, BlockNumber: 123456789012, HasBlockNumber: true},
+			want: commentEvent(700, 123456789012, true, OpInsert),
 		},
 		{
 			name: "comments insert with NULL blocknumber",
 			msg:  pgoInsert(pgoCommentsRelID, pgoCommentsRow("700", pgoNull())...),
-			want: event{Kind: eventComment, UserID: 700},
+			want: commentEvent(700, 0, false, OpInsert),
 		},
 		{
 			name: "comments insert with NULL user_id",
@@ -340,21 +340,21 @@ func TestDecode(t *testing.T) {
 		{
 			name: "comments update without old tuple",
 			msg:  pgoUpdate(pgoCommentsRelID, 0, nil, pgoCommentsRow("700", pgoText("99"))),
-			want: event{Kind: eventComment, UserID: 700, BlockNumber: 99, HasBlockNumber: true},
+			want: commentEvent(700, 99, true, OpUpdate),
 		},
 		{
 			name: "comments update with old key",
 			msg: pgoUpdate(pgoCommentsRelID, 'K',
 				[]pgoValue{pgoText("5"), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull(), pgoNull()},
 				pgoCommentsRow("700", pgoText("99"))),
-			want: event{Kind: eventComment, UserID: 700, BlockNumber: 99, HasBlockNumber: true},
+			want: commentEvent(700, 99, true, OpUpdate),
 		},
 		{
 			name: "comments update with old row (replica identity full)",
 			msg: pgoUpdate(pgoCommentsRelID, 'O',
 				pgoCommentsRow("700", pgoText("98")),
 				pgoCommentsRow("701", pgoText("99"))),
-			want: event{Kind: eventComment, UserID: 701, BlockNumber: 99, HasBlockNumber: true},
+			want: commentEvent(701, 99, true, OpUpdate),
 		},
 		{
 			name: "comments update with unchanged TOAST text",
@@ -363,14 +363,14 @@ func TestDecode(t *testing.T) {
 				row[1] = pgoToast()
 				return row
 			}()),
-			want: event{Kind: eventComment, UserID: 700, BlockNumber: 99, HasBlockNumber: true},
+			want: commentEvent(700, 99, true, OpUpdate),
 		},
 		{
 			name: "comments update with unchanged blocknumber",
 			msg: pgoUpdate(pgoCommentsRelID, 0, nil, func() []pgoValue {
 				return pgoCommentsRow("700", pgoToast())
 			}()),
-			want: event{Kind: eventComment, UserID: 700},
+			want: commentEvent(700, 0, false, OpUpdate),
 		},
 		{
 			name:    "update with old tuple but no new tuple",
@@ -634,7 +634,7 @@ func TestDecodeRelationAddColumn(t *testing.T) {
 	before := pgoInsert(pgoPlaysRelID, pgoPlaysRow("1", "10")...)
 	ev, err := d.decode(before)
 	require.NoError(t, err)
-	require.Equal(t, int64(10), ev.TrackID)
+	require.Equal(t, playEvent(1, true, 10), ev)
 
 	// ALTER TABLE plays ADD COLUMN: the server re-sends the Relation message
 	// for the same relation ID before the next change.
@@ -644,7 +644,7 @@ func TestDecodeRelationAddColumn(t *testing.T) {
 
 	ev, err = d.decode(pgoInsert(pgoPlaysRelID, append(pgoPlaysRow("2", "20"), pgoText("phone"))...))
 	require.NoError(t, err)
-	require.Equal(t, event{Kind: eventPlay, PlayID: 2, HasPlayID: true, TrackID: 20}, ev)
+	require.Equal(t, playEvent(2, true, 20), ev)
 
 	// A tuple in the old shape no longer matches the cached relation.
 	_, err = d.decode(before)
@@ -668,7 +668,7 @@ func TestDecodeRelationDropColumnRejected(t *testing.T) {
 	// comments is unaffected.
 	ev, err := d.decode(pgoInsert(pgoCommentsRelID, pgoCommentsRow("3", pgoNull())...))
 	require.NoError(t, err)
-	require.Equal(t, eventComment, ev.Kind)
+	require.Equal(t, eventChange, ev.Kind)
 }
 
 func TestDecodeRelationIDReused(t *testing.T) {
@@ -687,7 +687,7 @@ func TestDecodeRelationIDReused(t *testing.T) {
 	require.NoError(t, err)
 	ev, err = d.decode(pgoInsert(pgoOtherRelID, pgoText("8"), pgoText("9")))
 	require.NoError(t, err)
-	require.Equal(t, event{Kind: eventPlay, PlayID: 9, HasPlayID: true, TrackID: 8}, ev)
+	require.Equal(t, playEvent(9, true, 8), ev)
 }
 
 func TestDecodeTransaction(t *testing.T) {
@@ -702,14 +702,14 @@ func TestDecodeTransaction(t *testing.T) {
 		pgoUpdate(pgoCommentsRelID, 'K', pgoCommentsRow("700", pgoNull()), pgoCommentsRow("700", pgoText("55"))),
 		pgoCommit(0x3000, 0x3030, commitTime),
 	}
-	d := newDecoder()
+	d := newDecoder(testPlan(t))
 	var kinds []eventKind
 	for _, m := range msgs {
 		ev, err := d.decode(m)
 		require.NoError(t, err)
 		kinds = append(kinds, ev.Kind)
 	}
-	require.Equal(t, []eventKind{eventBegin, eventIgnored, eventPlay, eventPlay, eventIgnored, eventComment, eventCommit}, kinds)
+	require.Equal(t, []eventKind{eventBegin, eventIgnored, eventChange, eventChange, eventIgnored, eventChange, eventCommit}, kinds)
 }
 
 // TestDecodeTruncatedMessages checks every proper prefix of every valid
@@ -853,7 +853,7 @@ func TestDecodeAllocs(t *testing.T) {
 
 func TestDecodeEventKindString(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "play", eventPlay.String())
+	require.Equal(t, "change", eventChange.String())
 	require.Equal(t, "truncate", eventTruncate.String())
 	require.Equal(t, "eventKind(99)", eventKind(99).String())
 }

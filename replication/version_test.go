@@ -72,7 +72,7 @@ func (r fakeRow) Scan(dest ...any) error {
 func TestCheckServerRefusesOldServer(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	require.ErrorIs(t, CheckServer(ctx, fakeServer{"130021"}), ErrServerVersion)
-	require.NoError(t, CheckServer(ctx, fakeServer{"140023"}))
-	require.Error(t, CheckServer(ctx, fakeServer{"fourteen"}))
+	require.ErrorIs(t, CheckServer(ctx, fakeServer{"130021"}, nil), ErrServerVersion)
+	require.NoError(t, CheckServer(ctx, fakeServer{"140023"}, nil))
+	require.Error(t, CheckServer(ctx, fakeServer{"fourteen"}, nil))
 }
