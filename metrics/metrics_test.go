@@ -92,8 +92,12 @@ func TestHandlerExposesFamilies(t *testing.T) {
 	}
 	// Labelled series exist at zero before anything happens, so rate() and increase() see the
 	// first event.
-	require.Equal(t, 0.0, values[`challenge_stream_events_total{operation="insert",table="plays"}`])
-	require.Contains(t, values, `challenge_stream_events_total{operation="insert_or_update",table="comments"}`)
+	for _, table := range processors.Tables() {
+		require.Contains(t, values, fmt.Sprintf(`challenge_stream_events_total{table=%q}`, table), "every source table's series exists")
+	}
+	for _, r := range processors.Rules() {
+		require.Contains(t, values, fmt.Sprintf(`challenge_stream_rule_from_scratch_total{rule=%q}`, r.Name))
+	}
 	require.Contains(t, values, `challenge_stream_slot_recreated_total{reason="lost"}`)
 	require.Contains(t, values, `challenge_stream_slot_recreated_total{reason="missing"}`)
 	require.Equal(t, 1.0, values[`challenge_stream_state{state="starting"}`])
@@ -130,12 +134,17 @@ func TestObserverMovesCounters(t *testing.T) {
 	t.Parallel()
 	m := New("cs_slot")
 	m.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
-	m.Observe(pipeline.TransactionReceived{Tx: &replication.Transaction{Plays: 3, Comments: 2}})
-	m.Observe(pipeline.TransactionReceived{Tx: &replication.Transaction{Plays: 1, Truncates: 1}})
+	tables := []string{"plays", "comments"}
+	m.Observe(pipeline.TransactionReceived{Tx: &replication.Transaction{Rows: []int{3, 2}}, Tables: tables})
+	m.Observe(pipeline.TransactionReceived{Tx: &replication.Transaction{Rows: []int{1, 0}, Truncates: 1}, Tables: tables})
 	committed := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	m.Observe(pipeline.Flushed{
-		LSN:    pglogrepl.LSN(0x1_0000_0010),
-		Tracks: 4, Commenters: 2,
+		LSN:     pglogrepl.LSN(0x1_0000_0010),
+		Changes: 6, Keys: 6,
+		Rules: []processors.RuleResult{
+			{Rule: "milestones", Keys: 4, Duration: 200 * time.Millisecond},
+			{Rule: "verified", Keys: 2, Duration: 10 * time.Millisecond, FromScratch: true},
+		},
 		Stats: processors.Stats{
 			"p1": {Inserted: 2, Updated: 1},
 			"c":  {Unchanged: 5},
@@ -151,36 +160,40 @@ func TestObserverMovesCounters(t *testing.T) {
 
 	_, v := scrape(t, m)
 	for series, want := range map[string]float64{
-		`challenge_stream_state{state="streaming"}`:                                    1,
-		`challenge_stream_state{state="starting"}`:                                     0,
-		`challenge_stream_transactions_total`:                                          2,
-		`challenge_stream_events_total{operation="insert",table="plays"}`:              4,
-		`challenge_stream_events_total{operation="insert_or_update",table="comments"}`: 2,
-		`challenge_stream_truncates_total`:                                             1,
-		`challenge_stream_flushes_total`:                                               1,
-		`challenge_stream_flush_duration_seconds_count`:                                1,
-		`challenge_stream_flush_duration_seconds_sum`:                                  0.25,
-		`challenge_stream_dirty_set_size_sum`:                                          6,
-		`challenge_stream_upserts_total{challenge="p1",outcome="inserted"}`:            2,
-		`challenge_stream_upserts_total{challenge="p1",outcome="updated"}`:             1,
-		`challenge_stream_upserts_total{challenge="c",outcome="unchanged"}`:            5,
-		`challenge_stream_commit_to_flush_seconds_count`:                               1,
-		`challenge_stream_commit_to_flush_seconds_sum`:                                 1.5,
-		`challenge_stream_last_flush_timestamp_seconds`:                                float64(committed.Unix()),
-		`challenge_stream_stored_lsn`:                                                  float64(0x1_0000_0010),
-		`challenge_stream_received_lsn`:                                                0x2000,
-		`challenge_stream_confirmed_lsn`:                                               0x1000,
-		`challenge_stream_replication_lag_bytes`:                                       0x800,
-		`challenge_stream_status_updates_total`:                                        1,
-		`challenge_stream_reconnects_total`:                                            1,
-		`challenge_stream_slot_recreated_total{reason="lost"}`:                         1,
-		`challenge_stream_slot_recreated_total{reason="missing"}`:                      0,
-		`challenge_stream_slot_exists`:                                                 1,
-		`challenge_stream_slot_active`:                                                 1,
-		`challenge_stream_slot_wal_status{status="extended"}`:                          1,
-		`challenge_stream_slot_wal_status{status="reserved"}`:                          0,
-		`challenge_stream_slot_wal_retained_bytes`:                                     4096,
-		`challenge_stream_slot_lag_bytes`:                                              100,
+		`challenge_stream_state{state="streaming"}`:                           1,
+		`challenge_stream_state{state="starting"}`:                            0,
+		`challenge_stream_transactions_total`:                                 2,
+		`challenge_stream_events_total{table="plays"}`:                        4,
+		`challenge_stream_events_total{table="comments"}`:                     2,
+		`challenge_stream_rule_flush_duration_seconds_sum{rule="milestones"}`: 0.2,
+		`challenge_stream_rule_dirty_keys_sum{rule="verified"}`:               2,
+		`challenge_stream_rule_from_scratch_total{rule="verified"}`:           1,
+		`challenge_stream_rule_from_scratch_total{rule="milestones"}`:         0,
+		`challenge_stream_truncates_total`:                                    1,
+		`challenge_stream_flushes_total`:                                      1,
+		`challenge_stream_flush_duration_seconds_count`:                       1,
+		`challenge_stream_flush_duration_seconds_sum`:                         0.25,
+		`challenge_stream_dirty_set_size_sum`:                                 6,
+		`challenge_stream_upserts_total{challenge="p1",outcome="inserted"}`:   2,
+		`challenge_stream_upserts_total{challenge="p1",outcome="updated"}`:    1,
+		`challenge_stream_upserts_total{challenge="c",outcome="unchanged"}`:   5,
+		`challenge_stream_commit_to_flush_seconds_count`:                      1,
+		`challenge_stream_commit_to_flush_seconds_sum`:                        1.5,
+		`challenge_stream_last_flush_timestamp_seconds`:                       float64(committed.Unix()),
+		`challenge_stream_stored_lsn`:                                         float64(0x1_0000_0010),
+		`challenge_stream_received_lsn`:                                       0x2000,
+		`challenge_stream_confirmed_lsn`:                                      0x1000,
+		`challenge_stream_replication_lag_bytes`:                              0x800,
+		`challenge_stream_status_updates_total`:                               1,
+		`challenge_stream_reconnects_total`:                                   1,
+		`challenge_stream_slot_recreated_total{reason="lost"}`:                1,
+		`challenge_stream_slot_recreated_total{reason="missing"}`:             0,
+		`challenge_stream_slot_exists`:                                        1,
+		`challenge_stream_slot_active`:                                        1,
+		`challenge_stream_slot_wal_status{status="extended"}`:                 1,
+		`challenge_stream_slot_wal_status{status="reserved"}`:                 0,
+		`challenge_stream_slot_wal_retained_bytes`:                            4096,
+		`challenge_stream_slot_lag_bytes`:                                     100,
 	} {
 		require.Contains(t, v, series)
 		require.InDelta(t, want, v[series], 1e-9, series)

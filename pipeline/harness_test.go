@@ -37,7 +37,7 @@ func (r *recorder) observe(e pipeline.Event) {
 		r.state = e.State
 	case pipeline.TransactionReceived:
 		r.transactions++
-		r.plays += e.Tx.Plays
+		r.plays += e.Rows("plays")
 	case pipeline.Flushed:
 		r.flushes = append(r.flushes, e)
 	case pipeline.SlotRecreated:

@@ -545,12 +545,12 @@ func (f *plannedFlusher) flush(ctx context.Context, w *window) (Flushed, error) 
 	if c.plan.fails {
 		return f.fail(c, errPlannedFlush)
 	}
-	res := Flushed{LSN: w.endLSN, Tracks: len(w.tracks), Commenters: len(w.commenters), Duration: c.plan.duration}
+	res := Flushed{LSN: w.endLSN, Changes: w.changes, Keys: w.size(), Duration: c.plan.duration}
 	if f.report != nil {
 		res.LSN = f.report(w)
 	}
 	var carried []int64
-	for _, set := range []map[int64]struct{}{w.tracks, w.commenters} {
+	for _, set := range []map[int64]struct{}{w.tracks(), w.commenters()} {
 		for id := range set {
 			if id >= tagBase {
 				carried = append(carried, id)

@@ -117,7 +117,7 @@ func (f flushFunc) flush(ctx context.Context, w *window) (Flushed, error) { retu
 
 // instantFlush commits every window at once.
 var instantFlush = flushFunc(func(_ context.Context, w *window) (Flushed, error) {
-	return Flushed{LSN: w.endLSN, Tracks: len(w.tracks), Commenters: len(w.commenters)}, nil
+	return Flushed{LSN: w.endLSN, Changes: w.changes, Keys: w.size()}, nil
 })
 
 type loopBundle struct {
@@ -180,7 +180,7 @@ func (b loopBundle) handedOver() *window {
 
 // flushed plays the flusher finishing w.
 func (b loopBundle) flushed(w *window) {
-	b.l.done <- flushOutcome{res: Flushed{LSN: w.endLSN, Tracks: len(w.tracks), Duration: time.Millisecond}}
+	b.l.done <- flushOutcome{res: Flushed{LSN: w.endLSN, Changes: w.changes, Keys: w.size(), Duration: time.Millisecond}}
 }
 
 func TestLoneTransactionFlushedOnceCaughtUp(t *testing.T) {
@@ -504,7 +504,7 @@ func TestBacklogWindowClosesNearItsEnd(t *testing.T) {
 	// That flush took 600 ms, longer than the rest of the stream: the next window still waits
 	// for the stream to catch up (the keepalive), not for the rest to be a flush away again,
 	// and the loop no longer probes.
-	b.l.done <- flushOutcome{res: Flushed{LSN: first.endLSN, Tracks: len(first.tracks), Duration: 600 * time.Millisecond}}
+	b.l.done <- flushOutcome{res: Flushed{LSN: first.endLSN, Changes: first.changes, Keys: first.size(), Duration: 600 * time.Millisecond}}
 	probesAtClose := probes
 	var second *window
 	for second == nil {
@@ -623,7 +623,7 @@ func TestFlushFailingAtStopIsNotSwallowed(t *testing.T) {
 				<-release
 				return Flushed{}, boom
 			}
-			return Flushed{LSN: w.endLSN, Tracks: len(w.tracks)}, nil
+			return Flushed{LSN: w.endLSN, Changes: w.changes, Keys: w.size()}, nil
 		})
 		b := runLoop(t, f, func(c *Config) { c.MaxWindowSize = 2 })
 		ctx, cancel := context.WithCancel(t.Context())

@@ -89,7 +89,7 @@ func TestTwoTransactionsOneWindow(t *testing.T) {
 	_, _, _, flushes, _ := s.obs.get()
 	var withChanges int
 	for _, f := range flushes {
-		if f.Tracks > 0 {
+		if f.Changes > 0 {
 			withChanges++
 		}
 	}
@@ -495,7 +495,7 @@ func TestPlaysUpdatesCarryNothing(t *testing.T) {
 	e.caughtUp()
 	_, _, _, after, _ := s.obs.get()
 	for _, f := range after[len(before):] {
-		require.Zero(t, f.Tracks, "an UPDATE of plays made no track dirty")
+		require.Zero(t, f.Changes, "an UPDATE of plays is no change to any rule")
 	}
 	e.requireRow("p2", "51:1000", 300, false)
 	e.verified()

@@ -17,20 +17,13 @@ func blocks(n, perTx int, tracks int64) []*replication.Transaction {
 	txs := make([]*replication.Transaction, n)
 	var id int64
 	for i := range txs {
-		tx := &replication.Transaction{
-			EndLSN:     pglogrepl.LSN(1000 * (i + 1)),
-			CommitTime: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC),
-			Tracks:     map[int64]struct{}{},
-			Commenters: map[int64]struct{}{},
-			Plays:      perTx,
-			HasPlayID:  true,
+		played := make([]int64, perTx)
+		for j := range played {
+			played[j] = 1 + rng.Int64N(tracks)
 		}
-		for range perTx {
-			id++
-			tx.Tracks[1+rng.Int64N(tracks)] = struct{}{}
-		}
-		tx.MaxPlayID = id
-		txs[i] = tx
+		id += int64(perTx)
+		txs[i] = tx(pglogrepl.LSN(1000*(i+1)), played, id, nil, 0)
+		txs[i].CommitTime = time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)
 	}
 	return txs
 }
@@ -42,12 +35,12 @@ func blocks(n, perTx int, tracks int64) []*replication.Transaction {
 func BenchmarkWindowAdd(b *testing.B) {
 	txs := blocks(500, 100, 50_000)
 	now := time.Now()
-	w := newWindow()
+	w := newWindow(registryPlan(), nil)
 	i := 0
 	b.ReportAllocs()
 	for b.Loop() {
 		if i == len(txs) {
-			w, i = newWindow(), 0
+			w, i = newWindow(registryPlan(), nil), 0
 		}
 		w.add(txs[i], now)
 		i++
@@ -60,7 +53,7 @@ func BenchmarkWindowAdd(b *testing.B) {
 func BenchmarkWindowAddSameTracks(b *testing.B) {
 	txs := blocks(8, 100, 500)
 	now := time.Now()
-	w := newWindow()
+	w := newWindow(registryPlan(), nil)
 	for _, tx := range txs {
 		w.add(tx, now)
 	}
@@ -79,7 +72,7 @@ func BenchmarkWindowAddHuge(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		w := newWindow()
+		w := newWindow(registryPlan(), nil)
 		w.add(tx, now)
 	}
 }
@@ -87,9 +80,9 @@ func BenchmarkWindowAddHuge(b *testing.B) {
 // BenchmarkWindowAddEmpty merges a transaction that changed nothing of ours (only its LSN
 // matters). It must not allocate.
 func BenchmarkWindowAddEmpty(b *testing.B) {
-	tx := &replication.Transaction{EndLSN: 42, Tracks: map[int64]struct{}{}, Commenters: map[int64]struct{}{}}
+	tx := tx(42, nil, 0, nil, 0)
 	now := time.Now()
-	w := newWindow()
+	w := newWindow(registryPlan(), nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		w.add(tx, now)

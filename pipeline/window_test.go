@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -8,32 +9,53 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
+// tx is a committed transaction of plays on tracks and comments by commenters, routed by the
+// registry's plan as the stream routes it.
 func tx(end pglogrepl.LSN, tracks []int64, maxPlay int64, commenters []int64, maxBlock int64) *replication.Transaction {
-	t := &replication.Transaction{EndLSN: end, Tracks: map[int64]struct{}{}, Commenters: map[int64]struct{}{},
-		CommitTime: time.Unix(int64(end), 0)}
-	for _, id := range tracks {
-		t.Tracks[id] = struct{}{}
-		t.Plays++
+	p := registryPlan()
+	t := &replication.Transaction{EndLSN: end, CommitTime: time.Unix(int64(end), 0),
+		Sets: make([]map[int64]struct{}, len(p.sets)), Max: make([]int64, len(p.maxima)),
+		HasMax: make([]bool, len(p.maxima)), Rows: make([]int, len(p.plan.Tables))}
+	for i := range t.Sets {
+		t.Sets[i] = map[int64]struct{}{}
 	}
-	for _, id := range commenters {
-		t.Commenters[id] = struct{}{}
-		t.Comments++
+	add := func(rule, keys, table string, ids []int64) {
+		set := t.Sets[slices.Index(p.sets, ruleKeys{rule, keys})]
+		for _, id := range ids {
+			set[id] = struct{}{}
+			t.Rows[slices.Index(p.tables(), table)]++
+			t.Changes++
+		}
 	}
-	if maxPlay > 0 {
-		t.MaxPlayID, t.HasPlayID = maxPlay, true
+	add("milestones", "tracks", "plays", tracks)
+	add("comments", "users", "comments", commenters)
+	raise := func(checkpoint string, v int64) {
+		if v > 0 {
+			i := slices.Index(p.maxima, checkpoint)
+			t.Max[i], t.HasMax[i] = v, true
+		}
 	}
-	if maxBlock > 0 {
-		t.MaxCommentBlock, t.HasCommentBlock = maxBlock, true
-	}
+	raise(checkpoints.PlaysCheckpoint, maxPlay)
+	raise(checkpoints.CommentsCheckpoint, maxBlock)
 	return t
 }
 
+// keysOf is a window's key set of a rule.
+func (w *window) keysOf(rule, keys string) map[int64]struct{} {
+	return w.sets[slices.Index(w.plan.sets, ruleKeys{rule, keys})]
+}
+
+// tracks and commenters are the key sets of p and c.
+func (w *window) tracks() map[int64]struct{}     { return w.keysOf("milestones", "tracks") }
+func (w *window) commenters() map[int64]struct{} { return w.keysOf("comments", "users") }
+
 func TestWindowAdd(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	w := newWindow()
+	w := newWindow(registryPlan(), nil)
 	w.add(tx(100, nil, 0, nil, 0), t0) // touched nothing of ours
 	require.False(t, w.hasChanges())
 	require.Equal(t, pglogrepl.LSN(100), w.endLSN, "an empty transaction still moves the end")
@@ -46,10 +68,10 @@ func TestWindowAdd(t *testing.T) {
 	require.Equal(t, time.Unix(200, 0), w.firstCommit)
 	require.Equal(t, pglogrepl.LSN(300), w.endLSN)
 	require.Equal(t, 4, w.size(), "distinct IDs: tracks 1,2,3 and commenter 9")
-	require.EqualValues(t, 50, w.legacy.LastPlayID, "the highest plays.id, not the last")
-	require.EqualValues(t, 7, w.legacy.LastCommentBlock)
+	require.EqualValues(t, 50, w.rulesWindow().Legacy.LastPlayID, "the highest plays.id, not the last")
+	require.EqualValues(t, 7, w.rulesWindow().Legacy.LastCommentBlock)
 	require.Equal(t, 3, w.transactions)
-	require.Equal(t, 4, w.plays)
+	require.Equal(t, 5, w.changes, "four plays and a comment")
 }
 
 func TestConfigValidate(t *testing.T) {

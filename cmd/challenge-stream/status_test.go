@@ -15,6 +15,7 @@ import (
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
 	"github.com/challenge-stream/challenge-stream/migrations"
+	"github.com/challenge-stream/challenge-stream/processors"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
@@ -33,7 +34,7 @@ func setupDeployed(t *testing.T) deployed {
 	require.NoError(t, err)
 	require.NoError(t, migrations.Apply(ctx, conn, zaptest.NewLogger(t)))
 	require.NoError(t, conn.Close(ctx))
-	require.NoError(t, replication.EnsurePublication(ctx, db.Pool, db.Publication))
+	require.NoError(t, replication.EnsurePublication(ctx, db.Pool, db.Publication, processors.Tables()))
 	var text string
 	require.NoError(t, db.Pool.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
 		db.Slot).Scan(&text))
