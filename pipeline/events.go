@@ -32,7 +32,9 @@ type Flushed struct {
 	Keys    int // distinct dirty keys over all rules
 	Artists int // eligible artists recomputed
 	// Rules is what each active rule did, in registry order: its keys, time and writes.
+	// Inactive names the rules the flush found switched off.
 	Rules       []processors.RuleResult
+	Inactive    []string
 	Stats       processors.Stats
 	Duration    time.Duration
 	FirstCommit time.Time // commit time of the window's oldest change (zero for LSN-only flushes)

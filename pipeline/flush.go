@@ -38,7 +38,8 @@ func (f dbFlusher) flush(ctx context.Context, w *window) (Flushed, error) {
 			if err != nil {
 				return err
 			}
-			res.Stats, res.Artists, res.Oddities, res.Rules = r.Stats, r.Artists, r.Oddities, r.Rules
+			res.Stats, res.Artists, res.Oddities = r.Stats, r.Artists, r.Oddities
+			res.Rules, res.Inactive = r.Rules, r.Inactive
 			res.Held, res.Gaps, res.ForeignCheckpoints = r.Held, r.Gaps, r.Foreign
 		}
 		return checkpoints.StoreLSN(ctx, tx, f.slot, w.endLSN)

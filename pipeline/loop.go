@@ -71,10 +71,10 @@ type loop struct {
 	after   func(time.Duration) <-chan time.Time // a timer; tests pass a fake clock's
 
 	window *window
-	// active are the rules the last flush found active (nil before the first: all). A new
-	// window keeps no keys of the others: an inactive rule costs nothing, and re-activating it
-	// derives what it missed (processors' doc).
-	active   map[string]bool
+	// inactive are the rules the last flush found switched off. A new window keeps none of
+	// their keys: an inactive rule costs nothing, and re-activating it derives what it missed
+	// (processors' doc).
+	inactive []string
 	rule     windowRule    // when the window goes (windowrule.go)
 	stored   pglogrepl.LSN // durably applied: the flush and apply position we confirm
 	walEnd   pglogrepl.LSN // the server's WAL end from the last keepalive
@@ -351,7 +351,7 @@ func isQueryCanceled(err error) bool {
 
 func (l *loop) handOver() {
 	w := l.window
-	l.window = newWindow(registryPlan(), l.active)
+	l.window = newWindow(registryPlan(), l.inactive)
 	l.flushing = true
 	l.work <- w
 }
@@ -402,10 +402,7 @@ func (l *loop) finish(o flushOutcome) error {
 		failpoint.Hit("after-flush-commit")
 		l.oddities.note(o.res.Oddities)
 		l.rule.lastFlush = o.res.Duration
-		l.active = map[string]bool{}
-		for _, r := range o.res.Rules {
-			l.active[r.Rule] = true
-		}
+		l.inactive = o.res.Inactive
 	}
 	if len(o.res.ForeignCheckpoints) > 0 {
 		l.log.Warn("a legacy checkpoint was written by someone else: is the polling job still running? "+

@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -85,9 +86,11 @@ func TestRuleSwitchedOffAndOn(t *testing.T) {
 				gaps = append(gaps, g.Checkpoint)
 			}
 		}
-		return len(gaps) >= len(want)
+		return len(slices.Compact(slices.Clone(gaps))) >= len(want)
 	})
-	require.Equal(t, want, gaps)
+	// A window opened before the re-activating flush finished dropped the family's keys too,
+	// and derives the gap again: the same checkpoint may repeat.
+	require.Equal(t, want, slices.Compact(gaps))
 	s.stop()
 }
 

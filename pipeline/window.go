@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"slices"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -15,6 +16,8 @@ type window struct {
 	plan *rulePlan
 	// sets are the plan's key sets; a nil set belongs to an inactive rule and keeps nothing.
 	sets []map[int64]struct{}
+	// dropped are the rules whose keys the window does not keep.
+	dropped []string
 	// max are the plan's maxima (the legacy checkpoints' columns), hasMax whether one was seen.
 	max    []int64
 	hasMax []bool
@@ -31,13 +34,15 @@ type window struct {
 	firstCommit time.Time
 }
 
-// newWindow returns an empty window keeping the keys of the active rules (nil: all).
-func newWindow(plan *rulePlan, active map[string]bool) *window {
+// newWindow returns an empty window keeping no keys of the inactive rules.
+func newWindow(plan *rulePlan, inactive []string) *window {
 	w := &window{plan: plan, sets: make([]map[int64]struct{}, len(plan.sets)),
 		max: make([]int64, len(plan.maxima)), hasMax: make([]bool, len(plan.maxima))}
 	for i, rk := range plan.sets {
-		if active == nil || active[rk.rule] {
+		if !slices.Contains(inactive, rk.rule) {
 			w.sets[i] = map[int64]struct{}{}
+		} else if !slices.Contains(w.dropped, rk.rule) {
+			w.dropped = append(w.dropped, rk.rule)
 		}
 	}
 	return w
@@ -105,7 +110,7 @@ func (w *window) rulesWindow() processors.Window {
 			maxima[w.plan.maxima[i]] = w.max[i]
 		}
 	}
-	return processors.Window{Keys: keys, Legacy: processors.LegacyFrom(maxima)}
+	return processors.Window{Keys: keys, Legacy: processors.LegacyFrom(maxima), Dropped: w.dropped}
 }
 
 // ids returns a set's members as a slice for the recompute functions.

@@ -107,15 +107,32 @@ func upstreamCommentPinTick(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
-// pinHistory is the state of a random host history, with ids in creation order so that
-// picks from the same seed are the same.
+// pinHistory writes random users, tracks and comments, pinning only a track's own comments as
+// the platform does. Unless sticky, it never takes a pin away once a tick paid it (the track,
+// its pin, the comment and the owner's verification stay) and never changes the amount, so
+// that the final state derives every row the polling job accumulated (what runParity checks
+// last).
+//
+// runParity flushes cp's keys only but runs Verify over every rule, so the history leaves the
+// other rules on these tables where the first window put them: comments are hidden (c counts
+// visible ones; cp, like upstream, does not look), and after the first window only users
+// already paid v are verified and active (verified owners are otherwise deactivated, which
+// cp, like upstream, does not look at either).
 type pinHistory struct {
+	sticky                  bool
 	rng                     *rand.Rand
-	users, tracks, comments []int64
+	users, tracks, comments []int64 // in creation order, so that picks repeat with the seed
 	user                    map[int64]userState
 	track                   map[int64]trackState
 	comment                 map[int64]commentState
+	earned                  map[int64]bool // tracks whose pin the last tick paid
+	vPaid                   map[int64]bool // users the first window paid v; nil during it
 	seq                     int
+}
+
+func newPinHistory(sticky bool) *pinHistory {
+	return &pinHistory{sticky: sticky, user: map[int64]userState{}, track: map[int64]trackState{},
+		comment: map[int64]commentState{}, earned: map[int64]bool{}}
 }
 
 func (h *pinHistory) txhash(prefix string, id int64) string {
@@ -123,63 +140,89 @@ func (h *pinHistory) txhash(prefix string, id int64) string {
 	return fmt.Sprintf("%s%d-%d", prefix, id, h.seq)
 }
 
-func pick[T any](rng *rand.Rand, s []T) T { return s[rng.IntN(len(s))] }
+// pays is the model of the rule: whether the track's pin pays now.
+func (h *pinHistory) pays(track int64) bool {
+	t := h.track[track]
+	c, ok := h.comment[t.pinned]
+	return !t.deleted && ok && !c.deleted && c.user != t.owner && h.user[t.owner].verified
+}
+
+// frozen reports whether the history must keep the track's paid pin.
+func (h *pinHistory) frozen(track int64) bool { return !h.sticky && h.earned[track] }
+
+// pick returns a random element of ids for which ok holds, and false when there is none.
+func (h *pinHistory) pick(ids []int64, ok func(int64) bool) (int64, bool) {
+	ids = slices.DeleteFunc(slices.Clone(ids), func(id int64) bool { return !ok(id) })
+	if len(ids) == 0 {
+		return 0, false
+	}
+	return ids[h.rng.IntN(len(ids))], true
+}
+
+func (h *pinHistory) live(track int64) bool { return !h.track[track].deleted }
+
+// keepV keeps v where the first window put it (see pinHistory).
+func (h *pinHistory) keepV(id int64, s *userState) {
+	if h.vPaid != nil && s.verified && !h.vPaid[id] {
+		s.deactivated = true
+	}
+}
 
 func (h *pinHistory) addUser() []write {
 	id := int64(200 + 13*len(h.users))
 	s := userState{verified: h.rng.IntN(2) == 0, deactivated: h.rng.IntN(8) == 0}
+	h.keepV(id, &s)
 	h.users = append(h.users, id)
 	h.user[id] = s
 	return []write{insertUser(id, s, h.txhash("u", id))}
 }
 
-func (h *pinHistory) changeUser(flip func(*userState)) []write {
-	id := pick(h.rng, h.users)
+func (h *pinHistory) changeUser(ok func(int64) bool, flip func(*userState)) []write {
+	id, found := h.pick(h.users, ok)
+	if !found {
+		return nil
+	}
 	s := h.user[id]
 	flip(&s)
+	h.keepV(id, &s)
 	h.user[id] = s
 	return updateUser(id, s, h.txhash("u", id))
 }
 
+// ownsFrozen reports whether the user owns a track whose paid pin must stay.
+func (h *pinHistory) ownsFrozen(user int64) bool {
+	return slices.ContainsFunc(h.tracks, func(t int64) bool { return h.track[t].owner == user && h.frozen(t) })
+}
+
 func (h *pinHistory) addTrack() []write {
 	id := int64(4000 + 29*len(h.tracks))
-	s := trackState{owner: pick(h.rng, h.users)}
+	s := trackState{owner: h.users[h.rng.IntN(len(h.users))]}
 	h.tracks = append(h.tracks, id)
 	h.track[id] = s
 	return []write{insertTrack(id, s, h.txhash("t", id))}
 }
 
-// liveTracks are the tracks not deleted; the platform never revives a deleted one.
-func (h *pinHistory) liveTracks(pinned bool) []int64 {
-	var out []int64
-	for _, id := range h.tracks {
-		if s := h.track[id]; !s.deleted && (!pinned || s.pinned != 0) {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-func (h *pinHistory) changeTrack(live []int64, change func(*trackState)) []write {
-	if len(live) == 0 {
+func (h *pinHistory) changeTrack(ok func(int64) bool, change func(id int64, s *trackState) bool) []write {
+	id, found := h.pick(h.tracks, func(t int64) bool { return h.live(t) && ok(t) })
+	if !found {
 		return nil
 	}
-	id := pick(h.rng, live)
 	s := h.track[id]
-	change(&s)
+	if !change(id, &s) {
+		return nil
+	}
 	h.track[id] = s
 	return updateTrack(id, s, h.txhash("t", id))
 }
 
 func (h *pinHistory) addComment() []write {
-	live := h.liveTracks(false)
-	if len(live) == 0 {
+	track, found := h.pick(h.tracks, h.live)
+	if !found {
 		return nil
 	}
-	track := pick(h.rng, live)
-	s := commentState{track: track, user: pick(h.rng, h.users)}
+	s := commentState{track: track, user: h.users[h.rng.IntN(len(h.users))], hidden: true}
 	if h.rng.IntN(3) == 0 {
-		s.user = h.track[track].owner // a comment the owner may self-pin
+		s.user = h.track[track].owner // one the owner may self-pin
 	}
 	id := int64(7000 + 11*len(h.comments))
 	h.comments = append(h.comments, id)
@@ -187,38 +230,62 @@ func (h *pinHistory) addComment() []write {
 	return []write{insertComment(id, s)}
 }
 
-// pin pins one of the track's own comments, deleted ones and earlier pins included.
-func (h *pinHistory) pin() []write {
-	live := h.liveTracks(false)
-	if len(live) == 0 {
-		return nil
-	}
-	track := pick(h.rng, live)
-	var own []int64
-	for _, c := range h.comments {
-		if h.comment[c].track == track {
-			own = append(own, c)
-		}
-	}
-	if len(own) == 0 {
-		return nil
-	}
-	c := pick(h.rng, own)
-	return h.changeTrack([]int64{track}, func(s *trackState) { s.pinned = c })
+// pinOwn pins one of the track's own comments, deleted ones and earlier pins included.
+func (h *pinHistory) pinOwn(track int64, s *trackState) bool {
+	c, found := h.pick(h.comments, func(c int64) bool { return h.comment[c].track == track })
+	s.pinned = c
+	return found
 }
 
-func (h *pinHistory) changeComment(ids []int64, change func(*commentState)) []write {
-	if len(ids) == 0 {
+func (h *pinHistory) hasComments(track int64) bool {
+	return slices.ContainsFunc(h.comments, func(c int64) bool { return h.comment[c].track == track })
+}
+
+func (h *pinHistory) changeComment(ok func(int64) bool, change func(*commentState)) []write {
+	id, found := h.pick(h.comments, ok)
+	if !found {
 		return nil
 	}
-	id := pick(h.rng, ids)
 	s := h.comment[id]
 	change(&s)
 	h.comment[id] = s
 	return []write{updateComment(id, s)}
 }
 
-func (h *pinHistory) step(step int) []write {
+// held reports whether the comment is a paid pin the history must keep.
+func (h *pinHistory) held(c int64) bool {
+	t := h.comment[c].track
+	return h.frozen(t) && h.track[t].pinned == c
+}
+
+// repin unpins a track's pin and pins it again within one window: the flush sees only the end
+// state, as a polling tick would.
+func (h *pinHistory) repin() []write {
+	id, found := h.pick(h.tracks, func(t int64) bool { return h.live(t) && h.track[t].pinned != 0 })
+	if !found {
+		return nil
+	}
+	s := h.track[id]
+	unpinned := s
+	unpinned.pinned = 0
+	return append(updateTrack(id, unpinned, h.txhash("t", id)), updateTrack(id, s, h.txhash("t", id))...)
+}
+
+func (h *pinHistory) gen(rng *rand.Rand, step int) []write {
+	h.rng = rng
+	for _, t := range h.tracks {
+		if h.pays(t) {
+			h.earned[t] = true
+		}
+	}
+	if step == 1 {
+		h.vPaid = map[int64]bool{}
+		for id, u := range h.user {
+			h.vPaid[id] = u.verified && !u.deactivated
+		}
+	}
+	any := func(int64) bool { return true }
+	notFrozen := func(t int64) bool { return !h.frozen(t) }
 	var ws []write
 	if step == 0 {
 		for range 5 {
@@ -228,39 +295,45 @@ func (h *pinHistory) step(step int) []write {
 			ws = append(ws, h.addTrack()...)
 		}
 	}
-	for range 1 + h.rng.IntN(4) {
-		switch n := h.rng.IntN(40); {
+	for range 1 + rng.IntN(4) {
+		switch n := rng.IntN(40); {
 		case n < 3:
 			ws = append(ws, h.addUser()...)
-		case n < 8:
-			ws = append(ws, h.changeUser(func(s *userState) { s.verified = !s.verified })...)
-		case n < 10:
-			ws = append(ws, h.changeUser(func(s *userState) { s.deactivated = !s.deactivated })...)
-		case n < 13:
+		case n < 7:
+			ws = append(ws, h.changeUser(func(u int64) bool { return !h.ownsFrozen(u) },
+				func(s *userState) { s.verified = !s.verified })...)
+		case n < 9:
+			// Upstream does not look at the owner's is_deactivated.
+			ws = append(ws, h.changeUser(any, func(s *userState) { s.deactivated = !s.deactivated })...)
+		case n < 14:
 			ws = append(ws, h.addTrack()...)
-		case n < 20:
+		case n < 21:
 			ws = append(ws, h.addComment()...)
-		case n < 28:
-			ws = append(ws, h.pin()...)
+		case n < 29:
+			ws = append(ws, h.changeTrack(func(t int64) bool { return notFrozen(t) && h.hasComments(t) }, h.pinOwn)...)
 		case n < 31:
-			ws = append(ws, h.changeTrack(h.liveTracks(true), func(s *trackState) { s.pinned = 0 })...)
+			ws = append(ws, h.changeTrack(func(t int64) bool { return notFrozen(t) && h.track[t].pinned != 0 },
+				func(_ int64, s *trackState) bool { s.pinned = 0; return true })...)
 		case n < 33:
+			ws = append(ws, h.repin()...)
+		case n < 34:
 			// A title edit: a new version with the same pin.
-			ws = append(ws, h.changeTrack(h.liveTracks(false), func(*trackState) {})...)
+			ws = append(ws, h.changeTrack(any, func(int64, *trackState) bool { return true })...)
 		case n < 35:
-			ws = append(ws, h.changeTrack(h.liveTracks(false), func(s *trackState) { s.deleted = true })...)
+			ws = append(ws, h.changeTrack(notFrozen, func(_ int64, s *trackState) bool { s.deleted = true; return true })...)
 		case n < 37:
-			var pinned []int64
-			for _, t := range h.liveTracks(true) {
-				pinned = append(pinned, h.track[t].pinned)
-			}
-			ws = append(ws, h.changeComment(pinned, func(s *commentState) { s.deleted = true })...)
+			ws = append(ws, h.changeComment(func(c int64) bool {
+				t := h.comment[c].track
+				return h.live(t) && h.track[t].pinned == c && !h.held(c)
+			}, func(s *commentState) { s.deleted = true })...)
 		case n < 39:
-			ws = append(ws, h.changeComment(h.comments, func(s *commentState) {
-				s.deleted, s.hidden = h.rng.IntN(2) == 0, h.rng.IntN(2) == 0
+			ws = append(ws, h.changeComment(func(c int64) bool { return !h.held(c) }, func(s *commentState) {
+				s.deleted = !s.deleted
 			})...)
 		default:
-			ws = append(ws, setAmount("cp", int64(50+h.rng.IntN(100))))
+			if h.sticky {
+				ws = append(ws, setAmount("cp", int64(50+rng.IntN(100))))
+			}
 		}
 	}
 	return ws
@@ -268,19 +341,14 @@ func (h *pinHistory) step(step int) []write {
 
 func TestCommentPinParity(t *testing.T) {
 	t.Parallel()
-	var h *pinHistory
-	runParity(t, paritySpec{
-		rule:  "comment_pin",
-		steps: 40,
-		gen: func(rng *rand.Rand, step int) []write {
-			if h == nil {
-				h = &pinHistory{rng: rng, user: map[int64]userState{}, track: map[int64]trackState{},
-					comment: map[int64]commentState{}}
-			}
-			return h.step(step)
-		},
-		reference: upstreamCommentPinTick,
-	})
+	runParity(t, paritySpec{rule: "comment_pin", steps: 40, gen: newPinHistory(false).gen,
+		reference: upstreamCommentPinTick})
+}
+
+func TestCommentPinParitySticky(t *testing.T) {
+	t.Parallel()
+	runStickyParity(t, paritySpec{rule: "comment_pin", steps: 40, gen: newPinHistory(true).gen,
+		reference: upstreamCommentPinTick})
 }
 
 func TestCommentPinCases(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 type family struct {
 	// checkpoint is the legacy checkpoint's name in indexing_checkpoints.
 	checkpoint string
+	// rule is the rule's name.
+	rule string
 	// source is the column the checkpoint follows: the window keeps its highest value.
 	source Source
 	// active is the rule's: an inactive family is skipped and its checkpoint held, as the
@@ -121,7 +123,7 @@ func families() []*family {
 	for _, r := range Rules() {
 		if r.family != nil {
 			f := r.family
-			f.active = r.active
+			f.active, f.rule = r.active, r.Name
 			fams = append(fams, f)
 		}
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -91,34 +93,92 @@ func remixWinnerReference(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
-// remixHistory generates the parity test's host history. The first steps lay down a fixed
-// scene that reaches every cap (a contest with seven winners, a host with seven winners over
-// two contests, an unverified host with winners); the rest is random.
-type remixHistory struct {
-	users     map[int64]*remixVersioned // hosts by id
-	tracks    map[int64]*remixVersioned // by id; owner in the owner field
-	contests  map[int64]*remixContest
+// remixState is the host state the parity history has built: the live row of each host, track
+// and contest. It is a value (clone copies it), so that a drawn change can be tried and
+// dropped.
+type remixState struct {
+	hosts     map[int64]remixHost
+	tracks    map[int64]remixTrack
+	contests  map[int64]remixContest
 	nextTrack int64
 }
 
-// remixVersioned is the live row of a versioned entity (users, tracks) and how many versions it
-// has had, which names the next row's txhash.
-type remixVersioned struct {
+type remixHost struct {
+	verified bool
 	versions int
-	flag     bool // users: verified; tracks: deleted
+}
+
+type remixTrack struct {
 	owner    int64
+	deleted  bool
+	versions int
 }
 
 type remixContest struct {
 	host    int64
 	typ     string
 	deleted bool
-	winners []any // track ids, as JSON numbers or strings
+	// ids are the winners as track ids; named how each was written (a number or a string).
+	ids   []int64
+	named []any
+}
+
+func (s remixState) clone() remixState {
+	s.hosts, s.tracks, s.contests = maps.Clone(s.hosts), maps.Clone(s.tracks), maps.Clone(s.contests)
+	return s
+}
+
+// mint is the job's tick over s given the rows already minted (specifier → contest), in the
+// (contest, position) order, with the week cap reduced to a count per host: the test runs in
+// far less than a week. It returns the rows after the tick.
+func (s remixState) mint(minted map[string]int64) map[string]int64 {
+	out := map[string]int64{}
+	maps.Copy(out, minted)
+	perContest, perHost := map[int64]int{}, map[int64]int{}
+	for _, contest := range out {
+		perContest[contest]++
+		perHost[s.contests[contest].host]++
+	}
+	for _, id := range remixSortedIDs(s.contests) {
+		c := s.contests[id]
+		if c.typ != "remix_contest" || c.deleted || !s.hosts[c.host].verified {
+			continue
+		}
+		for _, track := range c.ids {
+			tr, ok := s.tracks[track]
+			spec := fmt.Sprintf("%x:%x", id, tr.owner)
+			if _, have := out[spec]; !ok || tr.deleted || have || perContest[id] >= 5 || perHost[c.host] >= 5 {
+				continue
+			}
+			out[spec] = id
+			perContest[id]++
+			perHost[c.host]++
+		}
+	}
+	return out
+}
+
+// remixHistory generates the parity test's host history: a fixed scene in the first steps that
+// reaches every cap (a contest with seven winners, a host with seven winners over two
+// contests, an unverified host with winners), then random changes.
+//
+// The harness also derives the whole history once from scratch and wants the same rows. With
+// caps and sticky rows that holds only for histories whose order does not matter: a winner
+// minted and then deleted, or one that became eligible after a later one filled the cap, is a
+// row the polling job has and a from-scratch tick does not. So each drawn change is tried on a
+// model of the job first, and dropped when it would make the two differ. The fixed scene has
+// one of each kind of change; kinds counts the random ones kept.
+type remixHistory struct {
+	s      remixState
+	minted map[string]int64 // the model's rows: specifier → contest
+	kinds  map[string]int
+	// dropped counts the changes drawn and not kept.
+	dropped int
 }
 
 const (
 	remixFirstHost  = 11
-	remixHosts      = 4 // 11..14
+	remixHosts      = 6 // 11..16
 	remixFirstOwner = 101
 	remixOwners     = 12 // 101..112
 	remixMaxContest = 9  // 1..9: hex and decimal agree, which the job's count needs
@@ -126,13 +186,15 @@ const (
 
 func newRemixHistory() *remixHistory {
 	return &remixHistory{
-		users: map[int64]*remixVersioned{}, tracks: map[int64]*remixVersioned{},
-		contests: map[int64]*remixContest{}, nextTrack: 201,
+		s: remixState{hosts: map[int64]remixHost{}, tracks: map[int64]remixTrack{},
+			contests: map[int64]remixContest{}, nextTrack: 201},
+		minted: map[string]int64{}, kinds: map[string]int{},
 	}
 }
 
-func (h *remixHistory) user(id int64, verified bool) []write {
-	u, ok := h.users[id]
+// host writes a new current users row, versioning the live one as the indexer does.
+func (s *remixState) host(id int64, verified bool) []write {
+	u, ok := s.hosts[id]
 	var ws []write
 	if ok {
 		ws = append(ws, write{
@@ -140,21 +202,20 @@ func (h *remixHistory) user(id int64, verified bool) []write {
 			args:   []any{id},
 			change: &change{table: "users", op: processors.Update, cols: map[string]int64{"user_id": id}},
 		})
-	} else {
-		u = &remixVersioned{}
-		h.users[id] = u
 	}
 	u.versions++
-	u.flag = verified
+	u.verified = verified
+	s.hosts[id] = u
 	return append(ws, write{
-		sql: `INSERT INTO users (user_id, is_current, is_verified, txhash, handle) VALUES ($1, true, $2, $3, 'h')`,
+		sql:    `INSERT INTO users (user_id, is_current, is_verified, txhash, handle) VALUES ($1, true, $2, $3, 'h')`,
 		args:   []any{id, verified, fmt.Sprintf("u%d-%d", id, u.versions)},
 		change: &change{table: "users", op: processors.Insert, cols: map[string]int64{"user_id": id}},
 	})
 }
 
-func (h *remixHistory) track(id, owner int64, deleted bool) []write {
-	tr, ok := h.tracks[id]
+// track writes a new current tracks row, versioning the live one.
+func (s *remixState) track(id, owner int64, deleted bool) []write {
+	tr, ok := s.tracks[id]
 	var ws []write
 	if ok {
 		ws = append(ws, write{
@@ -162,12 +223,10 @@ func (h *remixHistory) track(id, owner int64, deleted bool) []write {
 			args:   []any{id},
 			change: &change{table: "tracks", op: processors.Update, cols: map[string]int64{"track_id": id}},
 		})
-	} else {
-		tr = &remixVersioned{}
-		h.tracks[id] = tr
 	}
 	tr.versions++
-	tr.flag, tr.owner = deleted, owner
+	tr.owner, tr.deleted = owner, deleted
+	s.tracks[id] = tr
 	return append(ws, write{
 		sql: `INSERT INTO tracks (track_id, owner_id, is_current, is_delete, txhash, title)
 			VALUES ($1, $2, true, $3, $4, 'remix')`,
@@ -176,36 +235,71 @@ func (h *remixHistory) track(id, owner int64, deleted bool) []write {
 	})
 }
 
-func (h *remixHistory) eventData(c *remixContest) string {
-	if c.winners == nil {
-		return `{"description": "no winners yet"}`
+func (s *remixState) newTrack(owner int64) []write {
+	s.nextTrack++
+	return s.track(s.nextTrack-1, owner, false)
+}
+
+func remixEventData(c remixContest) string {
+	if c.named == nil {
+		return `{"description": "winners not announced"}`
 	}
-	b, _ := json.Marshal(map[string]any{"winners": c.winners})
+	b, _ := json.Marshal(map[string]any{"winners": c.named})
 	return string(b)
 }
 
-func (h *remixHistory) contest(id, host int64, typ string, winners []any) write {
-	c := &remixContest{host: host, typ: typ, winners: winners}
-	h.contests[id] = c
+func (s *remixState) contest(id, host int64, typ string) write {
+	c := remixContest{host: host, typ: typ}
+	s.contests[id] = c
 	return write{
 		sql: `INSERT INTO events (event_id, event_type, user_id, entity_type, entity_id, event_data)
 			VALUES ($1, $2::event_type, $3, 'track', 1, $4::jsonb)`,
-		args:   []any{id, typ, host, h.eventData(c)},
+		args:   []any{id, typ, host, remixEventData(c)},
 		change: &change{table: "events", op: processors.Insert, cols: map[string]int64{"event_id": id}},
 	}
 }
 
-func (h *remixHistory) updateContest(id int64) write {
-	c := h.contests[id]
+// announce appends winners to a contest (the platform rewrites event_data whole).
+func (s *remixState) announce(id int64, named ...any) write {
+	c := s.contests[id]
+	c.ids, c.named = slices.Clone(c.ids), append(slices.Clone(c.named), named...)
+	if c.named == nil {
+		c.named = []any{}
+	}
+	for _, n := range named {
+		switch n := n.(type) {
+		case int64:
+			c.ids = append(c.ids, n)
+		case string:
+			v, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
+			if err != nil {
+				panic(err)
+			}
+			c.ids = append(c.ids, v)
+		}
+	}
+	s.contests[id] = c
+	return s.updateContest(id)
+}
+
+func (s *remixState) deleteContest(id int64, deleted bool) write {
+	c := s.contests[id]
+	c.deleted = deleted
+	s.contests[id] = c
+	return s.updateContest(id)
+}
+
+func (s *remixState) updateContest(id int64) write {
+	c := s.contests[id]
 	return write{
 		sql:    `UPDATE events SET event_data = $2::jsonb, is_deleted = $3, updated_at = now() WHERE event_id = $1`,
-		args:   []any{id, h.eventData(c), c.deleted},
+		args:   []any{id, remixEventData(c), c.deleted},
 		change: &change{table: "events", op: processors.Update, cols: map[string]int64{"event_id": id}},
 	}
 }
 
-// remixWinnerID renders a track id as the platform has written winners: a number or a string.
-func remixWinnerID(rng *rand.Rand, id int64) any {
+// remixNamed writes a track id as the platform has written winners: a number or a string.
+func remixNamed(rng *rand.Rand, id int64) any {
 	switch rng.IntN(6) {
 	case 0:
 		return strconv.FormatInt(id, 10)
@@ -218,106 +312,120 @@ func remixWinnerID(rng *rand.Rand, id int64) any {
 
 // remixSortedIDs returns the keys of m in order, so that a seeded run replays.
 func remixSortedIDs[V any](m map[int64]V) []int64 {
-	var ids []int64
-	for id := range m {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
+	return slices.Sorted(maps.Keys(m))
 }
 
-// winnerTrack is a track id for a winners list: mostly one that exists (deleted or not),
-// sometimes one that does not exist yet.
-func (h *remixHistory) winnerTrack(rng *rand.Rand) int64 {
-	if ids := remixSortedIDs(h.tracks); len(ids) > 0 && rng.IntN(6) > 0 {
-		return ids[rng.IntN(len(ids))]
+func remixPick(rng *rand.Rand, ids []int64) int64 { return ids[rng.IntN(len(ids))] }
+
+func remixOwner(i int) int64 { return remixFirstOwner + int64(i%remixOwners) }
+
+// draw makes one random change to s and names its kind, or returns no writes when the change
+// drawn has nothing to apply to.
+func (h *remixHistory) draw(rng *rand.Rand, s *remixState) (ws []write, kind string) {
+	switch rng.IntN(10) {
+	case 0:
+		id := remixFirstHost + int64(rng.IntN(remixHosts))
+		u, ok := s.hosts[id]
+		switch {
+		case !ok:
+			return s.host(id, rng.IntN(2) == 0), "host appears"
+		case u.verified:
+			return s.host(id, false), "host unverified"
+		default:
+			return s.host(id, true), "host verified later"
+		}
+	case 1, 2:
+		return s.newTrack(remixOwner(rng.IntN(remixOwners))), "new remix"
+	case 3:
+		id := remixPick(rng, remixSortedIDs(s.tracks))
+		tr := s.tracks[id]
+		if tr.deleted {
+			return s.track(id, tr.owner, false), "remix restored"
+		}
+		return s.track(id, tr.owner, true), "remix deleted"
+	case 4, 5:
+		var free []int64
+		for id := int64(1); id <= remixMaxContest; id++ {
+			if _, ok := s.contests[id]; !ok {
+				free = append(free, id)
+			}
+		}
+		if len(free) == 0 {
+			return nil, ""
+		}
+		typ := "remix_contest"
+		if rng.IntN(8) == 0 {
+			typ = "new_release"
+		}
+		return []write{s.contest(remixPick(rng, free), remixFirstHost+int64(rng.IntN(remixHosts)), typ)}, "new contest"
+	case 6, 7, 8:
+		var named []any
+		for range 1 + rng.IntN(3) {
+			// Mostly tracks that exist, deleted or not; sometimes one not uploaded yet.
+			track := s.nextTrack + int64(rng.IntN(3))
+			if rng.IntN(6) > 0 {
+				track = remixPick(rng, remixSortedIDs(s.tracks))
+			}
+			named = append(named, remixNamed(rng, track))
+		}
+		return []write{s.announce(remixPick(rng, remixSortedIDs(s.contests)), named...)}, "winners announced"
+	default:
+		id := remixPick(rng, remixSortedIDs(s.contests))
+		if s.contests[id].deleted {
+			return []write{s.deleteContest(id, false)}, "contest restored"
+		}
+		return []write{s.deleteContest(id, true)}, "contest deleted"
 	}
-	return h.nextTrack + int64(rng.IntN(3))
 }
 
 func (h *remixHistory) step(rng *rand.Rand, step int) []write {
+	s := h.s.clone()
 	var ws []write
-	owner := func(i int) int64 { return remixFirstOwner + int64(i%remixOwners) }
 	switch step {
 	case 0:
-		ws = append(ws, h.user(11, true)...)
-		ws = append(ws, h.user(12, false)...)
-		ws = append(ws, h.user(13, true)...)
+		// The harness gives the stream this rule's keys only, and verifies every active rule:
+		// the other rules are switched off so that their rows cannot lag behind these users.
+		ws = append(ws, write{sql: `UPDATE challenges SET active = false WHERE id <> 'w'`})
+		ws = append(ws, s.host(11, true)...)
+		ws = append(ws, s.host(12, false)...)
+		ws = append(ws, s.host(13, true)...)
 		for i := range 10 {
-			ws = append(ws, h.track(h.nextTrack, owner(i), false)...)
-			h.nextTrack++
+			ws = append(ws, s.newTrack(remixOwner(i))...)
 		}
-		return ws
-	case 1: // seven winners: the contest cap takes five, in winners order
-		return []write{h.contest(1, 11, "remix_contest",
-			[]any{int64(207), "201", int64(206), int64(202), "205", int64(203), int64(204)})}
-	case 2: // host 13: four winners here and three in contest 3 exceed its week
-		return []write{
-			h.contest(2, 13, "remix_contest", []any{int64(208), int64(209), "210", int64(201)}),
-			h.contest(3, 13, "remix_contest", []any{int64(202), int64(203), int64(204)}),
-		}
+	case 1: // seven winners, strings among them: the contest cap takes the first five
+		ws = append(ws, s.contest(1, 11, "remix_contest"),
+			s.announce(1, int64(207), "201", int64(206), int64(202), "205", int64(203), int64(204)))
+	case 2: // host 13: four winners here and three in contest 3 are more than its week holds
+		ws = append(ws, s.contest(2, 13, "remix_contest"), s.contest(3, 13, "remix_contest"),
+			s.announce(2, int64(208), int64(209), "210", int64(201)), s.announce(3, int64(202), int64(203), int64(204)))
 	case 3: // an unverified host's winners, and an event that is not a contest
-		return []write{
-			h.contest(4, 12, "remix_contest", []any{int64(205), int64(206)}),
-			h.contest(5, 11, "live_event", []any{int64(208)}),
+		ws = append(ws, s.contest(4, 12, "remix_contest"), s.contest(5, 11, "live_event"),
+			s.announce(4, int64(205), int64(206)), s.announce(5, int64(208)))
+	case 4: // the host's users change alone mints contest 4
+		ws = append(ws, s.host(12, true)...)
+	case 5: // a deleted winner; a host with no users row yet; a contest deleted before it paid
+		ws = append(ws, s.newTrack(111)...)
+		ws = append(ws, s.track(211, 111, true)...)
+		ws = append(ws, s.contest(6, 14, "remix_contest"), s.announce(6, int64(211), "209"),
+			s.contest(7, 15, "remix_contest"), s.announce(7, int64(203)), s.deleteContest(7, true))
+	case 6: // host 14 appears, verified: contest 6 pays its live winner
+		ws = append(ws, s.host(14, true)...)
+	default:
+		for range 1 + rng.IntN(3) {
+			for range 20 {
+				try := s.clone()
+				drawn, kind := h.draw(rng, &try)
+				if drawn == nil || !maps.Equal(try.mint(h.minted), try.mint(nil)) {
+					h.dropped++
+					continue
+				}
+				s, ws = try, append(ws, drawn...)
+				h.kinds[kind]++
+				break
+			}
 		}
 	}
-	for range 1 + rng.IntN(3) {
-		switch rng.IntN(10) {
-		case 0: // a host appears, or changes verification
-			id := remixFirstHost + int64(rng.IntN(remixHosts))
-			verified := rng.IntN(3) > 0
-			if u, ok := h.users[id]; ok {
-				verified = !u.flag
-			}
-			ws = append(ws, h.user(id, verified)...)
-		case 1, 2: // a new remix
-			ws = append(ws, h.track(h.nextTrack, owner(rng.IntN(remixOwners)), false)...)
-			h.nextTrack++
-		case 3: // a remix deleted, or restored
-			ids := remixSortedIDs(h.tracks)
-			id := ids[rng.IntN(len(ids))]
-			tr := h.tracks[id]
-			ws = append(ws, h.track(id, tr.owner, !tr.flag)...)
-		case 4, 5: // a new contest, maybe with winners, maybe by a host with no users row yet
-			var free []int64
-			for id := int64(1); id <= remixMaxContest; id++ {
-				if _, ok := h.contests[id]; !ok {
-					free = append(free, id)
-				}
-			}
-			if len(free) == 0 {
-				continue
-			}
-			var winners []any
-			if rng.IntN(2) == 0 {
-				for range 1 + rng.IntN(3) {
-					winners = append(winners, remixWinnerID(rng, h.winnerTrack(rng)))
-				}
-			}
-			typ := "remix_contest"
-			if rng.IntN(8) == 0 {
-				typ = "new_release"
-			}
-			ws = append(ws, h.contest(free[rng.IntN(len(free))], remixFirstHost+int64(rng.IntN(remixHosts)), typ, winners))
-		case 6, 7, 8: // winners announced or extended
-			ids := remixSortedIDs(h.contests)
-			id := ids[rng.IntN(len(ids))]
-			c := h.contests[id]
-			if c.winners == nil {
-				c.winners = []any{}
-			}
-			for range 1 + rng.IntN(3) {
-				c.winners = append(c.winners, remixWinnerID(rng, h.winnerTrack(rng)))
-			}
-			ws = append(ws, h.updateContest(id))
-		case 9: // a contest deleted, or restored
-			ids := remixSortedIDs(h.contests)
-			id := ids[rng.IntN(len(ids))]
-			h.contests[id].deleted = !h.contests[id].deleted
-			ws = append(ws, h.updateContest(id))
-		}
-	}
+	h.s, h.minted = s, s.mint(h.minted)
 	return ws
 }
 
@@ -325,6 +433,12 @@ func TestRemixWinnerParity(t *testing.T) {
 	t.Parallel()
 	h := newRemixHistory()
 	runParity(t, paritySpec{rule: "remix_winner", steps: 40, gen: h.step, reference: remixWinnerReference})
+	kept := 0
+	for _, n := range h.kinds {
+		kept += n
+	}
+	require.Greater(t, kept, 40, "the model dropped most of the random changes")
+	t.Logf("changes kept: %v; dropped: %d; rows: %d", h.kinds, h.dropped, len(h.minted))
 }
 
 // remixSetup is a host database with every rule active and the remix rule derived once, so
@@ -363,6 +477,19 @@ func (f *fixture) remixRows() map[string]int64 {
 	return out
 }
 
+// remixDiffs is what Verify finds wrong with the w rows. The tests apply windows of this rule
+// only, so the other rules' rows lag behind their users and tracks.
+func (f *fixture) remixDiffs() []processors.Difference {
+	f.t.Helper()
+	var out []processors.Difference
+	for _, d := range f.verify() {
+		if d.ChallengeID == "w" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // remixWant is the rows of (contest, remixer) pairs.
 func remixWant(pairs ...[2]int64) map[string]int64 {
 	out := map[string]int64{}
@@ -387,7 +514,7 @@ func TestRemixWinnerContestCap(t *testing.T) {
 	// Rows already there count: a winner added later finds the contest full.
 	f.exec(`UPDATE events SET event_data = '{"winners": [208, 207, 201]}' WHERE event_id = 1`)
 	require.Equal(t, want, f.remixWindow(processors.Keys{"events": {1}}))
-	require.Empty(t, f.verify())
+	require.Empty(t, f.remixDiffs())
 }
 
 func TestRemixWinnerHostWeekCap(t *testing.T) {
@@ -412,7 +539,7 @@ func TestRemixWinnerHostWeekCap(t *testing.T) {
 	f.track(299, 199)
 	week[fmt.Sprintf("%x:%x", 2, 106)] = 106
 	require.Equal(t, week, f.remixWindow(processors.Keys{"tracks": {299}}))
-	require.Empty(t, f.verify())
+	require.Empty(t, f.remixDiffs())
 }
 
 func TestRemixWinnerDeletedTrack(t *testing.T) {
@@ -437,7 +564,7 @@ func TestRemixWinnerDeletedTrack(t *testing.T) {
 	// A winner deleted after it won keeps its reward.
 	f.deleteTrack(201)
 	require.Len(t, f.remixWindow(processors.Keys{"tracks": {201}}), 3)
-	require.Empty(t, f.verify())
+	require.Empty(t, f.remixDiffs())
 }
 
 func TestRemixWinnerHostVerifiedLater(t *testing.T) {
@@ -452,7 +579,7 @@ func TestRemixWinnerHostVerifiedLater(t *testing.T) {
 	f.userRow(1, true, true, false, "u1-verified")
 	require.Equal(t, remixWant([2]int64{1, 101}), f.remixWindow(processors.Keys{"hosts": {1}}),
 		"the host's users change alone mints")
-	require.Empty(t, f.verify())
+	require.Empty(t, f.remixDiffs())
 }
 
 // The job read a specifier's contest as decimal, so it counted contest 16 ("10:…") as contest
@@ -474,7 +601,7 @@ func TestRemixWinnerHexContest(t *testing.T) {
 	f.remixContest(10, 2, `{"winners": [207]}`)
 	full["a:6b"] = 107
 	require.Equal(t, full, f.remixWindow(processors.Keys{"events": {10, 17}}))
-	require.Empty(t, f.verify())
+	require.Empty(t, f.remixDiffs())
 }
 
 // The job failed its whole tick on these; the sidecar skips what is not a track id.

@@ -38,7 +38,7 @@ WITH top AS (
     LIMIT $3
 )
 SELECT top.track_id::bigint, m.user_id::bigint
-FROM (SELECT track_id FROM top UNION SELECT unnest($2::bigint[])) top
+FROM top
 CROSS JOIN LATERAL (
     (SELECT r.user_id FROM reposts r
      WHERE r.repost_item_id = top.track_id AND r.repost_type = 'track'

@@ -245,7 +245,7 @@ func (g *tmGen) tick() {
 func (g *tmGen) action(rng *rand.Rand) []write {
 	k := tmActionKey{table: "reposts", kind: "track", user: int64(rng.IntN(tmUsers)) + 1}
 	// Low ids more often, so that some tracks collect more than ten reposters or savers.
-	k.item = int64(min(rng.IntN(tmHot), rng.IntN(tmHot))) + 1
+	k.item = int64(min(rng.IntN(tmHot), rng.IntN(tmHot), rng.IntN(tmHot))) + 1
 	if rng.IntN(2) == 0 {
 		k.table = "saves"
 	}
@@ -254,10 +254,25 @@ func (g *tmGen) action(rng *rand.Rand) []write {
 		k.kind = []string{"playlist", "album"}[rng.IntN(2)]
 		k.item = int64(rng.IntN(tmCandidates)) + 1
 	}
+	if rng.IntN(4) == 0 {
+		// Undo a live row: picked at random among all of them, undos are rare.
+		var live []tmActionKey
+		for k, ok := range g.current {
+			if ok {
+				live = append(live, k)
+			}
+		}
+		if len(live) > 0 {
+			slices.SortFunc(live, func(a, b tmActionKey) int {
+				return cmp.Or(cmp.Compare(a.table, b.table), cmp.Compare(a.kind, b.kind),
+					cmp.Compare(a.user, b.user), cmp.Compare(a.item, b.item))
+			})
+			k = live[rng.IntN(len(live))]
+		}
+	}
 	live, exists := g.current[k]
 	other := map[string]string{"reposts": "saves", "saves": "reposts"}[k.table]
-	if live && (rng.IntN(2) == 0 || k.kind == "track" && g.earned[[2]int64{k.user, k.item}] &&
-		!g.earliest(other, k.item, k.user)) {
+	if live && k.kind == "track" && g.earned[[2]int64{k.user, k.item}] && !g.earliest(other, k.item, k.user) {
 		return nil
 	}
 	g.clock += 1 + rng.IntN(600)
@@ -320,7 +335,7 @@ func (g *tmGen) gen(rng *rand.Rand, step int) []write {
 		ws = append(ws, tmScore(int64(rng.IntN(tmCandidates))+1, other[0], other[1], other[2],
 			5000+float64(step), processors.Insert|processors.Update))
 	}
-	for range 2 + rng.IntN(5) {
+	for range 3 + rng.IntN(6) {
 		ws = append(ws, g.action(rng)...)
 	}
 	return ws
@@ -412,8 +427,8 @@ func TestTastemakerEntersWhenAnotherDrops(t *testing.T) {
 	for track := int64(1); track <= 9; track++ {
 		ws = append(ws, tmWeekly(track, float64(200-track)))
 	}
-	// Tracks 10 and 11 tie for 10th place: the lower track id is in.
-	ws = append(ws, tmWeekly(10, 100), tmWeekly(11, 100), tmWeekly(12, 99))
+	// Tracks 10 and 11 tie for 10th place: the lower track id is in, whichever row came first.
+	ws = append(ws, tmWeekly(11, 100), tmWeekly(10, 100), tmWeekly(12, 99))
 	ws = append(ws, h.repost(101, 1)...)
 	ws = append(ws, h.repost(110, 10)...)
 	ws = append(ws, h.save(111, 11)...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -36,9 +37,9 @@ func updateUser(id int64, s userState, txhash string) []write {
 	}, insertUser(id, s, txhash)}
 }
 
-// setAmount changes a catalog amount; the challenges table is not streamed, so only rows
-// derived afterwards carry the new amount, which is also all the polling job can change (the
-// amount of a complete row is frozen).
+// setAmount changes a catalog amount. The challenges table is not streamed: only rows earned
+// afterwards carry the new amount, which is all the polling job changes too (the amount of a
+// complete row is frozen).
 func setAmount(challenge string, amount int64) write {
 	return write{sql: `UPDATE challenges SET amount = $2 WHERE id = $1`, args: []any{challenge, fmt.Sprint(amount)}}
 }
@@ -66,57 +67,153 @@ func upstreamVerifiedTick(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
+// runStickyParity is runParity for histories that take a reward's conditions away again or
+// change the catalog amount. runParity's last check derives the final state from scratch and
+// expects the polling job's accumulated rows, which such a history cannot meet: the polling job
+// keeps what an earlier tick earned (completion is sticky, amounts frozen). So after the same
+// step-by-step comparison, the from-scratch check here is against one polling tick over the
+// whole history, and the accumulated rows must be strictly more: the history did take
+// something away. (That the final state earns something is runParity's to check.)
+func runStickyParity(t *testing.T, spec paritySpec) {
+	t.Helper()
+	rule := ruleNamed(t, spec.rule)
+	stream, reference, scratch, scratchRef := setup(t), setup(t), setup(t), setup(t)
+	for _, f := range []*fixture{stream, reference, scratch, scratchRef} {
+		require.NoError(t, hostdb.ActivateRules(f.ctx, f.db.Pool))
+	}
+	rng := rand.New(rand.NewPCG(paritySeed(t, spec.rule+"/sticky"), 1))
+	var history []write
+	for step := range spec.steps {
+		writes := spec.gen(rng, step)
+		history = append(history, writes...)
+		stream.runWrites(writes)
+		reference.runWrites(writes)
+		stream.applyKeys(rule.Name, dirtyKeys(rule, writes))
+		reference.inTx(func(tx pgx.Tx) { require.NoError(t, spec.reference(reference.ctx, tx)) })
+		require.Equal(t, reference.ruleRows(rule), stream.ruleRows(rule), "step %d: stream and upstream differ", step)
+	}
+	scratch.runWrites(history)
+	scratch.applyKeys(rule.Name, nil)
+	scratchRef.runWrites(history)
+	scratchRef.inTx(func(tx pgx.Tx) { require.NoError(t, spec.reference(scratchRef.ctx, tx)) })
+	final, kept := scratchRef.ruleRows(rule), reference.ruleRows(rule)
+	t.Logf("%d rows earned, %d of them still earned at the end", len(kept), len(final))
+	require.Equal(t, final, scratch.ruleRows(rule), "from scratch and one upstream tick differ")
+	require.Greater(t, len(kept), len(final), "the history takes nothing away: stickiness is not tested")
+	for k := range final {
+		require.Contains(t, kept, k)
+	}
+	require.Empty(t, ruleDiffs(stream, rule), "verify after the stream")
+}
+
+// ruleDiffs is Verify's differences in the rule's challenges: the other rules see the same
+// host writes without their keys.
+func ruleDiffs(f *fixture, rule processors.Rule) []processors.Difference {
+	diffs := f.verify()
+	return slices.DeleteFunc(diffs, func(d processors.Difference) bool { return !slices.Contains(rule.Challenges, d.ChallengeID) })
+}
+
+// verifiedHistory writes random users. Unless sticky, it never takes v away from a user who
+// earned it at an earlier step, and never changes the amount, so that the final state derives
+// every row the polling job accumulated (what runParity checks last).
+type verifiedHistory struct {
+	sticky bool
+	rng    *rand.Rand
+	ids    []int64 // in creation order, so that picks repeat with the seed
+	user   map[int64]userState
+	earned map[int64]bool // users the last tick paid
+	seq    int
+}
+
+func newVerifiedHistory(sticky bool) *verifiedHistory {
+	return &verifiedHistory{sticky: sticky, user: map[int64]userState{}, earned: map[int64]bool{}}
+}
+
+func (h *verifiedHistory) txhash(id int64) string {
+	h.seq++
+	return fmt.Sprintf("u%d-%d", id, h.seq)
+}
+
+func (h *verifiedHistory) add() []write {
+	id := int64(300 + 37*len(h.ids))
+	s := userState{verified: h.rng.IntN(2) == 0, deactivated: h.rng.IntN(6) == 0}
+	h.ids = append(h.ids, id)
+	h.user[id] = s
+	return []write{insertUser(id, s, h.txhash(id))}
+}
+
+// change versions a random user; a flip that takes v away is only picked for users who have
+// not earned it yet, unless the history is sticky.
+func (h *verifiedHistory) change(takesAway bool, flip func(*userState)) []write {
+	ids := h.ids
+	if takesAway && !h.sticky {
+		ids = slices.DeleteFunc(slices.Clone(ids), func(id int64) bool { return h.earned[id] })
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	id := ids[h.rng.IntN(len(ids))]
+	s := h.user[id]
+	flip(&s)
+	h.user[id] = s
+	return updateUser(id, s, h.txhash(id))
+}
+
+// blink flips a user's verification and back within one window: the flush sees only the end
+// state, as a polling tick would.
+func (h *verifiedHistory) blink() []write {
+	id := h.ids[h.rng.IntN(len(h.ids))]
+	s := h.user[id]
+	flipped := s
+	flipped.verified = !s.verified
+	return append(updateUser(id, flipped, h.txhash(id)), updateUser(id, s, h.txhash(id))...)
+}
+
+func (h *verifiedHistory) gen(rng *rand.Rand, step int) []write {
+	h.rng = rng
+	for id, s := range h.user {
+		if s.verified && !s.deactivated {
+			h.earned[id] = true
+		}
+	}
+	var ws []write
+	if step == 0 {
+		for range 4 {
+			ws = append(ws, h.add()...)
+		}
+	}
+	for range 1 + rng.IntN(3) {
+		switch n := rng.IntN(20); {
+		case n < 5:
+			ws = append(ws, h.add()...)
+		case n < 10:
+			ws = append(ws, h.change(true, func(s *userState) { s.verified = !s.verified })...)
+		case n < 14:
+			ws = append(ws, h.change(true, func(s *userState) { s.deactivated = !s.deactivated })...)
+		case n < 16:
+			// A profile edit: a new version with the same gates.
+			ws = append(ws, h.change(false, func(*userState) {})...)
+		case n < 18:
+			ws = append(ws, h.blink()...)
+		default:
+			if h.sticky {
+				ws = append(ws, setAmount("v", int64(1+rng.IntN(9))))
+			}
+		}
+	}
+	return ws
+}
+
 func TestVerifiedParity(t *testing.T) {
 	t.Parallel()
-	var (
-		ids   []int64 // in creation order, so picks are repeatable
-		users = map[int64]userState{}
-		seq   int
-	)
-	txhash := func(id int64) string { seq++; return fmt.Sprintf("u%d-%d", id, seq) }
-	add := func(rng *rand.Rand) []write {
-		id := int64(300 + 37*len(ids))
-		s := userState{verified: rng.IntN(2) == 0, deactivated: rng.IntN(8) == 0}
-		ids = append(ids, id)
-		users[id] = s
-		return []write{insertUser(id, s, txhash(id))}
-	}
-	change := func(rng *rand.Rand, flip func(*userState)) []write {
-		id := ids[rng.IntN(len(ids))]
-		s := users[id]
-		flip(&s)
-		users[id] = s
-		return updateUser(id, s, txhash(id))
-	}
-	runParity(t, paritySpec{
-		rule:  "verified",
-		steps: 40,
-		gen: func(rng *rand.Rand, step int) []write {
-			var ws []write
-			if step == 0 {
-				for range 4 {
-					ws = append(ws, add(rng)...)
-				}
-			}
-			for range 1 + rng.IntN(3) {
-				switch n := rng.IntN(20); {
-				case n < 5:
-					ws = append(ws, add(rng)...)
-				case n < 12:
-					ws = append(ws, change(rng, func(s *userState) { s.verified = !s.verified })...)
-				case n < 16:
-					ws = append(ws, change(rng, func(s *userState) { s.deactivated = !s.deactivated })...)
-				case n < 19:
-					// A profile edit: a new version with the same gates.
-					ws = append(ws, change(rng, func(*userState) {})...)
-				default:
-					ws = append(ws, setAmount("v", int64(1+rng.IntN(9))))
-				}
-			}
-			return ws
-		},
-		reference: upstreamVerifiedTick,
-	})
+	runParity(t, paritySpec{rule: "verified", steps: 40, gen: newVerifiedHistory(false).gen,
+		reference: upstreamVerifiedTick})
+}
+
+func TestVerifiedParitySticky(t *testing.T) {
+	t.Parallel()
+	runStickyParity(t, paritySpec{rule: "verified", steps: 40, gen: newVerifiedHistory(true).gen,
+		reference: upstreamVerifiedTick})
 }
 
 // ruleCase is one edge case of a full-rescan rule: host writes applied as consecutive windows
@@ -151,7 +248,7 @@ func runRuleCases(t *testing.T, ruleName string, cases []ruleCase) {
 				want = map[string]progress{}
 			}
 			require.Equal(t, want, f.ruleRows(rule))
-			require.Empty(t, f.verify())
+			require.Empty(t, ruleDiffs(f, rule))
 		})
 	}
 }
@@ -161,31 +258,38 @@ func TestVerifiedCases(t *testing.T) {
 	earned := func(user int64) map[string]progress {
 		return map[string]progress{fmt.Sprintf("v %x", user): {User: user, Current: 1, Complete: true, Amount: 5}}
 	}
-	one := func(ws ...write) []write { return ws }
 	runRuleCases(t, "verified", []ruleCase{
 		{
 			name:  "verified user earns",
-			steps: [][]write{one(insertUser(400, userState{verified: true}, "a"))},
+			steps: [][]write{{insertUser(400, userState{verified: true}, "a")}},
 			want:  earned(400),
 		},
 		{
 			name:  "unverified user earns nothing",
-			steps: [][]write{one(insertUser(400, userState{}, "a"))},
+			steps: [][]write{{insertUser(400, userState{}, "a")}},
 		},
 		{
 			name:  "deactivated verified user earns nothing",
-			steps: [][]write{one(insertUser(400, userState{verified: true, deactivated: true}, "a"))},
+			steps: [][]write{{insertUser(400, userState{verified: true, deactivated: true}, "a")}},
 		},
 		{
 			name: "only the current row counts",
 			steps: [][]write{
-				append(one(insertUser(400, userState{verified: true}, "a")), updateUser(400, userState{}, "b")...),
+				append([]write{insertUser(400, userState{verified: true}, "a")}, updateUser(400, userState{}, "b")...),
 			},
 		},
 		{
 			name: "becoming verified later earns",
 			steps: [][]write{
-				one(insertUser(400, userState{}, "a")),
+				{insertUser(400, userState{}, "a")},
+				updateUser(400, userState{verified: true}, "b"),
+			},
+			want: earned(400),
+		},
+		{
+			name: "reactivated verified user earns",
+			steps: [][]write{
+				{insertUser(400, userState{verified: true, deactivated: true}, "a")},
 				updateUser(400, userState{verified: true}, "b"),
 			},
 			want: earned(400),
@@ -193,7 +297,7 @@ func TestVerifiedCases(t *testing.T) {
 		{
 			name: "losing verification keeps the row",
 			steps: [][]write{
-				one(insertUser(400, userState{verified: true}, "a")),
+				{insertUser(400, userState{verified: true}, "a")},
 				updateUser(400, userState{}, "b"),
 				updateUser(400, userState{verified: true, deactivated: true}, "c"),
 			},
@@ -202,15 +306,15 @@ func TestVerifiedCases(t *testing.T) {
 		{
 			name: "amount is the catalog's when earned",
 			steps: [][]write{
-				one(setAmount("v", 7), insertUser(4095, userState{verified: true}, "a")),
-				one(setAmount("v", 9)),
+				{setAmount("v", 7), insertUser(4095, userState{verified: true}, "a")},
+				{setAmount("v", 9)},
 			},
 			want: map[string]progress{"v fff": {User: 4095, Current: 1, Complete: true, Amount: 7}},
 		},
 		{
 			name:     "inactive rule writes nothing",
 			inactive: true,
-			steps:    [][]write{one(insertUser(400, userState{verified: true}, "a"))},
+			steps:    [][]write{{insertUser(400, userState{verified: true}, "a")}},
 		},
 	})
 }

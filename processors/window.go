@@ -3,6 +3,7 @@ package processors
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
@@ -15,6 +16,11 @@ type Window struct {
 	// Legacy holds the highest values of the incremental rules' checkpoint columns the window
 	// saw (plays.id, comments.blocknumber).
 	Legacy checkpoints.Legacy
+	// Dropped names the rules whose keys the window did not keep because an earlier flush
+	// found them inactive. A rule that is active again when this window is applied derives
+	// what the window missed, as after a re-activation: from its legacy checkpoint, or from
+	// scratch.
+	Dropped []string
 }
 
 // RuleResult is what a flush or catch-up did for one rule: the slowest rule is the one to look
@@ -72,8 +78,10 @@ type WindowResult struct {
 	Held []string
 	// Gaps are the gap derivations this flush ran.
 	Gaps []Gap
-	// Rules are the per-rule results, in registry order; inactive rules are left out.
-	Rules []RuleResult
+	// Rules are the per-rule results, in registry order; inactive rules are left out and
+	// named in Inactive.
+	Rules    []RuleResult
+	Inactive []string
 	// Foreign names the legacy checkpoints someone else changed since challenge-stream last
 	// wrote them: the polling job is running alongside the sidecar. Each change is reported
 	// once. See the package documentation for what that costs.
@@ -135,11 +143,18 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 				return WindowResult{}, fmt.Errorf("apply window: %w", err)
 			}
 		}
-		// A held checkpoint is where the family stopped; a foreign one was moved by a writer
-		// whose counts may be older than ours, so re-derive from where we last left it.
+		// A held checkpoint is where the family stopped, and a window that dropped the
+		// family's keys missed what came after it; a foreign one was moved by a writer whose
+		// counts may be older than ours, so re-derive from where we last left it.
 		from, ok := stored.Value, stored.Has
 		if !stored.Held {
-			from, ok = stored.Written, foreign && stored.Written < stored.Value
+			dropped := slices.Contains(w.Dropped, f.rule)
+			switch {
+			case foreign && stored.Written < stored.Value:
+				from = stored.Written
+			case !dropped:
+				ok = false
+			}
 		}
 		if !ok {
 			continue
@@ -168,6 +183,9 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 	for _, r := range rules {
 		began := time.Now()
 		keys := w.Keys[r.Name]
+		if !r.active(cat) {
+			res.Inactive = append(res.Inactive, r.Name)
+		}
 		if r.family != nil {
 			if !r.active(cat) {
 				continue
@@ -179,7 +197,7 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 				Duration: time.Since(began) + gapTime[r.family.checkpoint], Stats: d.stats.only(r.Challenges)})
 			continue
 		}
-		rr, held, err := applyFullRescan(ctx, q, cat, r, states[r.Name], keys, false)
+		rr, held, err := applyFullRescan(ctx, q, cat, r, states[r.Name], keys, slices.Contains(w.Dropped, r.Name))
 		if err != nil {
 			return WindowResult{}, fmt.Errorf("apply window: %w", err)
 		}
