@@ -38,7 +38,8 @@ GRANT USAGE ON SCHEMA public TO challenge_stream_sidecar;
 
 -- The sources: the catch-up scans plays and comments; the rules read the rest.
 GRANT SELECT ON public.plays, public.comments, public.tracks, public.users,
-    public.aggregate_monthly_plays, public.challenges
+    public.aggregate_monthly_plays, public.challenges,
+    public.reposts, public.saves, public.track_trending_scores, public.events
     TO challenge_stream_sidecar;
 
 -- The rewards and the legacy checkpoints. SELECT as well: the upserts (INSERT … ON CONFLICT DO
@@ -52,11 +53,14 @@ GRANT SELECT, INSERT, UPDATE ON public.user_challenges, public.indexing_checkpoi
 GRANT INSERT ON public.notification TO challenge_stream_sidecar;
 GRANT USAGE ON SEQUENCE public.notification_id_seq TO challenge_stream_sidecar;
 
--- 3. What only the owner of plays and comments can create.
--- The publication: inserts and updates only (comments are edited and soft-deleted in place;
--- deletes of plays by the pruning job are not wanted). Both tables have primary keys, so
--- publishing their updates cannot make the host's own UPDATEs fail.
-CREATE PUBLICATION challenge_stream FOR TABLE public.plays, public.comments
+-- 3. What only the owner of the source tables can create.
+-- The publication: every table a registered rule reads from the stream (README: Rules),
+-- inserts and updates only (comments are edited and soft-deleted in place; deletes of plays by
+-- the pruning job are not wanted). Every one has a primary key, so publishing its updates
+-- cannot make the host's own UPDATEs fail. When an upgrade registers a rule on a new table,
+-- the sidecar says which table to add (ALTER PUBLICATION challenge_stream ADD TABLE ...).
+CREATE PUBLICATION challenge_stream FOR TABLE public.plays, public.comments, public.users,
+    public.tracks, public.reposts, public.saves, public.track_trending_scores, public.events
     WITH (publish = 'insert, update');
 
 -- The sidecar looks comments up by user_id (weekly-comment rule) and ranges over blocknumber

@@ -155,15 +155,16 @@ func (h hostile) requireNotConfirmedPast(end pglogrepl.LSN) {
 	require.Less(h.t, confirmed, end, "confirmed_flush_lsn stays before the transaction it could not read")
 }
 
-// TestHostilePublicationGainsTables: someone adds users and tracks to the sidecar's
-// publication. Their inserts and updates arrive on the stream and are ignored; the rules still
+// TestHostilePublicationGainsTables: someone adds tables no rule reads to the sidecar's
+// publication (aggregate_plays, and notification, which the sidecar's own flushes write). Their
+// inserts and updates arrive on the stream and are ignored; the rules still
 // read them from the tables, and a restart accepts the altered publication.
 func TestHostilePublicationGainsTables(t *testing.T) {
 	h := newHostile(t)
 	h.artistWithTrack(11, 110)
 	p := h.run(nil, "--window", "100ms")
 	h.waitStreaming(p)
-	h.db.Exec(t, "ALTER PUBLICATION "+pgx.Identifier{h.db.Publication}.Sanitize()+" ADD TABLE users, tracks")
+	h.db.Exec(t, "ALTER PUBLICATION "+pgx.Identifier{h.db.Publication}.Sanitize()+" ADD TABLE aggregate_plays, notification")
 
 	require.NoError(t, hostdb.AddUser(h.ctx, h.db.Pool, 12, true))
 	require.NoError(t, hostdb.AddTrack(h.ctx, h.db.Pool, 120, 12))

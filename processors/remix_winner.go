@@ -50,8 +50,8 @@ func remixWinnerRule() Rule {
 	}
 }
 
-// remixWinnerRows derives the contests the keys touch, plus every contest of a host that has
-// ever had a full week.
+// remixWinnerRows derives the contests the keys touch, plus every contest of a host with at
+// least five rows.
 //
 // The second set is for time: a winner skipped because its host had five rows in the last
 // seven days is minted by the polling job on the first tick after one of them ages out, and
@@ -84,14 +84,16 @@ const remixWinnerTrack = `CASE WHEN w.track ~ '^\s*[+-]?[0-9]{1,18}\s*$' THEN w.
 const remixWinnerElems = `jsonb_array_elements_text(CASE WHEN jsonb_typeof(e.event_data->'winners') = 'array'
     THEN e.event_data->'winners' ELSE '[]'::jsonb END) WITH ORDINALITY AS w(track, pos)`
 
-// remixScopeSQL finds the remix contests of the dirty keys: $1 contests, $2 hosts (through the
-// events(user_id) index), $3 winner tracks (a scan of the remix contests, which are few), and
-// the contests of hosts with at least $4 rows (see remixWinnerRows). Contests that cannot mint
-// (another event type, deleted) are left for the derivation to drop.
+// remixScopeSQL finds the contests to derive: $1 the dirty contests themselves (the derivation
+// drops those that are not live remix contests), those of the dirty hosts $2 (through the
+// events(user_id) index), those naming a dirty track $3 among their winners (a scan of the
+// remix contests, which are few), and those of the hosts with at least $4 rows (see
+// remixWinnerRows).
 const remixScopeSQL = `
 SELECT event_id::bigint FROM unnest($1::bigint[]) AS event_id
 UNION
-SELECT e.event_id FROM events e WHERE e.user_id = ANY($2::bigint[]) AND e.event_type = 'remix_contest'
+SELECT e.event_id FROM events e
+WHERE e.user_id = ANY($2::bigint[]) AND e.event_type = 'remix_contest' AND NOT e.is_deleted
 UNION
 SELECT e.event_id
 FROM events e CROSS JOIN LATERAL ` + remixWinnerElems + `
@@ -193,6 +195,9 @@ func remixWinners(ctx context.Context, q Querier, cat Catalog, contests []int64,
 		return nil, fmt.Errorf("remix winners per host week: %w", err)
 	}
 
+	// The job counted each contest and host at its first candidate and then added its own
+	// mints, which comes to the stored counts read here plus this walk's mints; minted
+	// likewise holds this walk's rows, so a remixer named twice is paid once.
 	var out []Row
 	for _, c := range cands {
 		prefix := strconv.FormatInt(c.contest, 16)

@@ -164,8 +164,8 @@ func (s remixState) mint(minted map[string]int64) map[string]int64 {
 //
 // The harness also derives the whole history once from scratch and wants the same rows. With
 // caps and sticky rows that holds only for histories whose order does not matter: a winner
-// minted and then deleted, or one that became eligible after a later one filled the cap, is a
-// row the polling job has and a from-scratch tick does not. So each drawn change is tried on a
+// minted and then deleted is a row the polling job has and a from-scratch tick does not, and
+// one that became eligible after a later one filled the cap is the other way round. So each drawn change is tried on a
 // model of the job first, and dropped when it would make the two differ. The fixed scene has
 // one of each kind of change; kinds counts the random ones kept.
 type remixHistory struct {
@@ -506,12 +506,15 @@ func TestRemixWinnerContestCap(t *testing.T) {
 	for id := int64(201); id <= 208; id++ {
 		f.track(id, id-100)
 	}
-	// Strings and numbers mixed, out of id order: the first five in the array win.
-	f.remixContest(1, 1, `{"winners": [207, "201", 206, 202, "205", 203, 204]}`)
+	// Strings and numbers mixed, out of id order, a remixer named twice: the first five
+	// remixers in the array win.
+	f.remixContest(1, 1, `{"winners": [207, "201", 207, 206, 202, "205", 203, 204]}`)
 	want := remixWant([2]int64{1, 107}, [2]int64{1, 101}, [2]int64{1, 106}, [2]int64{1, 102}, [2]int64{1, 105})
 	require.Equal(t, want, f.remixWindow(processors.Keys{"events": {1}}))
 
-	// Rows already there count: a winner added later finds the contest full.
+	// Stored rows count, however old: with the host's week empty, a winner added later still
+	// finds the contest full.
+	f.exec(`UPDATE user_challenges SET created_at = created_at - interval '30 days' WHERE challenge_id = 'w'`)
 	f.exec(`UPDATE events SET event_data = '{"winners": [208, 207, 201]}' WHERE event_id = 1`)
 	require.Equal(t, want, f.remixWindow(processors.Keys{"events": {1}}))
 	require.Empty(t, f.remixDiffs())

@@ -86,10 +86,8 @@ func tastemakerRule() Rule {
 			if !ranking && len(tracks) == 0 {
 				return nil, nil
 			}
-			if ranking {
-				tracks = nil
-			}
-			return tastemakerRows(ctx, q, cat, ranking, tracks)
+			tracks = sortedKeys(append(tracks, keys["ranking"]...))
+			return tastemakerRows(ctx, q, cat, false, tracks)
 		},
 		all: func(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
 			return tastemakerRows(ctx, q, cat, true, nil)

@@ -206,23 +206,38 @@ func (g *tmGen) setScore(track int64, score float64) write {
 	return tmScore(track, "TRACKS", "pnagD", "week", score, op)
 }
 
-func (g *tmGen) randomScore(rng *rand.Rand, track int64) write {
+// randomScore gives the track a new score below limit (in hundredths).
+func (g *tmGen) randomScore(rng *rand.Rand, track int64, limit int) write {
 	for {
-		s := float64(rng.IntN(100000)) / 100
+		s := float64(rng.IntN(limit)) / 100
 		if !g.used[s] {
 			return g.setScore(track, s)
 		}
 	}
 }
 
-// top is the model's top 10, with the rule's tie-breaker (there are no ties).
-func (g *tmGen) top() []int64 {
+// move moves a random track anywhere, or drops one of the top 10 below the 11th, which
+// then enters the top 10 with no change on its own rows.
+func (g *tmGen) move(rng *rand.Rand) (int64, write) {
+	ranked := g.ranked()
+	if len(ranked) > 10 && rng.IntN(2) == 0 {
+		track := ranked[rng.IntN(10)]
+		return track, g.randomScore(rng, track, int(g.weekly[ranked[10]]*100))
+	}
+	track := int64(rng.IntN(tmCandidates)) + 1
+	return track, g.randomScore(rng, track, 100000)
+}
+
+// ranked is the model's weekly ranking, with the rule's tie-breaker (there are no ties).
+func (g *tmGen) ranked() []int64 {
 	tracks := slices.Collect(maps.Keys(g.weekly))
 	slices.SortFunc(tracks, func(a, b int64) int {
 		return cmp.Or(cmp.Compare(g.weekly[b], g.weekly[a]), cmp.Compare(a, b))
 	})
-	return tracks[:min(10, len(tracks))]
+	return tracks
 }
+
+func (g *tmGen) top() []int64 { r := g.ranked(); return r[:min(10, len(r))] }
 
 func (g *tmGen) earliest(table string, track, user int64) bool {
 	l := g.live[tmList{table, track}]
@@ -295,7 +310,7 @@ func (g *tmGen) gen(rng *rand.Rand, step int) []write {
 	var ws []write
 	if step == 0 {
 		for _, track := range rng.Perm(tmCandidates)[:12] {
-			ws = append(ws, g.randomScore(rng, int64(track)+1))
+			ws = append(ws, g.randomScore(rng, int64(track)+1, 100000))
 		}
 	}
 	if step == g.steps-1 {
@@ -307,9 +322,9 @@ func (g *tmGen) gen(rng *rand.Rand, step int) []write {
 	if rng.IntN(3) > 0 {
 		moved := map[int64]bool{}
 		for range 1 + rng.IntN(3) {
-			track := int64(rng.IntN(tmCandidates)) + 1
+			track, w := g.move(rng)
 			moved[track] = true
-			ws = append(ws, g.randomScore(rng, track))
+			ws = append(ws, w)
 		}
 		// The trending job deletes dropped rows in the run that rewrites the others, so a
 		// delete travels with a change the stream sees.

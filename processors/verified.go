@@ -78,7 +78,7 @@ func queryVerified(ctx context.Context, q Querier, rule BooleanRule, sql string,
 			UserID:      user,
 			Current:     1,
 			Step:        1,
-			Amount:      rule.Amount,
+			Amount:      5,
 		})
 	}
 	if err := rows.Err(); err != nil {
