@@ -202,7 +202,6 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 			return WindowResult{}, fmt.Errorf("apply window: %w", err)
 		}
 		if held {
-			res.Held = append(res.Held, checkpoints.RuleStateName(r.Name))
 			continue
 		}
 		if rr.FromScratch {

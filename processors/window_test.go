@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 
@@ -219,11 +220,12 @@ func TestApplyWindowForeignWriter(t *testing.T) {
 	require.Empty(t, res.Gaps)
 }
 
-// TestApplyWindowCommonCase: with every family active and nobody else writing, the
-// flush adds no write beyond the rows and checkpoints that change.
+// TestApplyWindowCommonCase: with every rule active and nobody else writing, the flush adds no
+// write beyond the rows and checkpoints that change (the catch-up derived the full-rescan rules).
 func TestApplyWindowCommonCase(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
+	require.NoError(t, hostdb.ActivateRules(f.ctx, f.db.Pool))
 	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
 	f.history()
 	f.catchUp(processors.CatchUpOptions{})
