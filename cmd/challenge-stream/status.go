@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/processors"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
@@ -42,6 +44,11 @@ type statusReport struct {
 
 	LegacyLastPlayID       *int64 `json:"legacy_last_play_id"`
 	LegacyLastCommentBlock *int64 `json:"legacy_last_comment_block"`
+
+	// Rules are the registered rules with their catalog and bookkeeping state (null before
+	// the migrations ran). Per-rule flush times and dirty keys are metrics of the running
+	// process: challenge_stream_rule_flush_duration_seconds and challenge_stream_rule_dirty_keys.
+	Rules []processors.RuleStatus `json:"rules"`
 }
 
 // statusCommand shows the slot, its lag and retained WAL, the stored LSN and the legacy
@@ -110,6 +117,11 @@ func readStatus(ctx context.Context, conn *pgx.Conn, slot string) (statusReport,
 	if legacy.HasCommentBlock {
 		r.LegacyLastCommentBlock = &legacy.LastCommentBlock
 	}
+	if r.Migrated {
+		if r.Rules, err = processors.Statuses(ctx, conn); err != nil {
+			return r, err
+		}
+	}
 	return r, nil
 }
 
@@ -148,6 +160,9 @@ func (r statusReport) print(w io.Writer) error {
 	}
 	row("legacy last play id", optInt(r.LegacyLastPlayID))
 	row("legacy last comment block", optInt(r.LegacyLastCommentBlock))
+	for _, rule := range r.Rules {
+		row("rule "+rule.Rule, fmt.Sprintf("%s (%s)", rule.State, strings.Join(rule.Challenges, ", ")))
+	}
 	return tw.Flush()
 }
 

@@ -80,13 +80,20 @@ func TestStatusJSON(t *testing.T) {
 	require.NotNil(t, r.LastFlush)
 	require.Equal(t, int64(42), *r.LegacyLastPlayID)
 	require.Equal(t, int64(7), *r.LegacyLastCommentBlock)
+	require.Len(t, r.Rules, len(processors.Rules()), "every registered rule")
+	states := map[string]string{}
+	for _, rule := range r.Rules {
+		states[rule.Rule] = rule.State
+	}
+	require.Equal(t, "streaming", states["milestones"])
+	require.Equal(t, "held", states["verified"], "inactive in the test catalog")
 
 	// The JSON keys are the interface scripts use.
 	var raw map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &raw))
 	for _, key := range []string{"slot", "slot_exists", "active", "active_pid", "wal_status", "confirmed_flush_lsn",
 		"lag_bytes", "retained_wal_bytes", "stored_lsn", "stored_lsn_age_seconds", "last_flush",
-		"legacy_last_play_id", "legacy_last_comment_block"} {
+		"legacy_last_play_id", "legacy_last_comment_block", "rules"} {
 		require.Contains(t, raw, key)
 	}
 }

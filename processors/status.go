@@ -1,0 +1,52 @@
+package processors
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/challenge-stream/challenge-stream/checkpoints"
+)
+
+// RuleStatus is one registered rule as `status` shows it.
+type RuleStatus struct {
+	Rule       string   `json:"rule"`
+	Challenges []string `json:"challenges"`
+	Active     bool     `json:"active"`
+	// Checkpoint is the legacy checkpoint of an incremental rule, "" for a full-rescan one.
+	Checkpoint string `json:"checkpoint,omitempty"`
+	// State is "streaming", "held" (inactive), or for a full-rescan rule "not derived yet"
+	// (the next flush derives it from scratch).
+	State string `json:"state"`
+}
+
+// Statuses reads every registered rule's catalog and bookkeeping state.
+func Statuses(ctx context.Context, q Querier) ([]RuleStatus, error) {
+	cat, err := LoadCatalog(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("rule status: %w", err)
+	}
+	legacy, err := checkpoints.ReadLegacyState(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("rule status: %w", err)
+	}
+	rules := Rules()
+	states, err := checkpoints.ReadRuleStates(ctx, q, fullRescanNames(rules))
+	if err != nil {
+		return nil, fmt.Errorf("rule status: %w", err)
+	}
+	out := make([]RuleStatus, 0, len(rules))
+	for _, r := range rules {
+		s := RuleStatus{Rule: r.Name, Challenges: r.Challenges, Active: r.active(cat), Checkpoint: r.Checkpoint(), State: "streaming"}
+		held := !s.Active
+		if r.family != nil {
+			held = held || r.family.stored(legacy).Held
+		} else if st := states[r.Name]; s.Active && (!st.Seen || st.Held) {
+			s.State = "not derived yet"
+		}
+		if held {
+			s.State = "held"
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
