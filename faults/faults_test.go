@@ -196,11 +196,13 @@ func TestFaultInjection(t *testing.T) {
 	s.report(seed, cycles, time.Since(started), survived, tr, rows)
 }
 
-// newTrafficDB is a test database with the users and tracks the traffic writes to.
+// newTrafficDB is a test database with the users and tracks the traffic writes to, with every
+// registered rule active as in production.
 func newTrafficDB(t *testing.T) *pgtest.DB {
 	t.Helper()
 	ctx := t.Context()
 	db := pgtest.NewDB(t)
+	require.NoError(t, hostdb.ActivateRules(ctx, db.Pool))
 	for _, a := range artists {
 		require.NoError(t, hostdb.AddUser(ctx, db.Pool, a, true))
 	}

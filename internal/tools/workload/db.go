@@ -52,6 +52,10 @@ func Setup(ctx context.Context, serverURL, name string, cfg Config) (string, *Ho
 	if err := hostdb.Create(ctx, conn); err != nil {
 		return "", nil, Sizes{}, err
 	}
+	// Every registered rule on, as in production: the bench and the demo run them all.
+	if err := hostdb.ActivateRules(ctx, conn); err != nil {
+		return "", nil, Sizes{}, err
+	}
 	if err := migrations.Apply(ctx, conn, nil); err != nil {
 		return "", nil, Sizes{}, err
 	}
