@@ -237,3 +237,35 @@ func TestApplyWindowCommonCase(t *testing.T) {
 	require.Equal(t, f.count(`SELECT count(*) FROM challenge_stream.legacy_checkpoints
 		JOIN indexing_checkpoints USING (tablename) WHERE last_written = last_checkpoint`), int64(2))
 }
+
+// TestApplyWindowDroppedKeys: a window opened while a rule was off kept none of its keys; if the
+// rule is on again (and was already released by an earlier flush) when that window is applied,
+// the flush derives what the window missed — from the legacy checkpoint for an incremental rule,
+// from scratch for a full-rescan one.
+func TestApplyWindowDroppedKeys(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.setLegacy(checkpoints.Legacy{HasPlayID: true, LastCommentBlock: 10, HasCommentBlock: true})
+	require.NoError(t, hostdb.ActivateRules(f.ctx, f.db.Pool))
+	f.applyWindow(nil, nil) // derives the full-rescan rules once: later windows are incremental
+
+	f.comment(comment{id: 1, user: 0x77, at: "2025-06-02", block: 11})
+	f.artist(0x78, true)
+	w := processors.Window{Keys: map[string]processors.Keys{}, Dropped: []string{"comments", "verified"}}
+	w.Legacy.LastCommentBlock, w.Legacy.HasCommentBlock = 11, true
+	var res processors.WindowResult
+	f.inTx(func(tx pgx.Tx) {
+		var err error
+		res, err = processors.ApplyWindow(f.ctx, tx, w, processors.WindowOptions{})
+		require.NoError(t, err)
+	})
+	rows := f.progressRows()
+	require.Contains(t, rows, "c 77:202523", "the comment's week, though its key was dropped")
+	require.Contains(t, rows, "v 78", "the verified user, though its key was dropped")
+	var gaps []string
+	for _, g := range res.Gaps {
+		gaps = append(gaps, g.Checkpoint)
+	}
+	require.Equal(t, []string{checkpoints.CommentsCheckpoint, checkpoints.RuleStateName("verified")}, gaps)
+	require.Empty(t, f.verify())
+}
