@@ -233,8 +233,8 @@ func (s *suite) report(seed uint64, cycles int, took time.Duration, survived map
 	for _, name := range names {
 		fmt.Fprintf(&b, "  %-45s %d\n", name, survived[name])
 	}
-	fmt.Fprintf(&b, "  traffic: %d transactions (%d failed while the server was down), %d plays, %d comments, %d comment edits\n",
-		tr.committed.Load(), tr.failed.Load(), tr.plays.Load(), tr.comments.Load(), tr.upd.Load())
+	fmt.Fprintf(&b, "  traffic: %d transactions (%d failed while the server was down), %d plays, %d comments, %d comment edits, %d rows for v, t, cp and w\n",
+		tr.committed.Load(), tr.failed.Load(), tr.plays.Load(), tr.comments.Load(), tr.upd.Load(), tr.ruleChanges.Load())
 	if err := tr.lastError(); err != nil {
 		fmt.Fprintf(&b, "  traffic: last failure: %v\n", err)
 	}

@@ -75,6 +75,7 @@ type traffic struct {
 
 	committed, failed    atomic.Int64
 	plays, comments, upd atomic.Int64
+	ruleChanges          atomic.Int64 // rows written for v, t, cp and w
 	lastErrMu            sync.Mutex
 	lastErr              error
 }
@@ -204,7 +205,9 @@ func (tr *traffic) writeBlock(ctx context.Context, rng *rand.Rand, tracks []int6
 			}
 			updated = true
 		}
-		return nil
+		n, err := writeRuleChanges(ctx, tx, rng, oneShot, tracks)
+		tr.ruleChanges.Add(n)
+		return err
 	})
 	if err != nil {
 		return err
@@ -216,6 +219,71 @@ func (tr *traffic) writeBlock(ctx context.Context, rng *rand.Rand, tracks []int6
 		tr.upd.Add(1)
 	}
 	return nil
+}
+
+// oneShotUser and oneShotEvent number the users and contests the rule changes create, one per
+// block at most, so a lost transaction leaves its own reward missing.
+const (
+	oneShotUser  = 3_000_000
+	oneShotEvent = 4_000_000
+)
+
+// writeRuleChanges adds, to a block's transaction, changes for the full-rescan rules: a newly
+// verified user (v); a weekly trending score moving and a repost or save of a trending candidate
+// (t); a pin of the block's new comment on a verified artist's track (cp); a remix contest
+// hosted by a verified artist with the block's one-shot track as winner (w). One row per table
+// and transaction, so concurrent writers cannot deadlock on them. It returns the rows written.
+func writeRuleChanges(ctx context.Context, tx pgx.Tx, rng *rand.Rand, oneShot int64, tracks []int64) (int64, error) {
+	var n int64
+	exec := func(sql string, args ...any) error {
+		n++
+		_, err := tx.Exec(ctx, sql, args...)
+		return err
+	}
+	candidate := tracks[rng.IntN(len(tracks)-1)] // any but the unknown track
+	if rng.IntN(3) == 0 {
+		err := exec(`INSERT INTO users (user_id, is_current, is_verified, txhash, handle) VALUES ($1, true, true, 'u', 'h')`,
+			oneShotUser+oneShot)
+		if err != nil {
+			return n, err
+		}
+	}
+	if rng.IntN(2) == 0 {
+		err := exec(`INSERT INTO track_trending_scores (track_id, type, version, time_range, score)
+			VALUES ($1, 'TRACKS', 'pnagD', 'week', $2)
+			ON CONFLICT (track_id, type, version, time_range) DO UPDATE SET score = EXCLUDED.score`,
+			candidate, rng.Float64()*1000)
+		if err != nil {
+			return n, err
+		}
+	}
+	if rng.IntN(2) == 0 {
+		table, column, kind := "reposts", "repost_item_id", "repost_type"
+		if rng.IntN(2) == 0 {
+			table, column, kind = "saves", "save_item_id", "save_type"
+		}
+		err := exec(`INSERT INTO `+table+` (user_id, `+column+`, `+kind+`, is_current, is_delete, created_at, txhash)
+			VALUES ($1, $2, 'track', true, false, now(), 'r')`, oneShotCommenter+oneShot, candidate)
+		if err != nil {
+			return n, err
+		}
+	}
+	if rng.IntN(5) == 0 {
+		err := exec(`UPDATE tracks SET pinned_comment_id = (SELECT max(comment_id) FROM comments WHERE user_id = $2)
+			WHERE track_id = $1 AND is_current`, candidate, oneShotCommenter+oneShot)
+		if err != nil {
+			return n, err
+		}
+	}
+	if oneShot <= oneShotArtists && rng.IntN(10) == 0 {
+		err := exec(`INSERT INTO events (event_id, event_type, user_id, event_data)
+			VALUES ($1, 'remix_contest', $2, jsonb_build_object('winners', jsonb_build_array($3::int)))`,
+			oneShotEvent+oneShot, artists[rng.IntN(len(artists))], oneShotBase+oneShot-1)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // lastError is the last failure of a traffic transaction, if any.

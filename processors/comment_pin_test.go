@@ -194,6 +194,14 @@ func (h *pinHistory) ownsFrozen(user int64) bool {
 	return slices.ContainsFunc(h.tracks, func(t int64) bool { return h.track[t].owner == user && h.frozen(t) })
 }
 
+// ownsPin reports whether the user owns a live track pinning someone else's comment.
+func (h *pinHistory) ownsPin(user int64) bool {
+	return slices.ContainsFunc(h.tracks, func(t int64) bool {
+		s := h.track[t]
+		return s.owner == user && h.isPinned(s.pinned) && h.comment[s.pinned].user != user
+	})
+}
+
 func (h *pinHistory) addTrack() []write {
 	id := int64(4000 + 29*len(h.tracks))
 	s := trackState{owner: h.users[h.rng.IntN(len(h.users))]}
@@ -252,6 +260,12 @@ func (h *pinHistory) changeComment(ok func(int64) bool, change func(*commentStat
 	return []write{updateComment(id, s)}
 }
 
+// isPinned reports whether the comment is the pin of its (live) track.
+func (h *pinHistory) isPinned(c int64) bool {
+	t, ok := h.comment[c]
+	return ok && h.live(t.track) && h.track[t.track].pinned == c
+}
+
 // held reports whether the comment is a paid pin the history must keep.
 func (h *pinHistory) held(c int64) bool {
 	t := h.comment[c].track
@@ -303,7 +317,9 @@ func (h *pinHistory) gen(rng *rand.Rand, step int) []write {
 		case n < 3:
 			ws = append(ws, h.addUser()...)
 		case n < 7:
-			ws = append(ws, h.changeUser(func(u int64) bool { return !h.ownsFrozen(u) },
+			// Half of the flips go to owners of a pin, where they move it by the owners keys alone.
+			ownsPin := rng.IntN(2) == 0
+			ws = append(ws, h.changeUser(func(u int64) bool { return !h.ownsFrozen(u) && (!ownsPin || h.ownsPin(u)) },
 				func(s *userState) { s.verified = !s.verified })...)
 		case n < 9:
 			// Upstream does not look at the owner's is_deactivated.
@@ -325,14 +341,14 @@ func (h *pinHistory) gen(rng *rand.Rand, step int) []write {
 		case n < 36:
 			ws = append(ws, h.changeTrack(notFrozen, func(_ int64, s *trackState) bool { s.deleted = true; return true })...)
 		case n < 38:
-			ws = append(ws, h.changeComment(func(c int64) bool {
-				t := h.comment[c].track
-				return h.live(t) && h.track[t].pinned == c && !h.held(c)
-			}, func(s *commentState) { s.deleted = true })...)
+			ws = append(ws, h.changeComment(func(c int64) bool { return h.isPinned(c) && !h.held(c) },
+				func(s *commentState) { s.deleted = true })...)
 		case n < 39:
-			ws = append(ws, h.changeComment(func(c int64) bool { return !h.held(c) }, func(s *commentState) {
-				s.deleted = !s.deleted
-			})...)
+			// Half of the toggles restore a deleted pin, which only the comments keys see.
+			restore := rng.IntN(2) == 0
+			ws = append(ws, h.changeComment(func(c int64) bool {
+				return !h.held(c) && (!restore || h.isPinned(c) && h.comment[c].deleted)
+			}, func(s *commentState) { s.deleted = !s.deleted })...)
 		default:
 			if h.sticky {
 				ws = append(ws, setAmount("cp", int64(50+rng.IntN(100))))
@@ -366,54 +382,61 @@ func TestCommentPinCases(t *testing.T) {
 	users := func(ownerState userState) []write {
 		return []write{insertUser(owner, ownerState, "o"), insertUser(commenter, unverified, "c")}
 	}
-	// earned is the row of commenter 901 (0x385) on track 9000 (0x2328).
-	earned := map[string]progress{"cp 385:2328": {User: commenter, Current: 1, Complete: true, Amount: 100}}
 	on := func(user int64) commentState { return commentState{user: user, track: track} }
 	pinned := func(c int64) trackState { return trackState{owner: owner, pinned: c} }
+	// pin is one window: the users, comment c1 and track 9000 pinning it.
+	pin := func(ownerState userState, c commentState, t trackState) []write {
+		return slices.Concat(users(ownerState), []write{insertComment(c1, c), insertTrack(track, t, "a")})
+	}
+	// earned is the row of commenter 901 (0x385) on track 9000 (0x2328).
+	earned := map[string]progress{"cp 385:2328": {User: commenter, Current: 1, Complete: true, Amount: 100}}
 
 	runRuleCases(t, "comment_pin", []ruleCase{
 		{
 			name:  "verified owner pins another user's comment",
-			steps: [][]write{slices.Concat(users(verified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
+			steps: [][]write{pin(verified, on(commenter), pinned(c1))},
 			want:  earned,
 		},
 		{
 			name:  "self-pin earns nothing",
-			steps: [][]write{slices.Concat(users(verified), []write{insertComment(c1, on(owner)), insertTrack(track, pinned(c1), "a")})},
+			steps: [][]write{pin(verified, on(owner), pinned(c1))},
 		},
 		{
 			name:  "unverified owner earns nothing",
-			steps: [][]write{slices.Concat(users(unverified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
+			steps: [][]write{pin(unverified, on(commenter), pinned(c1))},
 		},
 		{
-			name: "a deactivated verified owner still pays, as upstream",
-			steps: [][]write{slices.Concat(users(userState{verified: true, deactivated: true}),
-				[]write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
-			want: earned,
+			name:  "a deactivated verified owner still pays, as upstream",
+			steps: [][]write{pin(userState{verified: true, deactivated: true}, on(commenter), pinned(c1))},
+			want:  earned,
 		},
 		{
-			name: "a hidden comment still pays, as upstream",
-			steps: [][]write{slices.Concat(users(verified),
-				[]write{insertComment(c1, commentState{user: commenter, track: track, hidden: true}), insertTrack(track, pinned(c1), "a")})},
-			want: earned,
+			name:  "a hidden comment still pays, as upstream",
+			steps: [][]write{pin(verified, commentState{user: commenter, track: track, hidden: true}, pinned(c1))},
+			want:  earned,
 		},
 		{
-			name: "deleted comment earns nothing",
-			steps: [][]write{slices.Concat(users(verified),
-				[]write{insertComment(c1, commentState{user: commenter, track: track, deleted: true}), insertTrack(track, pinned(c1), "a")})},
+			name:  "deleted comment earns nothing",
+			steps: [][]write{pin(verified, commentState{user: commenter, track: track, deleted: true}, pinned(c1))},
 		},
 		{
-			name: "deleted track earns nothing",
-			steps: [][]write{slices.Concat(users(verified),
-				[]write{insertComment(c1, on(commenter)), insertTrack(track, trackState{owner: owner, pinned: c1, deleted: true}, "a")})},
+			name:  "deleted track earns nothing",
+			steps: [][]write{pin(verified, on(commenter), trackState{owner: owner, pinned: c1, deleted: true})},
 		},
 		{
-			name: "owner verified after the pin",
+			name: "only the current track row counts",
 			steps: [][]write{
-				slices.Concat(users(unverified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")}),
-				updateUser(owner, verified, "o2"),
+				append(pin(verified, on(commenter), pinned(c1)), updateTrack(track, trackState{owner: owner}, "b")...),
 			},
-			want: earned,
+		},
+		{
+			name:  "only the owner's current row counts",
+			steps: [][]write{append(pin(verified, on(commenter), pinned(c1)), updateUser(owner, unverified, "o2")...)},
+		},
+		{
+			name:  "owner verified after the pin",
+			steps: [][]write{pin(unverified, on(commenter), pinned(c1)), updateUser(owner, verified, "o2")},
+			want:  earned,
 		},
 		{
 			name: "pinned comment arrives after the pin",
@@ -426,8 +449,7 @@ func TestCommentPinCases(t *testing.T) {
 		{
 			name: "pinned comment undeleted",
 			steps: [][]write{
-				slices.Concat(users(verified), []write{insertComment(c1, commentState{user: commenter, track: track, deleted: true}),
-					insertTrack(track, pinned(c1), "a")}),
+				pin(verified, commentState{user: commenter, track: track, deleted: true}, pinned(c1)),
 				{updateComment(c1, on(commenter))},
 			},
 			want: earned,
@@ -435,7 +457,7 @@ func TestCommentPinCases(t *testing.T) {
 		{
 			name: "sticky: unpin, delete and unverify keep the row",
 			steps: [][]write{
-				slices.Concat(users(verified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")}),
+				pin(verified, on(commenter), pinned(c1)),
 				updateTrack(track, trackState{owner: owner}, "b"),
 				{updateComment(c1, commentState{user: commenter, track: track, deleted: true})},
 				updateUser(owner, unverified, "o2"),
@@ -445,8 +467,7 @@ func TestCommentPinCases(t *testing.T) {
 		{
 			name: "re-pin mints no second row",
 			steps: [][]write{
-				slices.Concat(users(verified), []write{insertComment(c1, on(commenter)), insertComment(c2, on(commenter)),
-					insertTrack(track, pinned(c1), "a")}),
+				append(pin(verified, on(commenter), pinned(c1)), insertComment(c2, on(commenter))),
 				updateTrack(track, trackState{owner: owner}, "b"),
 				updateTrack(track, pinned(c1), "c"),
 				updateTrack(track, pinned(c2), "d"),
@@ -455,11 +476,9 @@ func TestCommentPinCases(t *testing.T) {
 		},
 		{
 			name: "a pin per track",
-			steps: [][]write{slices.Concat(users(verified), []write{
-				insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a"),
+			steps: [][]write{append(pin(verified, on(commenter), pinned(c1)),
 				insertComment(c2, commentState{user: commenter, track: other}),
-				insertTrack(other, trackState{owner: owner, pinned: c2}, "a"),
-			})},
+				insertTrack(other, trackState{owner: owner, pinned: c2}, "a"))},
 			want: map[string]progress{
 				"cp 385:2328": earned["cp 385:2328"],
 				"cp 385:2329": {User: commenter, Current: 1, Complete: true, Amount: 100},
@@ -468,7 +487,7 @@ func TestCommentPinCases(t *testing.T) {
 		{
 			name:     "inactive rule writes nothing",
 			inactive: true,
-			steps:    [][]write{slices.Concat(users(verified), []write{insertComment(c1, on(commenter)), insertTrack(track, pinned(c1), "a")})},
+			steps:    [][]write{pin(verified, on(commenter), pinned(c1))},
 		},
 	})
 }

@@ -12,7 +12,7 @@ const ChallengeVerified = "v"
 // verifiedUser is the upstream ProfileVerified test of the users row u. It is written out here
 // rather than shared with the milestones' eligibility, which says the same today for a
 // different reason (SPEC §3.2) and may move on its own.
-const verifiedUser = `u.is_verified = true AND u.is_deactivated = false`
+const verifiedUser = `u.is_current = true AND u.is_verified = true AND u.is_deactivated = false`
 
 // verifiedRule is challenge v. Eligibility is a property of one users row, so the users
 // changes are the only thing that can earn it, and a user who later loses verification keeps

@@ -109,8 +109,9 @@ func runStickyParity(t *testing.T, spec paritySpec) {
 // ruleDiffs is Verify's differences in the rule's challenges: the other rules see the same
 // host writes without their keys.
 func ruleDiffs(f *fixture, rule processors.Rule) []processors.Difference {
-	diffs := f.verify()
-	return slices.DeleteFunc(diffs, func(d processors.Difference) bool { return !slices.Contains(rule.Challenges, d.ChallengeID) })
+	return slices.DeleteFunc(f.verify(), func(d processors.Difference) bool {
+		return !slices.Contains(rule.Challenges, d.ChallengeID)
+	})
 }
 
 // verifiedHistory writes random users. Unless sticky, it never takes v away from a user who
