@@ -80,6 +80,9 @@ type Config struct {
 	Windows []time.Duration
 	// BlockInterval is the time between the load's blocks. Default 500ms.
 	BlockInterval time.Duration
+	// RuleInterval is the time between the latency runs' transactions for v, t, cp and w
+	// (workload.RuleLoad), beside the plays and comments. Default 100ms; negative means none.
+	RuleInterval time.Duration
 
 	// PollRates are the loads of the polling comparison, plays/s. Default 50, 500, 5,000.
 	PollRates []float64
@@ -125,6 +128,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Windows == nil {
 		c.Windows = []time.Duration{200 * time.Millisecond, time.Second}
+	}
+	if c.RuleInterval == 0 {
+		c.RuleInterval = 100 * time.Millisecond
 	}
 	if c.BlockInterval == 0 {
 		c.BlockInterval = workload.DefaultBlockInterval

@@ -4,14 +4,15 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/challenge-stream/challenge-stream/internal/tools/pollingjob"
-	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/internal/tools/workload"
+	"github.com/challenge-stream/challenge-stream/pipeline"
 )
 
 // steadyRun is one applier under a steady load.
@@ -25,7 +26,12 @@ type steadyRun struct {
 	// compare runs on databases of different sizes.
 	flushes             []time.Duration
 	artists, commenters []int
+	// rules are the latencies of the rule load's rewards by challenge (empty without it).
+	rules map[string]Latencies
 }
+
+// ruleChallenges are the challenges of the rule load, in report order.
+var ruleChallenges = []string{"v", "t", "cp", "w"}
 
 // traffic is the steady load: comments at a 25th of the plays, blocks every BlockInterval.
 func (b *bench) traffic(rate float64) workload.Traffic {
@@ -56,8 +62,12 @@ func (b *bench) streaming(ctx context.Context, tag string, rate float64, window,
 	var (
 		run       steadyRun
 		crossings []workload.Crossing
+		rules     rulesRun
 	)
 	measureFrom := time.Now().Add(warmup)
+	if b.cfg.RuleInterval > 0 {
+		rules.start(ctx, url, workload.RuleLoad{Interval: b.cfg.RuleInterval, Seed: 1}, measureFrom, warmup+duration)
+	}
 	err = host.Drive(ctx, conn, b.traffic(rate), warmup+duration, func(a workload.Applied) {
 		run.blocks++
 		run.plays += len(a.Block.Plays)
@@ -65,6 +75,9 @@ func (b *bench) streaming(ctx context.Context, tag string, rate float64, window,
 			crossings = append(crossings, a.Crossings...)
 		}
 	})
+	if err == nil {
+		err = rules.wait(ctx, conn, window+30*time.Second)
+	}
 	if err != nil {
 		return steadyRun{}, err
 	}
@@ -100,6 +113,20 @@ func (b *bench) streaming(ctx context.Context, tag string, rate float64, window,
 	run.lat, err = MeasureLatencies(ctx, conn, crossings, FlushIntervals(rec.Flushes()), measured)
 	if err != nil {
 		return steadyRun{}, err
+	}
+	if b.cfg.RuleInterval > 0 {
+		run.rules = map[string]Latencies{}
+		for _, id := range ruleChallenges {
+			var of []workload.Crossing
+			for _, c := range rules.crossings {
+				if c.ChallengeID == id {
+					of = append(of, c)
+				}
+			}
+			if run.rules[id], err = MeasureLatencies(ctx, conn, of, FlushIntervals(rec.Flushes()), measured); err != nil {
+				return steadyRun{}, err
+			}
+		}
 	}
 	if err := b.verify(ctx, url, tag); err != nil {
 		return steadyRun{}, err
@@ -251,6 +278,21 @@ func (b *bench) latencySection(ctx context.Context) error {
 			w, b.warmup(), len(run.flushes), quantileOf(run.artists, 0.5), quantileOf(run.artists, 0.99),
 			quantileOf(run.commenters, 0.5), quantileOf(run.commenters, 0.99))
 		b.noteOddities("latency "+w.String(), run.lat)
+		for _, id := range ruleChallenges {
+			l, ok := run.rules[id]
+			if !ok {
+				continue
+			}
+			p99, censored, measured := l.Percentile(0.99)
+			b.report.add(Row{
+				Section: "latency",
+				Measure: fmt.Sprintf("%s reward p50 / p99, window %s, with the rule load", id, w),
+				Sidecar: fmt.Sprintf("%s (%d rewards)", percentiles(l), l.Total()),
+				Target:  "p99 <= 100ms",
+				Met:     yesNo(measured && !censored && l.Total() > 0 && p99 <= 100*time.Millisecond),
+			})
+			b.noteOddities(fmt.Sprintf("latency %s %s", w, id), l)
+		}
 	}
 	return nil
 }
@@ -329,4 +371,61 @@ func ruleKeys(f pipeline.Flushed, rule string) int {
 		}
 	}
 	return 0
+}
+
+// rulesRun drives a rule load on its own connection beside the plays.
+type rulesRun struct {
+	done      chan error
+	mu        sync.Mutex
+	crossings []workload.Crossing // committed after measureFrom
+}
+
+func (r *rulesRun) start(ctx context.Context, url string, load workload.RuleLoad, measureFrom time.Time, d time.Duration) {
+	r.done = make(chan error, 1)
+	go func() {
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			r.done <- fmt.Errorf("rule load: connect: %w", err)
+			return
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		r.done <- load.DriveRules(ctx, conn, d, func(c workload.Crossing) {
+			if !c.CommittedAt.Before(measureFrom) {
+				r.mu.Lock()
+				r.crossings = append(r.crossings, c)
+				r.mu.Unlock()
+			}
+		})
+	}()
+}
+
+// wait waits for the load to end, then (up to timeout) for the rewards of all its committed
+// transactions: the sidecar is stopped once the plays are applied, and a rule transaction
+// committed after the last play would otherwise be left for a next start that never comes.
+// A reward still missing at the timeout is measured as pending.
+func (r *rulesRun) wait(ctx context.Context, conn *pgx.Conn, timeout time.Duration) error {
+	if r.done == nil {
+		return nil
+	}
+	if err := <-r.done; err != nil {
+		return err
+	}
+	ids := make([]string, len(r.crossings))
+	specs := make([]string, len(r.crossings))
+	for i, c := range r.crossings {
+		ids[i], specs[i] = c.ChallengeID, c.Specifier
+	}
+	by := time.Now().Add(timeout)
+	for time.Now().Before(by) {
+		var missing int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM unnest($1::text[], $2::text[]) AS c(id, spec)
+			WHERE NOT EXISTS (SELECT 1 FROM user_challenges uc
+			                  WHERE uc.challenge_id = c.id AND uc.specifier = c.spec AND uc.is_complete)`,
+			ids, specs).Scan(&missing)
+		if err != nil || missing == 0 {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
 }

@@ -1,0 +1,212 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// RuleLoad is a steady rate of the changes the full-rescan rules read, beside the plays and
+// comments of Drive: each tick commits one transaction that earns one reward of v, t, cp or w
+// (in turn), plus changes that earn nothing — a users update, a save of some track, a trending
+// score moving below the top 10 — so every flush has keys for every rule.
+type RuleLoad struct {
+	// Interval is the time between two transactions. Default 100ms (2.5 rewards/s per rule).
+	Interval time.Duration
+	Seed     uint64
+}
+
+// ruleSetup is what a rule load needs from the database, read and prepared once.
+type ruleSetup struct {
+	// tracks are live tracks of verified owners: pin and contest targets, trending candidates.
+	tracks, owners []int64
+	// listeners are users who repost, save and get renamed.
+	listeners []int64
+	// next ids: users, comments (far above the ids Drive's model hands out), events.
+	user, comment, event int64
+}
+
+// DriveRules runs the rule load until duration has passed or ctx is cancelled (both a normal
+// end), calling onCrossing from its goroutine for each reward a committed transaction must
+// earn. It first gives trending candidates two early reposters each and a ranking of ten.
+func (l RuleLoad) DriveRules(ctx context.Context, conn *pgx.Conn, duration time.Duration, onCrossing func(Crossing)) error {
+	if l.Interval <= 0 {
+		l.Interval = 100 * time.Millisecond
+	}
+	s, err := prepareRules(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("rule load: %w", err)
+	}
+	rng := rand.New(rand.NewPCG(l.Seed, 7))
+	tick := time.NewTicker(l.Interval)
+	defer tick.Stop()
+	end := time.Now().Add(duration)
+	for i := 0; time.Now().Before(end); i++ {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		var crossings []Crossing
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var err error
+			crossings, err = s.step(ctx, tx, rng, i)
+			return err
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("rule load: %w", err)
+		}
+		committed := time.Now()
+		for _, c := range crossings {
+			c.CommittedAt = committed
+			onCrossing(c)
+		}
+	}
+	return nil
+}
+
+// candidates is how many tracks take part in the trending ranking.
+const candidates = 1000
+
+func prepareRules(ctx context.Context, conn *pgx.Conn) (*ruleSetup, error) {
+	s := &ruleSetup{}
+	rows, err := conn.Query(ctx, `
+SELECT t.track_id, t.owner_id FROM tracks t
+JOIN users u ON u.user_id = t.owner_id AND u.is_current AND u.is_verified AND NOT u.is_deactivated
+WHERE t.is_current AND NOT t.is_delete ORDER BY t.track_id LIMIT $1`, 4*candidates)
+	if err != nil {
+		return nil, err
+	}
+	var track, owner int64
+	_, err = pgx.ForEachRow(rows, []any{&track, &owner}, func() error {
+		s.tracks, s.owners = append(s.tracks, track), append(s.owners, owner)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(s.tracks) < 2*candidates {
+		return nil, errors.New("fewer live tracks of verified artists than the rule load needs")
+	}
+	err = conn.QueryRow(ctx, `SELECT
+		(SELECT max(user_id) + 1 FROM users), (SELECT COALESCE(max(comment_id), 0) + 100000000 FROM comments),
+		(SELECT COALESCE(max(event_id), 0) + 1 FROM events)`).Scan(&s.user, &s.comment, &s.event)
+	if err != nil {
+		return nil, err
+	}
+	rows, err = conn.Query(ctx, `SELECT user_id FROM users WHERE is_current AND NOT is_verified ORDER BY user_id LIMIT 2000`)
+	if err != nil {
+		return nil, err
+	}
+	var u int64
+	_, err = pgx.ForEachRow(rows, []any{&u}, func() error { s.listeners = append(s.listeners, u); return nil })
+	if err != nil || len(s.listeners) < 4 {
+		return nil, errors.Join(err, errors.New("too few listeners for the rule load"))
+	}
+	// Every candidate has two early reposters and a low score; ten have a high one.
+	_, err = conn.Exec(ctx, `
+INSERT INTO reposts (user_id, repost_item_id, repost_type, is_current, is_delete, created_at, txhash)
+SELECT l.u, c.t, 'track', true, false, TIMESTAMP '2025-01-01' + c.i * interval '1 minute' + l.k * interval '1 second', 'rl'
+FROM unnest($1::bigint[]) WITH ORDINALITY AS c(t, i)
+CROSS JOIN LATERAL (SELECT ($2::bigint[])[1 + ((c.i * 2 + k) % array_length($2::bigint[], 1))] AS u, k
+                    FROM generate_series(0, 1) k) l
+ON CONFLICT DO NOTHING`, s.tracks[:candidates], s.listeners)
+	if err != nil {
+		return nil, err
+	}
+	_, err = conn.Exec(ctx, `
+INSERT INTO track_trending_scores (track_id, type, version, time_range, score)
+SELECT c.t, 'TRACKS', 'pnagD', 'week', CASE WHEN c.i <= 10 THEN 100000 + c.i ELSE c.i END
+FROM unnest($1::bigint[]) WITH ORDINALITY AS c(t, i)
+ON CONFLICT (track_id, type, version, time_range) DO UPDATE SET score = EXCLUDED.score`, s.tracks[:candidates])
+	return s, err
+}
+
+// step writes one tick: the reward of turn i and the noise.
+func (s *ruleSetup) step(ctx context.Context, tx pgx.Tx, rng *rand.Rand, i int) ([]Crossing, error) {
+	exec := func(sql string, args ...any) error {
+		_, err := tx.Exec(ctx, sql, args...)
+		return err
+	}
+	listener := s.listeners[rng.IntN(len(s.listeners))]
+	noise := []struct {
+		sql  string
+		args []any
+	}{
+		{`UPDATE users SET handle = 'renamed' WHERE user_id = $1 AND is_current`, []any{listener}},
+		{`INSERT INTO saves (user_id, save_item_id, save_type, is_current, is_delete, created_at, txhash)
+		  VALUES ($1, $2, 'track', true, false, now(), 'rl') ON CONFLICT DO NOTHING`,
+			[]any{listener, s.tracks[candidates+rng.IntN(len(s.tracks)-candidates)]}},
+		{`UPDATE track_trending_scores SET score = $2 WHERE track_id = $1 AND type = 'TRACKS'
+		  AND version = 'pnagD' AND time_range = 'week' AND score < 100000`,
+			[]any{s.tracks[10+rng.IntN(candidates-10)], float64(rng.IntN(1000))}},
+	}
+	for _, n := range noise {
+		if err := exec(n.sql, n.args...); err != nil {
+			return nil, err
+		}
+	}
+	var out []Crossing
+	switch i % 4 {
+	case 0: // v: a newly verified user
+		s.user++
+		if err := exec(`INSERT INTO users (user_id, is_current, is_verified, txhash, handle) VALUES ($1, true, true, 'rl', 'v')`,
+			s.user); err != nil {
+			return nil, err
+		}
+		out = append(out, Crossing{ChallengeID: "v", Specifier: fmt.Sprintf("%x", s.user), ArtistID: s.user})
+	case 1: // t: a candidate enters the top ten, its two early reposters earn
+		k := 10 + (i/4)%(candidates-10)
+		if err := exec(`UPDATE track_trending_scores SET score = $2 WHERE track_id = $1 AND type = 'TRACKS'
+			AND version = 'pnagD' AND time_range = 'week'`, s.tracks[k], float64(1_000_000+i)); err != nil {
+			return nil, err
+		}
+		rows, err := tx.Query(ctx, `SELECT user_id FROM reposts WHERE repost_item_id = $1 AND txhash = 'rl'`, s.tracks[k])
+		if err != nil {
+			return nil, err
+		}
+		var u int64
+		_, err = pgx.ForEachRow(rows, []any{&u}, func() error {
+			out = append(out, Crossing{ChallengeID: "t", Specifier: fmt.Sprintf("%x:t:%x", u, s.tracks[k]), ArtistID: u})
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	case 2: // cp: a verified owner pins a new comment
+		k := candidates + (i/4)%(len(s.tracks)-candidates)
+		s.comment++
+		if err := exec(`INSERT INTO comments (comment_id, text, user_id, entity_id, entity_type, created_at, blocknumber, txhash, blockhash)
+			VALUES ($1, 'pin me', $2, $3, 'Track', now(), NULL, 'rl', 'rl')`, s.comment, listener, s.tracks[k]); err != nil {
+			return nil, err
+		}
+		if err := exec(`UPDATE tracks SET pinned_comment_id = $2 WHERE track_id = $1 AND is_current`, s.tracks[k], s.comment); err != nil {
+			return nil, err
+		}
+		if listener != s.owners[k] {
+			out = append(out, Crossing{ChallengeID: "cp", Specifier: fmt.Sprintf("%x:%x", listener, s.tracks[k]), ArtistID: listener})
+		}
+	case 3: // w: a new verified host names a remix the winner of a new contest
+		k := rng.IntN(len(s.tracks))
+		s.user++
+		s.event++
+		if err := exec(`INSERT INTO users (user_id, is_current, is_verified, txhash, handle) VALUES ($1, true, true, 'rl', 'host')`,
+			s.user); err != nil {
+			return nil, err
+		}
+		if err := exec(`INSERT INTO events (event_id, event_type, user_id, event_data)
+			VALUES ($1, 'remix_contest', $2, jsonb_build_object('winners', jsonb_build_array($3::bigint)))`,
+			s.event, s.user, s.tracks[k]); err != nil {
+			return nil, err
+		}
+		out = append(out, Crossing{ChallengeID: "w", Specifier: fmt.Sprintf("%x:%x", s.event, s.owners[k]), ArtistID: s.owners[k]})
+	}
+	return out, nil
+}
