@@ -2,6 +2,7 @@ package processors
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -31,8 +32,11 @@ func applyFullRescan(ctx context.Context, q Querier, cat Catalog, r Rule, st che
 	case res.Keys > 0:
 		rows, err = r.rows(ctx, q, cat, keys)
 	}
-	if res.Stats, err = upsertRows(ctx, q, r, rows, err); err != nil {
-		return RuleResult{}, false, err
+	if err != nil {
+		return RuleResult{}, false, fmt.Errorf("rule %s: %w", r.Name, err)
+	}
+	if res.Stats, err = Upsert(ctx, q, rows); err != nil {
+		return RuleResult{}, false, fmt.Errorf("rule %s: %w", r.Name, err)
 	}
 	if res.FromScratch {
 		if err := checkpoints.SetRuleState(ctx, q, r.Name, false); err != nil {

@@ -2,7 +2,6 @@ package processors
 
 import (
 	"context"
-	"fmt"
 	"slices"
 )
 
@@ -137,16 +136,4 @@ func ChallengeIDs() []string {
 // booleanActive is the catalog check of a full-rescan rule writing one boolean challenge.
 func booleanActive(id string) func(Catalog) bool {
 	return func(c Catalog) bool { _, ok := c.Boolean[id]; return ok }
-}
-
-// upsertRows derives and writes a full-rescan rule's rows.
-func upsertRows(ctx context.Context, q Querier, r Rule, rows []Row, err error) (Stats, error) {
-	if err != nil {
-		return nil, fmt.Errorf("rule %s: %w", r.Name, err)
-	}
-	s, err := Upsert(ctx, q, rows)
-	if err != nil {
-		return nil, fmt.Errorf("rule %s: %w", r.Name, err)
-	}
-	return s, nil
 }
