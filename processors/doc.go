@@ -1,4 +1,19 @@
-// Package processors holds the challenge rules of SPEC §3 as plain functions of (ctx, Querier,
+// Package processors holds the challenge rules (SPEC §3, RULES.md) and their registry (Rules):
+// each rule is a value naming its challenges, the columns whose changes make its keys dirty, its
+// recompute and, for the incremental ones, its legacy checkpoint. The pipeline compiles the
+// registry into what it streams and keeps; nothing outside this package names a rule.
+//
+// # Two kinds of rule
+//
+// Incremental rules (p1–p3, c) are the polling job's incremental processors: they advance a
+// legacy checkpoint, and everything below about gaps, margins and holding applies to them.
+// Full-rescan rules (v, t, cp, w) were re-derived from scratch on every tick of the polling job.
+// The sidecar derives each from scratch once — the first flush that sees it, the first after it
+// is switched on again, and every catch-up (a tick's worth of work) — recorded in
+// challenge_stream.legacy_checkpoints under "rule:<name>", and from its dirty keys after that.
+// Their parity tests run them against the upstream tick on random histories.
+//
+// The rules are plain functions of (ctx, Querier,
 // IDs). The streaming path calls them with the IDs a replication window made dirty; the
 // catch-up path (CatchUp) calls them with the IDs found by scanning past the legacy
 // checkpoints. Both run the same code in the caller's transaction, so both produce identical
