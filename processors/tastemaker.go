@@ -86,8 +86,10 @@ func tastemakerRule() Rule {
 			if !ranking && len(tracks) == 0 {
 				return nil, nil
 			}
-			tracks = sortedKeys(append(tracks, keys["ranking"]...))
-			return tastemakerRows(ctx, q, cat, false, tracks)
+			if ranking {
+				tracks = nil
+			}
+			return tastemakerRows(ctx, q, cat, ranking, tracks)
 		},
 		all: func(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
 			return tastemakerRows(ctx, q, cat, true, nil)
@@ -101,9 +103,6 @@ func tastemakerRows(ctx context.Context, q Querier, cat Catalog, all bool, track
 	rule, ok := cat.Boolean[challengeTastemaker]
 	if !ok {
 		return nil, nil
-	}
-	if tracks == nil {
-		tracks = []int64{}
 	}
 	rows, err := q.Query(ctx, tastemakerSQL, all, tracks, tastemakerTracks, tastemakerThreshold)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -86,7 +85,8 @@ func tmScore(track int64, typ, version, timeRange string, score float64, op proc
 	}
 }
 
-// tmWeekly upserts a track's row of the ranking the rule reads.
+// tmWeekly upserts a track's row of the ranking the rule reads. The rule subscribes to both
+// operations, so the focused tests need not tell them apart.
 func tmWeekly(track int64, score float64) write {
 	return tmScore(track, "TRACKS", "pnagD", "week", score, processors.Update)
 }
@@ -116,9 +116,9 @@ type tmAction struct {
 // writes versions the row the way the indexer does: the current row, if any, becomes
 // historical, and a new current row records the action (is_delete for an undo).
 func (a tmAction) writes() []write {
-	itemCol, typeCol := "repost_item_id", "repost_type"
+	itemCol, typeCol, enum := "repost_item_id", "repost_type", "reposttype"
 	if a.table == "saves" {
-		itemCol, typeCol = "save_item_id", "save_type"
+		itemCol, typeCol, enum = "save_item_id", "save_type", "savetype"
 	}
 	cols := map[string]int64{itemCol: a.item, "user_id": a.user}
 	var ws []write
@@ -126,7 +126,7 @@ func (a tmAction) writes() []write {
 		ws = append(ws, write{
 			sql: fmt.Sprintf(`UPDATE %s SET is_current = false
 				WHERE user_id = $1 AND %s = $2 AND %s = $3::text::%s AND is_current`,
-				a.table, itemCol, typeCol, strings.TrimSuffix(typeCol, "_type")+"type"),
+				a.table, itemCol, typeCol, enum),
 			args:   []any{a.user, a.item, a.kind},
 			change: &change{table: a.table, op: processors.Update, cols: cols},
 		})
@@ -134,7 +134,7 @@ func (a tmAction) writes() []write {
 	return append(ws, write{
 		sql: fmt.Sprintf(`INSERT INTO %s (user_id, %s, %s, is_current, is_delete, created_at, txhash)
 			VALUES ($1, $2, $3::text::%s, true, $4, $5::text::timestamp, $6)`,
-			a.table, itemCol, typeCol, strings.TrimSuffix(typeCol, "_type")+"type"),
+			a.table, itemCol, typeCol, enum),
 		args:   []any{a.user, a.item, a.kind, a.undo, a.at, a.txhash},
 		change: &change{table: a.table, op: processors.Insert, cols: cols},
 	})
@@ -160,6 +160,7 @@ func (a tmAction) writes() []write {
 type tmGen struct {
 	steps   int
 	weekly  map[int64]float64 // the weekly ranking
+	others  map[string]bool   // rows of other rankings
 	used    map[float64]bool  // weekly scores ever written
 	current map[tmActionKey]bool
 	live    map[tmList][]int64 // live users of a hot track, by created_at
@@ -187,7 +188,7 @@ const (
 )
 
 func newTMGen(steps int) *tmGen {
-	return &tmGen{steps: steps, weekly: map[int64]float64{}, used: map[float64]bool{},
+	return &tmGen{steps: steps, weekly: map[int64]float64{}, others: map[string]bool{}, used: map[float64]bool{},
 		current: map[tmActionKey]bool{}, live: map[tmList][]int64{}, earned: map[[2]int64]bool{}}
 }
 
@@ -220,7 +221,8 @@ func (g *tmGen) randomScore(rng *rand.Rand, track int64, limit int) write {
 // then enters the top 10 with no change on its own rows.
 func (g *tmGen) move(rng *rand.Rand) (int64, write) {
 	ranked := g.ranked()
-	if len(ranked) > 10 && rng.IntN(2) == 0 {
+	// Below 10.00 the free scores may run out.
+	if len(ranked) > 10 && g.weekly[ranked[10]] >= 10 && rng.IntN(2) == 0 {
 		track := ranked[rng.IntN(10)]
 		return track, g.randomScore(rng, track, int(g.weekly[ranked[10]]*100))
 	}
@@ -238,6 +240,18 @@ func (g *tmGen) ranked() []int64 {
 }
 
 func (g *tmGen) top() []int64 { r := g.ranked(); return r[:min(10, len(r))] }
+
+// outside lists the hot tracks outside the top 10.
+func (g *tmGen) outside() []int64 {
+	top := g.top()
+	var out []int64
+	for track := int64(1); track <= tmHot; track++ {
+		if !slices.Contains(top, track) {
+			out = append(out, track)
+		}
+	}
+	return out
+}
 
 func (g *tmGen) earliest(table string, track, user int64) bool {
 	l := g.live[tmList{table, track}]
@@ -259,8 +273,13 @@ func (g *tmGen) tick() {
 // action makes or undoes a repost or save, or nothing when the undo would lose a row.
 func (g *tmGen) action(rng *rand.Rand) []write {
 	k := tmActionKey{table: "reposts", kind: "track", user: int64(rng.IntN(tmUsers)) + 1}
-	// Low ids more often, so that some tracks collect more than ten reposters or savers.
+	// Low ids more often, so that some tracks collect more than ten reposters or savers; and
+	// often a hot track outside the top 10, which earns nothing yet: its users earn when it
+	// enters, by a change of its own score or of another's.
 	k.item = int64(min(rng.IntN(tmHot), rng.IntN(tmHot), rng.IntN(tmHot))) + 1
+	if out := g.outside(); len(out) > 0 && rng.IntN(2) == 0 {
+		k.item = out[rng.IntN(len(out))]
+	}
 	if rng.IntN(2) == 0 {
 		k.table = "saves"
 	}
@@ -270,11 +289,11 @@ func (g *tmGen) action(rng *rand.Rand) []write {
 		k.item = int64(rng.IntN(tmCandidates)) + 1
 	}
 	if rng.IntN(4) == 0 {
-		// Undo a live row: picked at random among all of them, undos are rare.
+		// A pick of user and item seldom hits a live row: undo one picked among them.
 		var live []tmActionKey
-		for k, ok := range g.current {
+		for key, ok := range g.current {
 			if ok {
-				live = append(live, k)
+				live = append(live, key)
 			}
 		}
 		if len(live) > 0 {
@@ -347,10 +366,16 @@ func (g *tmGen) gen(rng *rand.Rand, step int) []write {
 		// Other rankings outscore every weekly track: they must not count.
 		other := [][3]string{{"UNDERGROUND_TRACKS", "pnagD", "week"}, {"TRACKS", "ML51L", "week"},
 			{"TRACKS", "pnagD", "month"}, {"TRACKS", "pnagD", "allTime"}}[rng.IntN(4)]
-		ws = append(ws, tmScore(int64(rng.IntN(tmCandidates))+1, other[0], other[1], other[2],
-			5000+float64(step), processors.Insert|processors.Update))
+		track := int64(rng.IntN(tmCandidates)) + 1
+		key := fmt.Sprint(track, other)
+		op := processors.Update
+		if !g.others[key] {
+			op = processors.Insert
+		}
+		g.others[key] = true
+		ws = append(ws, tmScore(track, other[0], other[1], other[2], 5000+float64(step), op))
 	}
-	for range 3 + rng.IntN(6) {
+	for range 4 + rng.IntN(8) {
 		ws = append(ws, g.action(rng)...)
 	}
 	return ws
@@ -543,6 +568,7 @@ func TestTastemakerRepostersAndSavers(t *testing.T) {
 		"401 reposted and saved: one row, and the tenth saver (430) is pushed out")
 }
 
+// An inactive challenge keeps the rule held: no rows, whatever the history.
 func TestTastemakerInactive(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
