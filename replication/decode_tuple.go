@@ -73,7 +73,8 @@ func changeError(op byte, err error) error {
 // the rest of the message, and builds the event. This is the hot path: it
 // allocates nothing unless it fails.
 func (d *decoder) decodeNewTuple(c *cursor, rel relation, op byte) (event, error) {
-	vals, ncols, err := readTuple(c, rel.valueOf)
+	var vals [maxValues]value
+	ncols, err := readTuple(c, rel.valueOf, &vals)
 	if err != nil {
 		return event{}, err
 	}
@@ -143,22 +144,22 @@ func (v value) kindName() string {
 	}
 }
 
-// readTuple walks one TupleData and returns, at index valueOf[i], the value of
-// column i (valueOf[i] < 0 or i past valueOf: not needed), and the column count.
+// readTuple walks one TupleData and stores in vals, at index valueOf[i], the value of
+// column i (valueOf[i] < 0 or i past valueOf: not needed), and returns the column count.
 // It rejects binary values: the session asks for text, so binary means a
 // misconfigured stream.
-func readTuple(c *cursor, valueOf []int8) (vals [maxValues]value, ncols uint16, err error) {
+func readTuple(c *cursor, valueOf []int8, vals *[maxValues]value) (ncols uint16, err error) {
 	// Locals instead of cursor methods keep b and pos in registers in this
 	// loop, which runs once per column of every row.
 	b, pos := c.b, c.pos
 	if len(b)-pos < 2 {
-		return vals, 0, fmt.Errorf("%w: tuple has no column count", errMalformed)
+		return 0, fmt.Errorf("%w: tuple has no column count", errMalformed)
 	}
 	ncols = binary.BigEndian.Uint16(b[pos:])
 	pos += 2
 	for i := range int(ncols) {
 		if pos >= len(b) {
-			return vals, 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
+			return 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
 		}
 		kind := b[pos]
 		pos++
@@ -166,20 +167,20 @@ func readTuple(c *cursor, valueOf []int8) (vals [maxValues]value, ncols uint16, 
 		switch kind {
 		case 't':
 			if len(b)-pos < 4 {
-				return vals, 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
+				return 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
 			}
 			n := uint64(binary.BigEndian.Uint32(b[pos:]))
 			pos += 4
 			if uint64(len(b)-pos) < n {
-				return vals, 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
+				return 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
 			}
 			data = b[pos : pos+int(n)]
 			pos += int(n)
 		case 'n', 'u':
 		case 'b':
-			return vals, 0, fmt.Errorf("%w: column %d is in binary format", ErrBadTuple, i)
+			return 0, fmt.Errorf("%w: column %d is in binary format", ErrBadTuple, i)
 		default:
-			return vals, 0, fmt.Errorf("%w: column %d has kind %q", errMalformed, i, kind)
+			return 0, fmt.Errorf("%w: column %d has kind %q", errMalformed, i, kind)
 		}
 		if i < len(valueOf) {
 			if v := valueOf[i]; v >= 0 {
@@ -188,12 +189,12 @@ func readTuple(c *cursor, valueOf []int8) (vals [maxValues]value, ncols uint16, 
 		}
 	}
 	c.pos = pos
-	return vals, ncols, nil
+	return ncols, nil
 }
 
 // skipTuple walks a TupleData whose values are not needed.
 func skipTuple(c *cursor) error {
-	_, _, err := readTuple(c, nil)
+	_, err := readTuple(c, nil, nil)
 	return err
 }
 
