@@ -127,3 +127,47 @@ func TestSlotLostLateAndNullComments(t *testing.T) {
 	e.verified()
 	s.stop()
 }
+
+// TestFullRescanRulesStream: v, t, cp and w reach the stream through the registry alone: the
+// publication carries their tables, the window keeps their keys, and each change earns its
+// reward through a flush. A rule switched off keeps nothing and is derived when switched on.
+func TestFullRescanRulesStream(t *testing.T) {
+	e := setup(t)
+	e.exec(`UPDATE challenges SET active = true WHERE id IN ('v', 't', 'cp', 'w')`)
+	e.artist(1, true)
+	e.track(10, 1)
+	e.artist(2, false)
+	e.track(20, 2)
+	s := e.start()
+	s.waitStreaming()
+	e.caughtUp()
+	e.requireRow("v", "1", 1, true) // derived from scratch by the first flush
+
+	e.artist(3, true)                                                       // v
+	e.comment(100, 2, in2025, 1)                                            // a comment by user 2 …
+	e.exec(`UPDATE tracks SET pinned_comment_id = 100 WHERE track_id = 10`) // … pinned by verified 1: cp
+	e.exec(`INSERT INTO reposts (user_id, repost_item_id, repost_type, is_current, is_delete, created_at)
+		VALUES (2, 20, 'track', true, false, '2025-02-01')`)
+	e.exec(`INSERT INTO track_trending_scores (track_id, type, version, time_range, score)
+		VALUES (20, 'TRACKS', 'pnagD', 'week', 5)`) // t: track 20 enters the top 10
+	e.exec(`INSERT INTO events (event_id, event_type, user_id, event_data)
+		VALUES (7, 'remix_contest', 1, '{"winners": [20]}')`) // w: the remix by 2 wins 1's contest
+	e.caughtUp()
+	e.requireRow("v", "3", 1, true)
+	e.requireRow("cp", "2:a", 1, true)
+	e.requireRow("t", "2:t:14", 1, true)
+	e.requireRow("w", "7:2", 1, true)
+
+	e.setActive(false, "v")
+	e.artist(4, true)
+	e.plays(10, 1) // a window with changes while v is off
+	e.caughtUp()
+	_, _, found := e.row("v", "4")
+	require.False(t, found, "nothing derived while v is off")
+	e.setActive(true, "v")
+	e.plays(10, 1)
+	e.caughtUp()
+	e.requireRow("v", "4", 1, true)
+	e.verified()
+	s.stop()
+}
