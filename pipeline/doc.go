@@ -8,8 +8,10 @@
 // a second, ordinary connection for the flushes, checks the server (preflight.go), applies the
 // project's migrations, decides where to start (below) and starts the stream. The loop
 // (loop.go) then receives committed transactions from replication.Stream into a window
-// (window.go): the distinct track IDs of plays, the user IDs of comments, the highest plays.id
-// and comments.blocknumber, and the end LSN of the last whole transaction. A window is handed
+// (window.go): each registered rule's dirty keys (plan.go compiles processors.Rules into the
+// replication plan and back), the highest plays.id and comments.blocknumber, and the end LSN
+// of the last whole transaction. A window keeps no keys of a rule the last flush found
+// switched off; the flush that applies it derives what it missed if the rule is back on. A window is handed
 // to the flusher (flush.go), which in one database transaction recomputes the affected rewards
 // (processors.ApplyWindow), advances the legacy checkpoints and stores the window's end LSN,
 // then commits. Only then is that LSN confirmed to the server.

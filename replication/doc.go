@@ -37,8 +37,10 @@
 //
 // # Decoding
 //
-// decode_tuple.go is the hot path: Insert and Update of plays and comments, zero allocations
-// per row, columns found by name from the cached Relation. The other messages (Relation,
+// decode_tuple.go is the hot path: Insert and Update of the Plan's tables (plan.go; the
+// pipeline builds it from the rule registry), zero allocations per row, the Plan's integer
+// columns found by name from the cached Relation. A Transaction keeps the Plan's key sets and
+// maxima, never rows. The other messages (Relation,
 // Begin, Commit, Truncate, Origin, Type, Message) go through pglogrepl.Parse behind length
 // guards. Every decoding error is permanent: the pipeline stops rather than confirm data it
 // could not interpret.
