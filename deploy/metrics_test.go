@@ -38,9 +38,11 @@ func registered(t *testing.T, bin liveBinary) map[string]bool {
 	t.Helper()
 	m := metrics.New(pipeline.DefaultName)
 	m.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
-	m.Observe(pipeline.TransactionReceived{Tx: &replication.Transaction{Plays: 1, Comments: 1, Truncates: 1}})
+	m.Observe(pipeline.TransactionReceived{Tx: &replication.Transaction{Rows: []int{1, 1}, Truncates: 1},
+		Tables: []string{"plays", "comments"}})
 	m.Observe(pipeline.Flushed{
-		LSN: 1, Tracks: 1, Commenters: 1, Duration: time.Millisecond,
+		LSN: 1, Changes: 2, Keys: 2, Duration: time.Millisecond,
+		Rules:       []processors.RuleResult{{Rule: "milestones", Keys: 1, Duration: time.Millisecond}},
 		Stats:       processors.Stats{"p1": {Inserted: 1, Updated: 1, Unchanged: 1}},
 		FirstCommit: time.Unix(1, 0), CommittedAt: time.Unix(2, 0),
 	})
