@@ -367,8 +367,8 @@ func TestCommentPinParity(t *testing.T) {
 func TestCommentPinParitySticky(t *testing.T) {
 	t.Parallel()
 	// A loss needs an earned pin first: 60 steps make a history without one rare.
-	runStickyParity(t, paritySpec{rule: "comment_pin", steps: 60, gen: newPinHistory(true).gen,
-		reference: upstreamCommentPinTick})
+	runParity(t, paritySpec{rule: "comment_pin", steps: 60, gen: newPinHistory(true).gen,
+		reference: upstreamCommentPinTick, takesAway: true})
 }
 
 func TestCommentPinCases(t *testing.T) {

@@ -67,53 +67,6 @@ func upstreamVerifiedTick(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
-// runStickyParity is runParity for histories that take a reward's conditions away again or
-// change the catalog amount. runParity's last check derives the final state from scratch and
-// expects the polling job's accumulated rows, which such a history cannot meet: the polling job
-// keeps what an earlier tick earned (completion is sticky, amounts frozen). So after the same
-// step-by-step comparison, the from-scratch check here is against one polling tick over the
-// whole history, and the accumulated rows must be strictly more: the history did take
-// something away. (That the final state earns something is runParity's to check.)
-func runStickyParity(t *testing.T, spec paritySpec) {
-	t.Helper()
-	rule := ruleNamed(t, spec.rule)
-	stream, reference, scratch, scratchRef := setup(t), setup(t), setup(t), setup(t)
-	for _, f := range []*fixture{stream, reference, scratch, scratchRef} {
-		require.NoError(t, hostdb.ActivateRules(f.ctx, f.db.Pool))
-	}
-	rng := rand.New(rand.NewPCG(paritySeed(t, spec.rule+"/sticky"), 1))
-	var history []write
-	for step := range spec.steps {
-		writes := spec.gen(rng, step)
-		history = append(history, writes...)
-		stream.runWrites(writes)
-		reference.runWrites(writes)
-		stream.applyKeys(rule.Name, dirtyKeys(rule, writes))
-		reference.inTx(func(tx pgx.Tx) { require.NoError(t, spec.reference(reference.ctx, tx)) })
-		require.Equal(t, reference.ruleRows(rule), stream.ruleRows(rule), "step %d: stream and upstream differ", step)
-	}
-	scratch.runWrites(history)
-	scratch.applyKeys(rule.Name, nil)
-	scratchRef.runWrites(history)
-	scratchRef.inTx(func(tx pgx.Tx) { require.NoError(t, spec.reference(scratchRef.ctx, tx)) })
-	final, kept := scratchRef.ruleRows(rule), reference.ruleRows(rule)
-	t.Logf("%d rows earned, %d of them still earned at the end", len(kept), len(final))
-	require.Equal(t, final, scratch.ruleRows(rule), "from scratch and one upstream tick differ")
-	require.Greater(t, len(kept), len(final), "the history takes nothing away: stickiness is not tested")
-	for k := range final {
-		require.Contains(t, kept, k)
-	}
-	require.Empty(t, ruleDiffs(stream, rule), "verify after the stream")
-}
-
-// ruleDiffs is Verify's differences in the rule's challenges: the other rules see the same
-// host writes without their keys.
-func ruleDiffs(f *fixture, rule processors.Rule) []processors.Difference {
-	return slices.DeleteFunc(f.verify(), func(d processors.Difference) bool {
-		return !slices.Contains(rule.Challenges, d.ChallengeID)
-	})
-}
-
 // verifiedHistory writes random users. Unless sticky, it never takes v away from a user who
 // earned it at an earlier step, and never changes the amount, so that the final state derives
 // every row the polling job accumulated (what runParity checks last).
@@ -213,8 +166,8 @@ func TestVerifiedParity(t *testing.T) {
 
 func TestVerifiedParitySticky(t *testing.T) {
 	t.Parallel()
-	runStickyParity(t, paritySpec{rule: "verified", steps: 40, gen: newVerifiedHistory(true).gen,
-		reference: upstreamVerifiedTick})
+	runParity(t, paritySpec{rule: "verified", steps: 40, gen: newVerifiedHistory(true).gen,
+		reference: upstreamVerifiedTick, takesAway: true})
 }
 
 // ruleCase is one edge case of a full-rescan rule: host writes applied as consecutive windows
