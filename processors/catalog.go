@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -128,16 +127,18 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 	} else if e.active != nil && *e.active {
 		cat.Comments = CommentRule{Active: true, Amount: amountOf(ChallengeComment, e)}
 	}
-	for _, id := range ChallengeIDs() {
-		if id == ChallengeComment || slices.ContainsFunc(milestoneTiers(), func(t struct{ id, suffix string }) bool { return t.id == id }) {
-			continue
+	for _, r := range Rules() {
+		if r.family != nil {
+			continue // p and c, above
 		}
-		e, ok := found[id]
-		switch {
-		case !ok:
-			cat.Oddities = append(cat.Oddities, fmt.Sprintf("challenge %q: no catalog row, rule skipped", id))
-		case e.active != nil && *e.active:
-			cat.Boolean[id] = BooleanRule{Amount: amountOf(id, e)}
+		for _, id := range r.Challenges {
+			e, ok := found[id]
+			switch {
+			case !ok:
+				cat.Oddities = append(cat.Oddities, fmt.Sprintf("challenge %q: no catalog row, rule skipped", id))
+			case e.active != nil && *e.active:
+				cat.Boolean[id] = BooleanRule{Amount: amountOf(id, e)}
+			}
 		}
 	}
 	return cat, nil

@@ -118,12 +118,13 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	res := CatchUpResult{Stats: Stats{}, Oddities: cat.Oddities}
 	var next checkpoints.Legacy
 	d := newDeriver(q, cat)
-	fams := families()
-	for _, f := range fams {
+	incremental := incrementalRules()
+	for _, r := range incremental {
+		f := r.family
 		from, has := f.get(prev)
 		var o catchUpOutcome
 		switch {
-		case !f.active(cat):
+		case !r.active(cat):
 			// Like the polling job: an inactive family's checkpoint stays where the family
 			// stopped (an absent one is seeded), so re-activating it derives the gap.
 			o.held, o.seeded = true, !has
@@ -155,9 +156,9 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
-	for _, f := range fams {
-		if held := !f.active(cat); f.stored(state).Held != held {
-			if err := checkpoints.HoldLegacy(ctx, q, f.checkpoint, held); err != nil {
+	for _, r := range incremental {
+		if held := !r.active(cat); r.family.stored(state).Held != held {
+			if err := checkpoints.HoldLegacy(ctx, q, r.family.checkpoint, held); err != nil {
 				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 			}
 		}

@@ -3,6 +3,7 @@ package processors
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 )
@@ -13,13 +14,8 @@ import (
 type family struct {
 	// checkpoint is the legacy checkpoint's name in indexing_checkpoints.
 	checkpoint string
-	// rule is the rule's name.
-	rule string
 	// source is the column the checkpoint follows: the window keeps its highest value.
 	source Source
-	// active is the rule's: an inactive family is skipped and its checkpoint held, as the
-	// polling job does.
-	active func(Catalog) bool
 	// stored picks the family's checkpoint out of the stored state.
 	stored func(checkpoints.LegacyState) checkpoints.LegacyCheckpoint
 	// get and set read and write the family's value in a checkpoints.Legacy; clear marks it as
@@ -117,17 +113,10 @@ func weeklyCommentRule() Rule {
 	}
 }
 
-// families are the incremental rules' families in registry order.
-func families() []*family {
-	var fams []*family
-	for _, r := range Rules() {
-		if r.family != nil {
-			f := r.family
-			f.active, f.rule = r.active, r.Name
-			fams = append(fams, f)
-		}
-	}
-	return fams
+// incrementalRules are the registry's rules with a legacy checkpoint, in registry order. An
+// inactive one is skipped and its checkpoint held, as the polling job does.
+func incrementalRules() []Rule {
+	return slices.DeleteFunc(Rules(), func(r Rule) bool { return r.family == nil })
 }
 
 // raise sets the family's value in l to v unless l already holds a higher one.
@@ -141,9 +130,9 @@ func (f *family) raise(l *checkpoints.Legacy, v int64) {
 // (Rule.Checkpoint); checkpoints without one are left out.
 func LegacyFrom(maxima map[string]int64) checkpoints.Legacy {
 	var l checkpoints.Legacy
-	for _, f := range families() {
-		if v, ok := maxima[f.checkpoint]; ok {
-			f.set(&l, v)
+	for _, r := range incrementalRules() {
+		if v, ok := maxima[r.family.checkpoint]; ok {
+			r.family.set(&l, v)
 		}
 	}
 	return l

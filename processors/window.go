@@ -118,7 +118,8 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 	var m *maxima // read once, only when a gap is derived
 	rules := Rules()
 	gapTime := map[string]time.Duration{}
-	for _, f := range families() {
+	for _, r := range incrementalRules() {
+		f := r.family
 		began := time.Now()
 		stored := f.stored(state)
 		foreign := stored.Foreign()
@@ -128,7 +129,7 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 				return WindowResult{}, fmt.Errorf("apply window: %w", err)
 			}
 		}
-		if !f.active(cat) {
+		if !r.active(cat) {
 			res.Held = append(res.Held, f.checkpoint)
 			f.clear(&next)
 			if !stored.Held {
@@ -148,7 +149,7 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 		// counts may be older than ours, so re-derive from where we last left it.
 		from, ok := stored.Value, stored.Has
 		if !stored.Held {
-			dropped := slices.Contains(w.Dropped, f.rule)
+			dropped := slices.Contains(w.Dropped, r.Name)
 			switch {
 			case foreign && stored.Written < stored.Value:
 				from = stored.Written
