@@ -17,6 +17,8 @@ type rulePlan struct {
 	sets []ruleKeys
 	// maxima[i] is maximum i of the plan: the legacy checkpoint it follows.
 	maxima []string
+	// tableNames are the plan's tables, by index of Transaction.Rows.
+	tableNames []string
 }
 
 type ruleKeys struct{ rule, keys string }
@@ -55,6 +57,7 @@ func newRulePlan(rules []processors.Rule) rulePlan {
 		}
 	}
 	p.plan.Sets, p.plan.Maxima = len(p.sets), len(p.maxima)
+	p.tableNames = p.plan.TableNames()
 	return p
 }
 
@@ -69,8 +72,8 @@ func replicationOps(o processors.Op) replication.Op {
 	return r
 }
 
-// tables are the plan's tables: what the publication must carry.
-func (p rulePlan) tables() []string { return p.plan.TableNames() }
+// tables are the plan's tables: what the publication must carry. Shared: do not modify.
+func (p rulePlan) tables() []string { return p.tableNames }
 
 // StreamPlan is the replication plan the pipeline streams with, compiled from the registry:
 // for tools that read a slot the way the sidecar does.

@@ -260,6 +260,7 @@ func (b *bench) drainStreamOnly(ctx context.Context, url, slot, publication stri
 	if err != nil {
 		return drainResult{}, err
 	}
+	tables := pipeline.StreamPlan().TableNames()
 	var plays int64
 	for plays < n {
 		msg, err := stream.Next(time.Now().Add(10 * time.Second))
@@ -268,7 +269,7 @@ func (b *bench) drainStreamOnly(ctx context.Context, url, slot, publication stri
 		}
 		switch msg.Kind {
 		case replication.MessageTransaction:
-			plays += int64(pipeline.TransactionReceived{Tx: msg.Transaction, Tables: pipeline.StreamPlan().TableNames()}.Rows("plays"))
+			plays += int64(pipeline.TransactionReceived{Tx: msg.Transaction, Tables: tables}.Rows("plays"))
 		case replication.MessageKeepalive:
 			if msg.ReplyRequested {
 				if err := stream.SendStatus(0, false); err != nil {
