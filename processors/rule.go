@@ -82,20 +82,6 @@ func (r Rule) CheckpointSource() (Source, bool) {
 	return r.family.source, true
 }
 
-// Active reports whether the catalog has the rule switched on.
-func (r Rule) Active(cat Catalog) bool { return r.active(cat) }
-
-// KeySets lists the rule's key set names in the order its Sources first name them.
-func (r Rule) KeySets() []string {
-	var sets []string
-	for _, s := range r.Sources {
-		if !slices.Contains(sets, s.Keys) {
-			sets = append(sets, s.Keys)
-		}
-	}
-	return sets
-}
-
 // Rules is the registry: every rule, in the order a flush applies them. A flush takes reward
 // rows' locks in this order, so a different order would let two writers deadlock. Adding a
 // rule is one file that defines it and one line here.
