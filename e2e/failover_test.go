@@ -92,6 +92,8 @@ func testPrimaryFailover(t *testing.T, failoverSlot bool, flags ...string) {
 		require.NotContains(t, p.out.String(), "recreating", "the slot is never recreated")
 	} else {
 		require.Positive(t, recreated, "the slot was lost with the primary")
+		require.Equal(t, recreated, scrape(t, addr, "challenge_stream_slot_recreated_total", `reason="failover"`),
+			"the new timeline began after the stored position: recorded as a failover, not a dropped slot")
 		require.True(t, gone, "the slot-loss path")
 	}
 }

@@ -22,8 +22,12 @@ import (
 // The reasons a slot is recreated (SlotRecreated, the slot_recreated_total label); each is a
 // row of decideStart.
 const (
-	// ReasonMissing: a position is stored but the slot is gone (dropped, or lost on failover).
+	// ReasonMissing: a position is stored but the slot is gone (dropped by someone).
 	ReasonMissing = "missing"
+	// ReasonFailover: the slot is gone and the server's timeline began after the stored
+	// position: it was promoted (a failover or switchover to a standby the slot was not
+	// synchronized to, or a point-in-time restore), and the slot stayed on the old primary.
+	ReasonFailover = "failover"
 	// ReasonLost: the server invalidated the slot (wal_status = lost).
 	ReasonLost = "lost"
 	// ReasonPublication: pgoutput cannot read the publication at the slot's position (it was
@@ -73,15 +77,17 @@ type startState struct {
 	// confirmedAhead: the slot's confirmed_flush_lsn is past the stored LSN (see
 	// ReasonConfirmedAhead).
 	confirmedAhead bool
-	unusable       string
-	backfill       bool
+	// promoted: the server's current timeline began after the stored LSN (see ReasonFailover).
+	promoted bool
+	unusable string
+	backfill bool
 }
 
 // startPlan is the decision.
 type startPlan struct {
 	kind startKind
-	// reason is why the slot is recreated (the slot_recreated_total label): "missing", "lost",
-	// "stored_ahead", or an earlier session's finding such as "publication".
+	// reason is why the slot is recreated (the slot_recreated_total label): one of the Reason
+	// constants.
 	reason string
 	// interrupted: a slot without a stored position, left by a first start that died before its
 	// catch-up committed. Nothing was applied from it.
@@ -108,6 +114,8 @@ func decideStart(s startState) startPlan {
 			reason = ReasonConfirmedAhead
 		case s.slot.Exists:
 			reason = ReasonLost
+		case s.promoted:
+			reason = ReasonFailover
 		}
 		return startPlan{kind: recreate, reason: reason, dropSlot: s.slot.Exists}
 	default:
@@ -133,6 +141,10 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if err != nil {
 		return 0, fmt.Errorf("read the server's WAL end: %w", err)
 	}
+	_, timelineBegan, err := replication.TimelineBegan(ctx, repl)
+	if err != nil {
+		return 0, err
+	}
 	if err := replication.EnsurePublication(ctx, conn, cfg.Publication, registryPlan().tables()); err != nil {
 		return 0, err
 	}
@@ -142,7 +154,8 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		CommentNullBlocks:  true,
 	}
 	plan := decideStart(startState{slot: slot, stored: found, storedAhead: found && stored > walEnd,
-		confirmedAhead: found && slot.Exists && slot.ConfirmedFlush > stored, unusable: p.unusableSlot, backfill: cfg.Backfill})
+		confirmedAhead: found && slot.Exists && slot.ConfirmedFlush > stored, promoted: found && stored < timelineBegan,
+		unusable: p.unusableSlot, backfill: cfg.Backfill})
 	switch plan.kind {
 	case resume:
 		return stored, nil
@@ -150,7 +163,8 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		// The reason says which (see the Reason constants); the positions say by how much.
 		p.log.Error("replication slot is gone or unusable; recreating it and catching up from the legacy checkpoints",
 			zap.String("slot", cfg.Slot), zap.String("reason", plan.reason), zap.Stringer("stored_lsn", stored),
-			zap.Stringer("server_wal_end", walEnd), zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush))
+			zap.Stringer("server_wal_end", walEnd), zap.Stringer("timeline_began", timelineBegan),
+			zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush))
 		cfg.Observe(SlotRecreated{Reason: plan.reason})
 	case firstStart:
 		if plan.interrupted {
