@@ -70,7 +70,14 @@ type Metrics struct {
 	slotRetained   prometheus.Gauge
 	slotLag        prometheus.Gauge
 	slotPollErrors prometheus.Counter
+	decodedBytes   *prometheus.GaugeVec
+	decodedTxns    *prometheus.GaugeVec
+	decodingMem    prometheus.Gauge
 }
+
+// decodingHows label the server's decoding counters: spilled to disk before sending, streamed
+// while running, and every transaction decoded.
+var decodingHows = []string{"spilled", "streamed", "total"}
 
 // New creates the metrics on a new registry, with the Go runtime and process collectors. slot
 // labels challenge_stream_leader, so that "no replica leads" can be told per slot across
@@ -199,6 +206,18 @@ func New(slot string) *Metrics {
 			Namespace: namespace, Name: "slot_poll_errors_total",
 			Help: "Failed attempts to read the slot's row from pg_replication_slots.",
 		}),
+		decodedBytes: f.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "slot_decoded_bytes",
+			Help: "The server's pg_stat_replication_slots byte counters for the slot: spill_bytes, stream_bytes, total_bytes (polled; they reset with the slot).",
+		}, []string{"how"}),
+		decodedTxns: f.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "slot_decoded_transactions",
+			Help: "The server's pg_stat_replication_slots transaction counters for the slot: spill_txns, stream_txns, total_txns (polled).",
+		}, []string{"how"}),
+		decodingMem: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "decoding_work_mem_bytes",
+			Help: "logical_decoding_work_mem set on the sidecar's walsender (--decoding-work-mem): larger transactions are streamed while they run.",
+		}),
 	}
 	// Every registered rule's series exist at zero, so a new rule needs nothing here.
 	for _, table := range processors.Tables() {
@@ -213,6 +232,10 @@ func New(slot string) *Metrics {
 	for _, s := range walStatuses {
 		m.slotWALStatus.WithLabelValues(s)
 	}
+	for _, how := range decodingHows {
+		m.decodedBytes.WithLabelValues(how)
+		m.decodedTxns.WithLabelValues(how)
+	}
 	bi := buildinfo.Get()
 	f.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
@@ -221,6 +244,9 @@ func New(slot string) *Metrics {
 	m.stateChanged(pipeline.StateStarting)
 	return m
 }
+
+// DecodingWorkMem exports the walsender's logical_decoding_work_mem, in bytes.
+func (m *Metrics) DecodingWorkMem(bytes uint64) { m.decodingMem.Set(float64(bytes)) }
 
 // Handler serves the registry in the Prometheus exposition format.
 func (m *Metrics) Handler() http.Handler {

@@ -157,6 +157,8 @@ func TestObserverMovesCounters(t *testing.T) {
 	m.Observe(pipeline.Reconnecting{Err: nil})
 	m.Observe(pipeline.SlotRecreated{Reason: "lost"})
 	m.SlotPolled(replication.SlotInfo{Exists: true, Active: true, WALStatus: "extended", RetainedBytes: 4096, LagBytes: 100})
+	m.DecodingPolled(replication.DecodingStats{Found: true, SpilledTxns: 1, SpilledBytes: 2048, StreamedTxns: 3, StreamedBytes: 1 << 20, TotalTxns: 40, TotalBytes: 5 << 20})
+	m.DecodingWorkMem(16 << 20)
 
 	_, v := scrape(t, m)
 	for series, want := range map[string]float64{
@@ -194,6 +196,10 @@ func TestObserverMovesCounters(t *testing.T) {
 		`challenge_stream_slot_wal_status{status="reserved"}`:                 0,
 		`challenge_stream_slot_wal_retained_bytes`:                            4096,
 		`challenge_stream_slot_lag_bytes`:                                     100,
+		`challenge_stream_slot_decoded_bytes{how="spilled"}`:                  2048,
+		`challenge_stream_slot_decoded_bytes{how="streamed"}`:                 1 << 20,
+		`challenge_stream_slot_decoded_transactions{how="total"}`:             40,
+		`challenge_stream_decoding_work_mem_bytes`:                            16 << 20,
 	} {
 		require.Contains(t, v, series)
 		require.InDelta(t, want, v[series], 1e-9, series)

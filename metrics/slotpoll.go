@@ -88,7 +88,23 @@ func (p *SlotPoller) Poll(ctx context.Context) error {
 		return err
 	}
 	p.m.SlotPolled(info)
+	stats, err := replication.InspectDecoding(ctx, conn, p.slot)
+	if err != nil {
+		return err
+	}
+	p.m.DecodingPolled(stats)
 	return nil
+}
+
+// DecodingPolled exports the server's decoding counters for the slot.
+func (m *Metrics) DecodingPolled(s replication.DecodingStats) {
+	set := func(how string, bytes, txns int64) {
+		m.decodedBytes.WithLabelValues(how).Set(float64(bytes))
+		m.decodedTxns.WithLabelValues(how).Set(float64(txns))
+	}
+	set("spilled", s.SpilledBytes, s.SpilledTxns)
+	set("streamed", s.StreamedBytes, s.StreamedTxns)
+	set("total", s.TotalBytes, s.TotalTxns)
 }
 
 // SlotPolled exports what the server said about the slot.

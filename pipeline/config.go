@@ -53,6 +53,13 @@ type Config struct {
 	// quiet database would see one write per status interval forever. Default 1 MiB: an idle
 	// slot holds at most that much WAL.
 	IdleConfirmBytes uint64
+	// DecodingWorkMem is the walsender's logical_decoding_work_mem (set on the replication
+	// connection, whole kB): a transaction whose decoded changes outgrow it is streamed to us
+	// while it runs (protocol 2) instead of waiting for its commit, so what is left to send
+	// after a large COMMIT — the time until its rewards are stored — is bounded by it. It also
+	// bounds the walsender's memory. Default 16 MiB (the server's default is 64 MiB, which
+	// leaves up to ~1 s of decoding after the commit of a 1,000,000-row transaction).
+	DecodingWorkMem uint64
 	// PlayIDMargin is how far below the legacy plays.id checkpoint a catch-up re-scans, because
 	// serial ids commit out of order. Default 100,000.
 	PlayIDMargin int64
@@ -89,6 +96,9 @@ const (
 	DefaultRetryMaxInterval = 5 * time.Second
 	DefaultPlayIDMargin     = 100_000
 	DefaultIdleConfirmBytes = 1 << 20
+	DefaultDecodingWorkMem  = 16 << 20
+	// MinDecodingWorkMem is the server's floor for logical_decoding_work_mem.
+	MinDecodingWorkMem = 64 << 10
 )
 
 func (c Config) withDefaults() Config {
@@ -125,6 +135,9 @@ func (c Config) withDefaults() Config {
 	if c.PlayIDMargin == 0 {
 		c.PlayIDMargin = DefaultPlayIDMargin
 	}
+	if c.DecodingWorkMem == 0 {
+		c.DecodingWorkMem = DefaultDecodingWorkMem
+	}
 	if c.Log == nil {
 		c.Log = zap.NewNop()
 	}
@@ -140,6 +153,9 @@ func (c Config) withDefaults() Config {
 // Validate checks the configuration with its defaults applied, as Run will use it; errors name
 // the bad value. Run checks it itself: call Validate to report a bad configuration before
 // anything starts (the command line does, to exit 2).
+// maxDecodingWorkMem is the largest logical_decoding_work_mem the server takes (INT_MAX kB).
+const maxDecodingWorkMem = (1<<31 - 1) << 10
+
 func (c Config) Validate() error { return c.withDefaults().validate() }
 
 // validate checks a configuration whose defaults are applied.
@@ -161,6 +177,9 @@ func (c Config) validate() error {
 	}
 	if c.StatusInterval < 0 || c.StatusInterval > time.Minute {
 		return fmt.Errorf("status interval %s must be between 0 and 1m (the server drops silent clients)", c.StatusInterval)
+	}
+	if c.DecodingWorkMem < MinDecodingWorkMem || c.DecodingWorkMem > maxDecodingWorkMem {
+		return fmt.Errorf("decoding work mem %d bytes must be between 64 kB and 2 TB", c.DecodingWorkMem)
 	}
 	if c.ReceiveTimeout <= c.StatusInterval {
 		return fmt.Errorf("receive timeout %s must be longer than the status interval %s", c.ReceiveTimeout, c.StatusInterval)

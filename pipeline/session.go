@@ -24,7 +24,7 @@ func (p *pipeline) session(ctx context.Context) error {
 		return errStandby
 	}
 	cfg.Observe(StateChanged{State: StateStarting})
-	repl, err := replication.Connect(ctx, &cfg.Database.Config)
+	repl, err := replication.Connect(ctx, decodingSettings(&cfg.Database.Config, cfg.DecodingWorkMem))
 	if err != nil {
 		return err
 	}
@@ -86,6 +86,16 @@ func (p *pipeline) session(ctx context.Context) error {
 	err = p.stream(ctx, stream, conn, start, senderTimeout)
 	p.noteUnusableSlot(err)
 	return err
+}
+
+// decodingSettings is database with the walsender's logical_decoding_work_mem (see
+// Config.DecodingWorkMem), unless the connection settings name one already.
+func decodingSettings(database *pgconn.Config, workMem uint64) *pgconn.Config {
+	cfg := database.Copy()
+	if _, set := cfg.RuntimeParams["logical_decoding_work_mem"]; !set {
+		cfg.RuntimeParams["logical_decoding_work_mem"] = fmt.Sprintf("%dkB", workMem>>10)
+	}
+	return cfg
 }
 
 // statusIntervalFor is the status interval a session uses: the configured one, or half the

@@ -32,8 +32,8 @@ var (
 	// stop, which it does for every decode error anyway.
 	errMalformed = errors.New("malformed message")
 	// errUnsupported covers message types the session never asks for
-	// (streaming and two-phase messages, future types). Skipping them would
-	// silently lose or duplicate rows, so they are errors.
+	// (two-phase messages, future types). Skipping them would silently lose
+	// or duplicate rows, so they are errors.
 	errUnsupported = errors.New("unsupported message type")
 )
 
@@ -55,6 +55,15 @@ const (
 	// eventTruncate is a TRUNCATE touching a plan table. Truncated rows earn nothing back,
 	// so the pipeline only logs it.
 	eventTruncate
+	// eventStreamStart and eventStreamStop bracket one segment of an in-progress transaction
+	// (protocol 2): the changes between them belong to transaction Xid.
+	eventStreamStart
+	eventStreamStop
+	// eventStreamCommit: streamed transaction Xid committed, ending at EndLSN.
+	eventStreamCommit
+	// eventStreamAbort: streamed transaction Xid (SubXid == Xid), or its subtransaction
+	// SubXid, rolled back; its changes never happened.
+	eventStreamAbort
 )
 
 // String returns the kind's name for logs and metric labels.
@@ -70,6 +79,14 @@ func (k eventKind) String() string {
 		return "change"
 	case eventTruncate:
 		return "truncate"
+	case eventStreamStart:
+		return "stream start"
+	case eventStreamStop:
+		return "stream stop"
+	case eventStreamCommit:
+		return "stream commit"
+	case eventStreamAbort:
+		return "stream abort"
 	default:
 		return fmt.Sprintf("eventKind(%d)", uint8(k))
 	}
@@ -81,12 +98,17 @@ type event struct {
 	Kind eventKind
 
 	// EndLSN is the Commit's TransactionEndLSN: the position to checkpoint
-	// and confirm once the transaction is applied. Set for Commit.
+	// and confirm once the transaction is applied. Set for Commit and Stream Commit.
 	EndLSN pglogrepl.LSN
-	// CommitTime is set for Begin and Commit, in UTC.
+	// CommitTime is set for Begin, Commit and Stream Commit, in UTC.
 	CommitTime time.Time
-	// Xid is the transaction's ID, set for Begin.
+	// Xid is the transaction's ID, set for Begin and the stream messages; for a change inside
+	// a stream segment it is the (sub)transaction that made the change.
 	Xid uint32
+	// SubXid is the rolled-back subtransaction of a Stream Abort; FirstSegment is set on the
+	// Stream Start of a transaction's first segment.
+	SubXid       uint32
+	FirstSegment bool
 
 	// Table indexes the plan's tables and Op is the operation, for a change. Values are the
 	// table's plan columns in compiledTable.columns order; Present[i] is false when value i
@@ -116,7 +138,7 @@ type relation struct {
 	valueOf []int8
 }
 
-// decoder turns pgoutput (protocol version 1, no streaming) messages into
+// decoder turns pgoutput (protocol version 2, streaming on) messages into
 // events. It holds the relation cache of one replication session, so use a
 // new decoder per START_REPLICATION: the server re-sends Relation messages in
 // every session. A decoder is not safe for concurrent use.
@@ -127,11 +149,20 @@ type relation struct {
 type decoder struct {
 	plan *compiledPlan
 	rels map[uint32]relation
+	// stream is the open stream segment's transaction, when inStream. Inside a segment every
+	// message but the stream ones carries the transaction ID after its type byte.
+	stream   uint32
+	inStream bool
+	// streamRels are the Relation messages sent inside the segments of each streamed
+	// transaction: a definition its own DDL made. They apply to that transaction's changes
+	// only, and go with it when it commits or aborts — an aborted ALTER TABLE must not
+	// change how later transactions are read.
+	streamRels map[uint32]map[uint32]relation
 }
 
 // newDecoder returns a decoder for plan with an empty relation cache.
 func newDecoder(plan *compiledPlan) *decoder {
-	return &decoder{plan: plan, rels: make(map[uint32]relation, 4)}
+	return &decoder{plan: plan, rels: make(map[uint32]relation, 4), streamRels: map[uint32]map[uint32]relation{}}
 }
 
 // decode decodes one message: the WALData of one XLogData. The returned event
@@ -142,14 +173,38 @@ func (d *decoder) decode(walData []byte) (event, error) {
 		return event{}, fmt.Errorf("decode: %w: empty message", errMalformed)
 	}
 	body := walData[1:]
+	var xid uint32
+	if d.inStream {
+		var err error
+		if xid, body, err = d.streamedBody(walData[0], body); err != nil {
+			return event{}, err
+		}
+	}
 	switch walData[0] {
 	case 'I', 'U', 'D':
-		return d.decodeChange(walData[0], body)
+		ev, err := d.decodeChange(walData[0], body)
+		return withStreamXid(ev, xid), err
 	case 'B', 'C', 'R', 'T', 'O', 'Y', 'M':
-		return d.decodeCold(walData)
+		if len(body) != len(walData)-1 {
+			// Rebuilt without the transaction ID for pglogrepl: once per segment, not per row.
+			walData = append([]byte{walData[0]}, body...)
+		}
+		ev, err := d.decodeCold(walData)
+		return withStreamXid(ev, xid), err
+	case 'S', 'E', 'c', 'A':
+		return d.decodeStream(walData)
 	default:
 		return event{}, fmt.Errorf("decode: %w %q", errUnsupported, walData[0])
 	}
+}
+
+// withStreamXid sets a streamed change's transaction (xid 0: not streamed; Begin, which
+// has its own, never is).
+func withStreamXid(ev event, xid uint32) event {
+	if xid != 0 && (ev.Kind == eventChange || ev.Kind == eventTruncate) {
+		ev.Xid = xid
+	}
+	return ev
 }
 
 // decodeCold decodes the messages sent at most once per transaction or per
@@ -170,7 +225,7 @@ func (d *decoder) decodeCold(walData []byte) (event, error) {
 	case *pglogrepl.CommitMessage:
 		ev = event{Kind: eventCommit, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime.UTC()}
 	case *pglogrepl.RelationMessage:
-		ev, err = d.relation(m, len(walData)-1)
+		ev, err = d.relation(m, len(walData)-1, d.relationsFor())
 	case *pglogrepl.TruncateMessage:
 		ev, err = d.truncate(m)
 	case *pglogrepl.OriginMessage:
@@ -238,11 +293,11 @@ func parse(walData []byte) (msg pglogrepl.Message, err error) {
 	return msg, nil
 }
 
-// relation caches the needed column positions of plays and comments,
+// relation caches in rels the needed column positions of a plan table,
 // replacing any earlier entry for the same relation ID (the server re-sends
 // the Relation message after ALTER TABLE). size is the message's length
 // without its type byte.
-func (d *decoder) relation(m *pglogrepl.RelationMessage, size int) (event, error) {
+func (d *decoder) relation(m *pglogrepl.RelationMessage, size int, rels map[uint32]relation) (event, error) {
 	// pglogrepl does not say how much it read, so trailing bytes show as a
 	// difference from the length of what it parsed.
 	want := 4 + len(m.Namespace) + 1 + len(m.RelationName) + 1 + 1 + 2
@@ -255,7 +310,7 @@ func (d *decoder) relation(m *pglogrepl.RelationMessage, size int) (event, error
 
 	rel := relation{table: d.plan.table(m.Namespace, m.RelationName), ncols: m.ColumnNum}
 	if rel.table < 0 {
-		d.rels[m.RelationID] = rel
+		rels[m.RelationID] = rel
 		return event{Kind: eventIgnored}, nil
 	}
 	t := d.plan.tables[rel.table]
@@ -265,7 +320,7 @@ func (d *decoder) relation(m *pglogrepl.RelationMessage, size int) (event, error
 	}
 	// A stale entry must not survive a definition we refuse: later changes would be read
 	// with the old column positions.
-	delete(d.rels, m.RelationID)
+	delete(rels, m.RelationID)
 	for v, name := range t.columns {
 		i := slices.IndexFunc(m.Columns, func(c *pglogrepl.RelationMessageColumn) bool { return c.Name == name })
 		if i < 0 {
@@ -276,7 +331,7 @@ func (d *decoder) relation(m *pglogrepl.RelationMessage, size int) (event, error
 		}
 		rel.valueOf[i] = int8(v)
 	}
-	d.rels[m.RelationID] = rel
+	rels[m.RelationID] = rel
 	return event{Kind: eventIgnored}, nil
 }
 
@@ -287,7 +342,7 @@ func isIntOID(oid uint32) bool {
 func (d *decoder) truncate(m *pglogrepl.TruncateMessage) (event, error) {
 	var touched bool
 	for _, relid := range m.RelationIDs {
-		rel, found := d.rels[relid]
+		rel, found := d.lookup(relid)
 		if !found {
 			// pgoutput sends a Relation message for every truncated relation
 			// before the Truncate, so a miss means a lost cache.

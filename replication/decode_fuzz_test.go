@@ -28,6 +28,13 @@ func FuzzDecode(f *testing.F) {
 		pgoOrigin(1, "origin"),
 		pgoType(90001, "public", "mood"),
 		pgoMessage(true, 1, "prefix", "content"),
+		pgoStreamStart(700, true),
+		pgoStreamStop(),
+		pgoStreamCommit(700, 0x16B3748, 0x16B3778, now),
+		pgoStreamAbort(700, 701),
+		pgoStreamed(701, pgoInsert(pgoPlaysRelID, pgoPlaysRow("1001", "42")...)),
+		pgoStreamed(700, pgoRelation(pgoPlaysRelID, "public", "plays", pgoColumn{"play_item_id", oidInt4}, pgoColumn{"id", oidInt8})),
+		pgoStreamed(700, pgoTruncate(0, pgoPlaysRelID)),
 	}
 	relations := append(pgoStandardRelations(),
 		pgoRelation(pgoPlaysRelID, "public", "plays", append(pgoPlaysColumns(), pgoColumn{"device", 25})...),
@@ -41,6 +48,10 @@ func FuzzDecode(f *testing.F) {
 		for _, s := range seeds[2:4] {
 			f.Add(r, s)
 		}
+	}
+	// Inside a segment.
+	for _, s := range seeds[len(seeds)-3:] {
+		f.Add(pgoStreamStart(700, true), s)
 	}
 
 	f.Fuzz(func(t *testing.T, setup, msg []byte) {
@@ -86,6 +97,13 @@ func checkEvent(t *testing.T, msg []byte, ev event) {
 	case eventTruncate:
 		if msg[0] != 'T' {
 			t.Fatalf("truncate %+v from %q", ev, msg)
+		}
+	case eventStreamStart, eventStreamStop, eventStreamCommit, eventStreamAbort:
+		if want := map[eventKind]byte{eventStreamStart: 'S', eventStreamStop: 'E', eventStreamCommit: 'c', eventStreamAbort: 'A'}[ev.Kind]; msg[0] != want {
+			t.Fatalf("%s from %q", ev.Kind, msg)
+		}
+		if ev.Values != ([maxValues]int64{}) || ev.Present != ([maxValues]bool{}) {
+			t.Fatalf("%s with values %+v", ev.Kind, ev)
 		}
 	case eventIgnored:
 		if ev != (event{}) {

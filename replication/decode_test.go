@@ -527,11 +527,6 @@ func TestDecode(t *testing.T) {
 			wantErr: errMalformed,
 		},
 		{
-			name:    "stream start (protocol version 2) is unsupported",
-			msg:     []byte{'S', 0, 0, 0, 1, 1},
-			wantErr: errUnsupported,
-		},
-		{
 			name:    "begin prepare (two-phase) is unsupported",
 			msg:     []byte{'b'},
 			wantErr: errUnsupported,

@@ -26,7 +26,7 @@ func (d *decoder) decodeChange(op byte, b []byte) (event, error) {
 	if !ok || (op == 'I' && tag != 'N') || (op == 'D' && !hasOld) {
 		return event{}, changeError(op, fmt.Errorf("%w: bad header", errMalformed))
 	}
-	rel, found := d.rels[relid]
+	rel, found := d.lookup(relid)
 	if !found {
 		return event{}, changeError(op, fmt.Errorf("%w: %d", ErrUnknownRelation, relid))
 	}

@@ -78,6 +78,25 @@ func (tx *Transaction) add(plan *compiledPlan, ev event) {
 	}
 }
 
+// merge adds part's changes: the parts of a streamed transaction become one at its commit.
+func (tx *Transaction) merge(part *Transaction) {
+	for i, set := range part.Sets {
+		for key := range set {
+			tx.Sets[i][key] = struct{}{}
+		}
+	}
+	for i, has := range part.HasMax {
+		if has && (!tx.HasMax[i] || part.Max[i] > tx.Max[i]) {
+			tx.Max[i], tx.HasMax[i] = part.Max[i], true
+		}
+	}
+	for i, n := range part.Rows {
+		tx.Rows[i] += n
+	}
+	tx.Changes += part.Changes
+	tx.Truncates += part.Truncates
+}
+
 // MessageKind says what Next returned.
 type MessageKind uint8
 
@@ -112,6 +131,11 @@ type Stream struct {
 	startLSN pglogrepl.LSN // transactions ending at or before it are replays
 	tx       Transaction
 	inTx     bool
+	// streamed holds the transactions the server streams while they run (protocol 2), by
+	// top-level ID, until their Stream Commit or Abort; segment is the one whose segment is
+	// open.
+	streamed map[uint32]*streamedTx
+	segment  *streamedTx
 	received pglogrepl.LSN
 	// beginCommit is the commit time of the open transaction, from its BEGIN.
 	beginCommit time.Time
@@ -126,10 +150,11 @@ type Stream struct {
 	status []byte // the standby status update, encoded in place
 }
 
-// Start sends START_REPLICATION for the slot from startLSN with pgoutput protocol version 1,
-// keeping what plan routes. Version 1 sends a transaction only after it commits, so a window
-// never holds part of one; large transactions spill to disk on the server, and we only keep
-// their keys.
+// Start sends START_REPLICATION for the slot from startLSN with pgoutput protocol version 2
+// and streaming on, keeping what plan routes. A transaction that outgrows the server's
+// logical_decoding_work_mem is sent while it runs instead of spilled to disk and sent after
+// its COMMIT; the stream keeps its keys aside and hands it over only at its Stream Commit, so
+// a window still never holds part of a transaction.
 func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, plan Plan, startLSN pglogrepl.LSN,
 	log *zap.Logger) (*Stream, error) {
 	compiled, err := compilePlan(plan)
@@ -138,7 +163,7 @@ func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, p
 	}
 	err = pglogrepl.StartReplication(ctx, conn, slot, startLSN, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
-		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", publication)},
+		PluginArgs: []string{"proto_version '2'", "streaming 'on'", fmt.Sprintf("publication_names '%s'", publication)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start replication on slot %s at %s: %w", slot, startLSN, err)
@@ -150,13 +175,16 @@ func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, p
 		plan:     compiled,
 		startLSN: startLSN,
 		tx:       newTransaction(plan),
+		streamed: map[uint32]*streamedTx{},
 		received: startLSN,
 	}, nil
 }
 
-// InTransaction reports whether a transaction has begun and not yet committed: while it has,
-// the server's WAL end must not be confirmed.
-func (s *Stream) InTransaction() bool { return s.inTx }
+// InTransaction reports whether a transaction has begun and not yet committed, or a stream
+// segment is open: while it has, the server's WAL end must not be confirmed. A streamed
+// transaction between segments does not count: the server is still reading WAL its commit
+// comes after, so a position it reports is before that commit.
+func (s *Stream) InTransaction() bool { return s.inTx || s.segment != nil }
 
 // Received is the highest WAL position the server has told us it sent: the start of the last
 // change or the end of the last transaction, or a keepalive's WAL end between transactions.
@@ -280,7 +308,7 @@ func (s *Stream) handleCopyData(data []byte) (Message, bool, error) {
 		if err != nil {
 			return Message{}, false, fmt.Errorf("parse keepalive: %w", err)
 		}
-		if !s.inTx && ka.ServerWALEnd > s.received {
+		if !s.InTransaction() && ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
 		}
 		s.behind = false
@@ -320,21 +348,32 @@ func (s *Stream) handleEvent(walData []byte, at pglogrepl.LSN) (Message, bool, e
 	case eventCommit:
 		s.inTx = false
 		s.tx.EndLSN, s.tx.CommitTime = ev.EndLSN, ev.CommitTime
-		if ev.EndLSN <= s.startLSN {
-			return Message{}, false, nil // a replay: already applied and stored
-		}
-		if s.tx.Truncates > 0 {
-			s.log.Warn("truncate of a source table: nothing to recompute (aggregates and rewards are not derived from deleted rows)",
-				zap.Stringer("end_lsn", ev.EndLSN))
-		}
-		return Message{Kind: MessageTransaction, Transaction: &s.tx}, true, nil
+		return s.committed(&s.tx)
 	case eventChange, eventTruncate:
-		if !s.inTx {
+		switch {
+		case s.segment != nil:
+			s.segment.part(ev.Xid, s.plan).add(s.plan, ev)
+		case s.inTx:
+			s.tx.add(s.plan, ev)
+		default:
 			return Message{}, false, fmt.Errorf("change at %s outside a transaction", at)
 		}
-		s.tx.add(s.plan, ev)
+	case eventStreamStart, eventStreamStop, eventStreamCommit, eventStreamAbort:
+		return s.handleStreamed(ev, at)
 	}
 	return Message{}, false, nil
+}
+
+// committed hands over a committed transaction, unless it is a replay.
+func (s *Stream) committed(tx *Transaction) (Message, bool, error) {
+	if tx.EndLSN <= s.startLSN {
+		return Message{}, false, nil // a replay: already applied and stored
+	}
+	if tx.Truncates > 0 {
+		s.log.Warn("truncate of a source table: nothing to recompute (aggregates and rewards are not derived from deleted rows)",
+			zap.Stringer("end_lsn", tx.EndLSN))
+	}
+	return Message{Kind: MessageTransaction, Transaction: tx}, true, nil
 }
 
 // statusWriteTimeout bounds a status update's write: a peer that stopped reading must not

@@ -63,6 +63,10 @@ func (rf *runFlags) validate() error {
 	}
 	rf.cfg.Database, rf.cfg.Slot, rf.cfg.Publication = rf.database, rf.slot, rf.publication
 	rf.cfg.IdleConfirmBytes = uint64(rf.idleConfirmBytes)
+	if rf.decodingWorkMem <= 0 {
+		return usagef("decoding work mem %d must be positive", rf.decodingWorkMem)
+	}
+	rf.cfg.DecodingWorkMem = uint64(rf.decodingWorkMem)
 	rf.cfg.DisableFailoverSlot = !rf.failoverSlot
 	if err := rf.cfg.Validate(); err != nil {
 		return usageError{err.Error()}

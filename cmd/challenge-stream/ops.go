@@ -58,16 +58,18 @@ type opsConfig struct {
 	database         *pgx.ConnConfig // for the slot poller; nil disables it
 	slot             string
 	slotPollInterval time.Duration // 0: metrics' default
+	decodingWorkMem  uint64        // the walsender's logical_decoding_work_mem, exported
 	now              func() time.Time
 }
 
 // opsConfig is the operational side's share of run's flags.
 func (rf runFlags) opsConfig() opsConfig {
 	return opsConfig{
-		addr:      rf.metricsAddr,
-		debugAddr: rf.opsFlags.debugAddr,
-		database:  rf.database,
-		slot:      rf.slot,
+		addr:            rf.metricsAddr,
+		debugAddr:       rf.opsFlags.debugAddr,
+		database:        rf.database,
+		slot:            rf.slot,
+		decodingWorkMem: rf.cfg.DecodingWorkMem,
 	}
 }
 
@@ -97,6 +99,7 @@ type ops struct {
 func startOps(ctx context.Context, cfg opsConfig, log *zap.Logger) (ops, error) {
 	log = log.Named("ops")
 	m := metrics.New(cfg.slot)
+	m.DecodingWorkMem(cfg.decodingWorkMem)
 	h := health.New(health.Options{Now: cfg.now})
 	o := ops{observe: func(e pipeline.Event) { m.Observe(e); h.Observe(e) }, close: func() {}}
 

@@ -19,6 +19,7 @@ type runFlags struct {
 
 	// Flags whose pipeline setting has another type or sense; validate carries them over.
 	idleConfirmBytes int64
+	decodingWorkMem  int64
 	failoverSlot     bool
 }
 
@@ -42,6 +43,8 @@ func parseRunFlags(e env) (runFlags, error) {
 		"on Postgres 17+, create the slot with FAILOVER so a slot-syncing standby keeps it across a promotion")
 	f.bytes(&rf.idleConfirmBytes, "idle-confirm-bytes", "CHALLENGE_STREAM_IDLE_CONFIRM_BYTES", pipeline.DefaultIdleConfirmBytes,
 		"WAL an idle slot may hold before the sidecar stores and confirms the server's WAL end")
+	f.bytes(&rf.decodingWorkMem, "decoding-work-mem", "CHALLENGE_STREAM_DECODING_WORK_MEM", pipeline.DefaultDecodingWorkMem,
+		"the walsender's logical_decoding_work_mem: larger transactions are streamed while they run (bounds the wait after a large COMMIT)")
 	if err := f.parse(e.args); err != nil {
 		return rf, err
 	}
