@@ -61,6 +61,8 @@ func faultKinds() []fault {
 		{"flush deadlocks with a row-lock holder", (*suite).deadlockFlush},
 		{"flush fails while the sidecar stops", (*suite).stopDuringFailedFlush},
 		{"commits held in SyncRep", (*suite).holdInSyncRep},
+		{"kill -9 inside a streamed transaction", (*suite).killInStreamedTransaction},
+		{"streamed transaction rolled back", (*suite).abortStreamedTransaction},
 	}
 }
 
@@ -122,7 +124,8 @@ func TestFaultInjection(t *testing.T) {
 	require.NoError(t, err)
 	u.Host = s.proxy.addr()
 	s.sc = startSupervisor(t, []string{"run", "--database-url", u.String(), "--slot", db.Slot,
-		"--publication", db.Publication, "--metrics-addr", "off", "--log-level", "debug", "--window", "200ms"})
+		"--publication", db.Publication, "--metrics-addr", "off", "--log-level", "debug", "--window", "200ms",
+		"--decoding-work-mem", decodingWorkMem})
 	s.eventually("the first start to store its position", func() bool {
 		_, found, err := checkpoints.LoadLSN(ctx, s.pool, db.Slot)
 		return err == nil && found

@@ -20,8 +20,8 @@ var (
 	// ErrColumnType means a needed column is not an int2/int4/int8 column.
 	ErrColumnType = errors.New("column is not an integer type")
 	// ErrBadTuple means a row's values cannot be used: a NOT NULL id is NULL
-	// or unchanged, an integer does not parse, a value is in binary format, or
-	// the tuple does not match its cached relation.
+	// or unchanged, an integer does not parse (or its binary form has the wrong
+	// width), or the tuple does not match its cached relation.
 	ErrBadTuple = errors.New("bad tuple")
 	// ErrUnknownRelation means a change refers to a relation ID for which no
 	// Relation message has been seen in this session.
@@ -136,6 +136,8 @@ type relation struct {
 	// valueOf[i] is the event value index of column i, -1 when not needed. Allocated once
 	// per Relation message, never per row.
 	valueOf []int8
+	// width[v] is the byte width of value v's integer type, for binary values.
+	width [maxValues]uint8
 }
 
 // decoder turns pgoutput (protocol version 2, streaming on) messages into
@@ -154,9 +156,10 @@ type decoder struct {
 	stream   uint32
 	inStream bool
 	// streamRels are the Relation messages sent inside the segments of each streamed
-	// transaction: a definition its own DDL made. They apply to that transaction's changes
-	// only, and go with it when it commits or aborts — an aborted ALTER TABLE must not
-	// change how later transactions are read.
+	// transaction (perhaps a definition its own DDL made). They read that transaction's
+	// changes only until it ends: at its commit they join rels (pgoutput then counts them as
+	// sent for every later transaction); at its abort they go — an aborted ALTER TABLE must
+	// not change how later transactions are read, and pgoutput sends the relation again.
 	streamRels map[uint32]map[uint32]relation
 }
 
@@ -326,17 +329,27 @@ func (d *decoder) relation(m *pglogrepl.RelationMessage, size int, rels map[uint
 		if i < 0 {
 			return event{}, fmt.Errorf("relation %d: %w: %s.%s", m.RelationID, ErrMissingColumn, t.name, name)
 		}
-		if oid := m.Columns[i].DataType; !isIntOID(oid) {
-			return event{}, fmt.Errorf("relation %d: %w: %s.%s has type OID %d", m.RelationID, ErrColumnType, t.name, name, oid)
+		width := intWidth(m.Columns[i].DataType)
+		if width == 0 {
+			return event{}, fmt.Errorf("relation %d: %w: %s.%s has type OID %d", m.RelationID, ErrColumnType, t.name, name, m.Columns[i].DataType)
 		}
-		rel.valueOf[i] = int8(v)
+		rel.valueOf[i], rel.width[v] = int8(v), width
 	}
 	rels[m.RelationID] = rel
 	return event{Kind: eventIgnored}, nil
 }
 
-func isIntOID(oid uint32) bool {
-	return oid == oidInt2 || oid == oidInt4 || oid == oidInt8
+// intWidth is the byte width of an integer type, 0 for any other type.
+func intWidth(oid uint32) uint8 {
+	switch oid {
+	case oidInt2:
+		return 2
+	case oidInt4:
+		return 4
+	case oidInt8:
+		return 8
+	}
+	return 0
 }
 
 func (d *decoder) truncate(m *pglogrepl.TruncateMessage) (event, error) {

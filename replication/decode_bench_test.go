@@ -57,3 +57,18 @@ func BenchmarkDecodeRelation(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeInsertBinaryColumnList decodes the plays INSERT the sidecar's own
+// publication sends: a column list (id, play_item_id) in binary. It should report 0 allocs/op.
+func BenchmarkDecodeInsertBinaryColumnList(b *testing.B) {
+	d := pgoSetupDecoder(b, pgoRelation(pgoPlaysRelID, "public", "plays",
+		pgoColumn{"id", oidInt8}, pgoColumn{"play_item_id", oidInt4}))
+	msg := pgoInsert(pgoPlaysRelID, pgoBinInt(8, 123456789), pgoBinInt(4, 987654))
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.decode(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -19,6 +19,7 @@ func FuzzDecode(f *testing.F) {
 		pgoCommit(0x16B3748, 0x16B3778, now),
 		pgoInsert(pgoPlaysRelID, pgoPlaysRow("1001", "42")...),
 		pgoInsert(pgoPlaysRelID, pgoText("1"), pgoToast(), pgoNull(), pgoText("6"), pgoNull(), pgoBinary("\x01")),
+		pgoInsert(pgoPlaysRelID, pgoText("1"), pgoNull(), pgoBinInt(4, 1001), pgoBinInt(4, -42), pgoNull(), pgoBinary("DE")),
 		pgoInsert(pgoCommentsRelID, pgoCommentsRow("700", pgoNull())...),
 		pgoUpdate(pgoCommentsRelID, 'K', pgoCommentsRow("700", pgoNull()), pgoCommentsRow("700", pgoText("99"))),
 		pgoUpdate(pgoPlaysRelID, 0, nil, pgoPlaysRow("1", "2")),

@@ -3,6 +3,7 @@ package replication
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 
 	"github.com/jackc/pglogrepl"
 )
@@ -100,6 +101,9 @@ func (d *decoder) decodeStream(walData []byte) (event, error) {
 		if err := outside(); err != nil {
 			return event{}, err
 		}
+		// pgoutput counts a relation sent inside a committed transaction as sent to us for
+		// good, and sends later transactions' changes without it.
+		maps.Copy(d.rels, d.streamRels[m.Xid])
 		delete(d.streamRels, m.Xid)
 		return event{Kind: eventStreamCommit, Xid: m.Xid, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime.UTC()}, nil
 	case *pglogrepl.StreamAbortMessageV2:

@@ -67,9 +67,9 @@ func withXid(ev event, xid uint32) event {
 	return ev
 }
 
-// A Relation message inside a segment is that transaction's definition (its own ALTER
-// TABLE): it reads that transaction's changes and nobody else's, and is gone when the
-// transaction ends — aborted, the table is as it was.
+// A Relation message inside a segment is that transaction's definition (perhaps its own
+// ALTER TABLE): it reads that transaction's changes and nobody else's, and is gone when the
+// transaction aborts — the table is as it was, and pgoutput sends it again.
 func TestDecodeStreamedRelationStaysWithItsTransaction(t *testing.T) {
 	t.Parallel()
 	d := pgoSetupDecoder(t, pgoStandardRelations()...)
@@ -123,4 +123,27 @@ func TestDecodeStreamRejects(t *testing.T) {
 			require.Equal(t, event{}, got)
 		})
 	}
+}
+
+// A relation first sent inside a streamed transaction that commits is known from then on:
+// pgoutput does not send it again for later transactions (found by the fault suite: an
+// immediate restart, then "unknown relation" on every reconnect).
+func TestDecodeStreamedRelationKeptAtCommit(t *testing.T) {
+	t.Parallel()
+	d := newDecoder(testPlan(t))
+	commit := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	for _, msg := range [][]byte{
+		pgoStreamStart(900, true),
+		pgoStreamed(900, pgoRelation(pgoPlaysRelID, "public", "plays", pgoPlaysColumns()...)),
+		pgoStreamed(900, pgoInsert(pgoPlaysRelID, pgoPlaysRow("1", "10")...)),
+		pgoStreamStop(),
+		pgoStreamCommit(900, 0x60, 0x68, commit),
+		pgoBegin(0x70, commit, 901),
+	} {
+		_, err := d.decode(msg)
+		require.NoError(t, err)
+	}
+	got, err := d.decode(pgoInsert(pgoPlaysRelID, pgoPlaysRow("2", "11")...))
+	require.NoError(t, err)
+	require.Equal(t, playEvent(2, true, 11), got)
 }

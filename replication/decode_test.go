@@ -40,6 +40,12 @@ func pgoBinary(s string) pgoValue {
 	return pgoValue{kind: 'b', data: s}
 }
 
+// pgoBinInt is an integer in its binary send format: width bytes, big-endian.
+func pgoBinInt(width int, v int64) pgoValue {
+	b := binary.BigEndian.AppendUint64(nil, uint64(v))
+	return pgoBinary(string(b[8-width:]))
+}
+
 func pgoU16(b []byte, v uint16) []byte { return binary.BigEndian.AppendUint16(b, v) }
 func pgoU32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
 func pgoU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
@@ -294,8 +300,19 @@ func TestDecode(t *testing.T) {
 			wantErr: ErrBadTuple,
 		},
 		{
-			name:    "binary value",
-			msg:     pgoInsert(pgoPlaysRelID, pgoText("1"), pgoBinary("\x00\x01"), pgoText("5"), pgoText("6"), pgoNull(), pgoNull()),
+			name: "binary values (binary 'true'), unread columns in any format",
+			msg: pgoInsert(pgoPlaysRelID, pgoBinary("\x00\x00\x00\x4d"), pgoBinary("\x00\x01"), pgoBinInt(4, 1001),
+				pgoBinInt(4, 42), pgoBinary("\x00\x02\x8b\x4a\x9c\x21\x90\x00"), pgoNull()),
+			want: playEvent(1001, true, 42),
+		},
+		{
+			name:    "binary int4 of 8 bytes",
+			msg:     pgoInsert(pgoPlaysRelID, pgoText("1"), pgoNull(), pgoBinInt(8, 1001), pgoBinInt(4, 42), pgoNull(), pgoNull()),
+			wantErr: ErrBadTuple,
+		},
+		{
+			name:    "binary value truncated",
+			msg:     pgoInsert(pgoPlaysRelID, pgoText("1"), pgoNull(), pgoBinary("\x00\x01"), pgoBinInt(4, 42), pgoNull(), pgoNull()),
 			wantErr: ErrBadTuple,
 		},
 		{
@@ -835,10 +852,19 @@ func TestDecodeAllocs(t *testing.T) {
 		"plays insert":   pgoInsert(pgoPlaysRelID, pgoPlaysRow("123456789", "987654")...),
 		"comment update": pgoUpdate(pgoCommentsRelID, 'K', pgoCommentsRow("1", pgoNull()), pgoCommentsRow("700", pgoText("99"))),
 		"plays delete":   pgoDelete(pgoPlaysRelID, 'K', pgoPlaysRow("1", "10")...),
+		"binary plays insert": pgoInsert(pgoPlaysRelID, pgoText("77"), pgoNull(), pgoBinInt(4, 1), pgoBinInt(4, 2),
+			pgoNull(), pgoNull()),
 	}
+	streaming := pgoSetupDecoder(t, append(pgoStandardRelations(), pgoStreamStart(9, true))...)
+	decoders := map[string]*decoder{"streamed plays insert": streaming}
+	msgs["streamed plays insert"] = pgoStreamed(9, pgoInsert(pgoPlaysRelID, pgoPlaysRow("123456789", "987654")...))
 	for name, m := range msgs {
+		dec := d
+		if sd, ok := decoders[name]; ok {
+			dec = sd
+		}
 		allocs := testing.AllocsPerRun(100, func() {
-			if _, err := d.decode(m); err != nil {
+			if _, err := dec.decode(m); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -851,4 +877,26 @@ func TestDecodeEventKindString(t *testing.T) {
 	require.Equal(t, "change", eventChange.String())
 	require.Equal(t, "truncate", eventTruncate.String())
 	require.Equal(t, "eventKind(99)", eventKind(99).String())
+}
+
+// Binary integers of every width, negative ones included, read as their text forms do.
+func TestDecodeBinaryIntegers(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		oid   uint32
+		width int
+		v     int64
+	}{
+		{oidInt2, 2, -32768}, {oidInt2, 2, 7}, {oidInt4, 4, -1}, {oidInt4, 4, 2147483647},
+		{oidInt8, 8, -9223372036854775808}, {oidInt8, 8, 1 << 40},
+	} {
+		d := pgoSetupDecoder(t, pgoRelation(pgoPlaysRelID, "public", "plays",
+			pgoColumn{"id", tt.oid}, pgoColumn{"play_item_id", tt.oid}))
+		bin, err := d.decode(pgoInsert(pgoPlaysRelID, pgoBinInt(tt.width, tt.v), pgoBinInt(tt.width, tt.v)))
+		require.NoError(t, err)
+		text, err := d.decode(pgoInsert(pgoPlaysRelID, pgoText(strconv.FormatInt(tt.v, 10)), pgoText(strconv.FormatInt(tt.v, 10))))
+		require.NoError(t, err)
+		require.Equal(t, text, bin, "OID %d, %d", tt.oid, tt.v)
+		require.Equal(t, playEvent(tt.v, true, tt.v), bin)
+	}
 }

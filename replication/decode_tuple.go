@@ -97,7 +97,7 @@ func (d *decoder) decodeNewTuple(c *cursor, rel relation, op byte) (event, error
 		return event{Kind: eventIgnored}, nil
 	}
 	for i, name := range t.columns {
-		n, present, err := vals[i].int64()
+		n, present, err := vals[i].int64(rel.width[i])
 		if err != nil {
 			return event{}, fmt.Errorf("%s.%s: %w", t.name, name, err)
 		}
@@ -111,14 +111,19 @@ func (d *decoder) decodeNewTuple(c *cursor, rel relation, op byte) (event, error
 
 // value is one column of a TupleData. data aliases the message buffer.
 type value struct {
-	kind byte // 'n', 'u' or 't'; 0 when the column was not reached
+	kind byte // 'n', 'u', 't' or 'b'; 0 when the column was not reached
 	data []byte
 }
 
-// int64 returns the column as an integer; present is false for NULL and for
-// an unchanged TOASTed value (never sent).
-func (v value) int64() (n int64, present bool, err error) {
-	if v.kind != 't' {
+// int64 returns the column as an integer: text ('t'), or binary ('b': the type's send
+// format, a big-endian two's complement integer of width bytes). present is false for NULL
+// and for an unchanged TOASTed value (never sent).
+func (v value) int64(width uint8) (n int64, present bool, err error) {
+	switch v.kind {
+	case 't':
+	case 'b':
+		return v.binaryInt(width)
+	default:
 		return 0, false, nil
 	}
 	n, ok := parseInt(v.data)
@@ -131,6 +136,20 @@ func (v value) int64() (n int64, present bool, err error) {
 		return 0, false, fmt.Errorf("%w: %q is not an int64", ErrBadTuple, shown)
 	}
 	return n, true, nil
+}
+
+func (v value) binaryInt(width uint8) (int64, bool, error) {
+	if len(v.data) != int(width) {
+		return 0, false, fmt.Errorf("%w: binary integer of %d bytes, its type has %d", ErrBadTuple, len(v.data), width)
+	}
+	switch width {
+	case 2:
+		return int64(int16(binary.BigEndian.Uint16(v.data))), true, nil
+	case 4:
+		return int64(int32(binary.BigEndian.Uint32(v.data))), true, nil
+	default:
+		return int64(binary.BigEndian.Uint64(v.data)), true, nil
+	}
 }
 
 func (v value) kindName() string {
@@ -146,8 +165,6 @@ func (v value) kindName() string {
 
 // readTuple walks one TupleData and stores in vals, at index valueOf[i], the value of
 // column i (valueOf[i] < 0 or i past valueOf: not needed), and returns the column count.
-// It rejects binary values: the session asks for text, so binary means a
-// misconfigured stream.
 func readTuple(c *cursor, valueOf []int8, vals *[maxValues]value) (ncols uint16, err error) {
 	// Locals instead of cursor methods keep b and pos in registers in this
 	// loop, which runs once per column of every row.
@@ -165,7 +182,7 @@ func readTuple(c *cursor, valueOf []int8, vals *[maxValues]value) (ncols uint16,
 		pos++
 		var data []byte
 		switch kind {
-		case 't':
+		case 't', 'b':
 			if len(b)-pos < 4 {
 				return 0, fmt.Errorf("%w: tuple truncated at column %d", errMalformed, i)
 			}
@@ -177,8 +194,6 @@ func readTuple(c *cursor, valueOf []int8, vals *[maxValues]value) (ncols uint16,
 			data = b[pos : pos+int(n)]
 			pos += int(n)
 		case 'n', 'u':
-		case 'b':
-			return 0, fmt.Errorf("%w: column %d is in binary format", ErrBadTuple, i)
 		default:
 			return 0, fmt.Errorf("%w: column %d has kind %q", errMalformed, i, kind)
 		}

@@ -137,6 +137,8 @@ type Stream struct {
 	streamed map[uint32]*streamedTx
 	segment  *streamedTx
 	received pglogrepl.LSN
+	// bytes counts the pgoutput messages' bytes received (XLogData payloads), for benchmarks.
+	bytes int64
 	// beginCommit is the commit time of the open transaction, from its BEGIN.
 	beginCommit time.Time
 	// behind is set while the server sends changes of transactions that committed more than
@@ -163,7 +165,7 @@ func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, p
 	}
 	err = pglogrepl.StartReplication(ctx, conn, slot, startLSN, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
-		PluginArgs: []string{"proto_version '2'", "streaming 'on'", fmt.Sprintf("publication_names '%s'", publication)},
+		PluginArgs: []string{"proto_version '2'", "streaming 'on'", "binary 'true'", fmt.Sprintf("publication_names '%s'", publication)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start replication on slot %s at %s: %w", slot, startLSN, err)
@@ -185,6 +187,9 @@ func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, p
 // transaction between segments does not count: the server is still reading WAL its commit
 // comes after, so a position it reports is before that commit.
 func (s *Stream) InTransaction() bool { return s.inTx || s.segment != nil }
+
+// Bytes is how many bytes of pgoutput messages the session has received.
+func (s *Stream) Bytes() int64 { return s.bytes }
 
 // Received is the highest WAL position the server has told us it sent: the start of the last
 // change or the end of the last transaction, or a keepalive's WAL end between transactions.
@@ -324,6 +329,7 @@ func (s *Stream) handleCopyData(data []byte) (Message, bool, error) {
 		if xld.WALStart > s.received {
 			s.received = xld.WALStart
 		}
+		s.bytes += int64(len(xld.WALData))
 		m, done, err := s.handleEvent(xld.WALData, xld.WALStart)
 		if s.inTx {
 			s.behind = xld.ServerTime.Sub(s.beginCommit) > backlogAge

@@ -4,7 +4,12 @@ import (
 	"fmt"
 
 	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
 )
+
+// StreamedTransactionLog is logged (debug) when the server starts streaming a transaction
+// that is still running.
+const StreamedTransactionLog = "receiving a transaction while it runs"
 
 // streamedTx is a transaction the server streams while it runs: its changes by the
 // (sub)transaction that made them, so a rolled-back subtransaction takes its own away.
@@ -42,6 +47,7 @@ func (s *Stream) handleStreamed(ev event, at pglogrepl.LSN) (Message, bool, erro
 		case st == nil:
 			st = &streamedTx{parts: map[uint32]*Transaction{}}
 			s.streamed[ev.Xid] = st
+			s.log.Debug(StreamedTransactionLog, zap.Uint32("xid", ev.Xid), zap.Stringer("at", at))
 		}
 		s.segment = st
 		// A transaction too large for the server's memory is a backlog in itself.

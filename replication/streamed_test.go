@@ -134,3 +134,16 @@ func TestStreamedTransactions(t *testing.T) {
 		return db.QueryInt(t, `SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots WHERE slot_name = 'streamed'`) >= 2
 	}, 20*time.Second, 100*time.Millisecond, "the large transactions were streamed")
 }
+
+// A session whose first change of a table comes in a streamed transaction gets the table's
+// Relation message only there: pgoutput counts it as sent once that transaction commits, and
+// later transactions' changes come without it.
+func TestRelationFirstSentInStreamedTransaction(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	stream := streamingSession(t, db, "first_streamed")
+	db.Exec(t, `INSERT INTO plays (play_item_id, created_at) SELECT 1 + g % 20, '2026-12-01' FROM generate_series(1, 5000) g`)
+	require.Equal(t, keyRange(1, 20), nextTransaction(t, stream).keys)
+	db.Exec(t, `INSERT INTO plays (play_item_id, created_at) VALUES (77, '2026-12-01')`)
+	require.Equal(t, []int64{77}, nextTransaction(t, stream).keys)
+}
