@@ -56,12 +56,23 @@ GRANT USAGE ON SEQUENCE public.notification_id_seq TO challenge_stream_sidecar;
 -- 3. What only the owner of the source tables can create.
 -- The publication: every table a registered rule reads from the stream (README: Rules),
 -- inserts and updates only (comments are edited and soft-deleted in place; deletes of plays by
--- the pruning job are not wanted). Every one has a primary key, so publishing its updates
--- cannot make the host's own UPDATEs fail. When an upgrade registers a rule on a new table,
--- the sidecar says which table to add (ALTER PUBLICATION challenge_stream ADD TABLE ...).
-CREATE PUBLICATION challenge_stream FOR TABLE public.plays, public.comments, public.users,
-    public.tracks, public.reposts, public.saves, public.track_trending_scores, public.events
+-- the pruning job are not wanted), each with a column list of what the rules read plus its
+-- primary key (the replica identity: without it the host's own UPDATEs on the table would
+-- fail). The comment lets the sidecar check it stays exact; when an upgrade registers a rule
+-- that reads more, the sidecar stops and names the ALTER PUBLICATION statement to run here.
+-- (Postgres 14 has no column lists: drop the parenthesised lists.) `challenge-stream status`
+-- shows what the publication carries against what the rules need.
+CREATE PUBLICATION challenge_stream FOR TABLE
+    public.plays (id, play_item_id),
+    public.comments (comment_id, user_id, entity_id, blocknumber),
+    public.users (user_id, txhash),
+    public.tracks (track_id, txhash),
+    public.reposts (user_id, repost_item_id, repost_type, txhash),
+    public.saves (user_id, save_item_id, save_type, txhash),
+    public.track_trending_scores (track_id, type, version, time_range),
+    public.events (event_id)
     WITH (publish = 'insert, update');
+COMMENT ON PUBLICATION challenge_stream IS 'managed by challenge-stream';
 
 -- The sidecar looks comments up by user_id (weekly-comment rule) and ranges over blocknumber
 -- (catch-up). It would create these itself at start if it owned comments; it does not, so the

@@ -99,6 +99,8 @@ type pipeline struct {
 	unusableSlot string
 	// standingBy: the last session found the leader lock held by another replica.
 	standingBy bool
+	// toldPublication: what the publication carries was logged (once per process).
+	toldPublication bool
 }
 
 // errFields describes an error for a log line: the message without secrets and, for a

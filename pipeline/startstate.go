@@ -145,9 +145,11 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if err != nil {
 		return 0, err
 	}
-	if err := replication.EnsurePublication(ctx, conn, cfg.Publication, registryPlan().tables()); err != nil {
+	pub, err := replication.EnsurePublication(ctx, conn, cfg.Publication, registryPlan().plan)
+	if err != nil {
 		return 0, err
 	}
+	p.tellPublication(pub)
 	opts := processors.CatchUpOptions{
 		PlayIDMargin:       cfg.PlayIDMargin,
 		CommentBlockMargin: processors.DefaultCommentBlockMargin,
@@ -198,6 +200,31 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		zap.Int("artists", res.Artists), zap.Int("commenters", res.Users))
 	p.oddities.note(res.Oddities)
 	return created.ConsistentPoint, nil
+}
+
+// tellPublication says once per process when the publication sends more than the rules read:
+// whole rows before Postgres 15, or an operator's publication with wider column lists.
+func (p *pipeline) tellPublication(pub replication.Publication) {
+	if p.toldPublication {
+		return
+	}
+	p.toldPublication = true
+	if !pub.ColumnLists {
+		p.log.Info("publishing whole rows: publication column lists need Postgres 15",
+			zap.String("publication", p.cfg.Publication))
+		return
+	}
+	var wider []string
+	for _, t := range pub.Tables {
+		if t.Wider {
+			wider = append(wider, t.Table)
+		}
+	}
+	if len(wider) > 0 {
+		p.log.Info("the publication sends columns no rule reads; the sidecar leaves it as it is because it did not create it "+
+			"(see `challenge-stream status`; to let it set the column lists: COMMENT ON PUBLICATION … IS '"+replication.ManagedComment+"')",
+			zap.String("publication", p.cfg.Publication), zap.Strings("tables", wider))
+	}
 }
 
 var snapshotName = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)

@@ -172,3 +172,31 @@ func TestStopWhileReconnectingSaysSo(t *testing.T) {
 	require.Len(t, stopped, 1)
 	require.Contains(t, stopped[0].ContextMap()["error"], "connect")
 }
+
+// TestHostUpdatesWorkUnderThePublication: the publication a first start creates sends only
+// what the rules read, and every source table's UPDATEs still work on the host — its column
+// list carries the replica identity. Checked against a publication without it, where the
+// same statements fail.
+func TestHostUpdatesWorkUnderThePublication(t *testing.T) {
+	e := newEnv(t)
+	s := e.start()
+	s.waitStreaming()
+	updates := map[string]string{}
+	for _, table := range pipeline.StreamPlan().TableNames() {
+		var key string
+		require.NoError(t, e.db.Pool.QueryRow(e.ctx, `SELECT a.attname FROM pg_index i
+			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+			WHERE i.indrelid = to_regclass('public.' || $1) AND i.indisprimary`, table).Scan(&key))
+		// The replica identity is checked when the statement starts, whatever rows it touches.
+		updates[table] = fmt.Sprintf("UPDATE public.%s SET %s = %[2]s WHERE false", table, key)
+	}
+	for table, sql := range updates {
+		_, err := e.db.Pool.Exec(e.ctx, sql)
+		require.NoError(t, err, table)
+	}
+	s.stop()
+
+	e.exec(`CREATE PUBLICATION without_identity FOR TABLE public.plays (play_item_id)`)
+	_, err := e.db.Pool.Exec(e.ctx, updates["plays"])
+	require.ErrorContains(t, err, "cannot update table", "the check the lists pass")
+}

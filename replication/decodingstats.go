@@ -13,10 +13,13 @@ import (
 // outgrew logical_decoding_work_mem and were written to disk on the server before they could
 // be sent; streamed ones were sent while they ran instead (protocol 2), which costs no disk.
 type DecodingStats struct {
-	Found                       bool
-	SpilledTxns, SpilledBytes   int64
-	StreamedTxns, StreamedBytes int64
-	TotalTxns, TotalBytes       int64
+	Found         bool  `json:"-"`
+	SpilledTxns   int64 `json:"spilled_txns"`
+	SpilledBytes  int64 `json:"spilled_bytes"`
+	StreamedTxns  int64 `json:"streamed_txns"`
+	StreamedBytes int64 `json:"streamed_bytes"`
+	TotalTxns     int64 `json:"total_txns"`
+	TotalBytes    int64 `json:"total_bytes"`
 }
 
 // InspectDecoding reads the slot's row of pg_stat_replication_slots (Found false when the

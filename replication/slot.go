@@ -66,86 +66,12 @@ func CheckServer(ctx context.Context, q Querier, tables []string) error {
 	return nil
 }
 
-// EnsurePublication creates the publication FOR TABLE tables (schema public) publishing inserts
-// and updates, or checks an existing one (perhaps made by a DBA) and extends it with the tables
-// it lacks. It never removes a table: someone else may stream it. It refuses to publish a table
-// without replica identity, because publishing its updates would make the host's own UPDATEs
-// on it fail.
-func EnsurePublication(ctx context.Context, q Querier, publication string, tables []string) error {
-	var exists, inserts, updates bool
-	err := q.QueryRow(ctx, "SELECT true, pubinsert, pubupdate FROM pg_publication WHERE pubname = $1",
-		publication).Scan(&exists, &inserts, &updates)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("look up publication %s: %w", publication, err)
-	}
-	if exists && (!inserts || !updates) {
-		return fmt.Errorf("%w: publication %s must publish insert and update", ErrPublication, publication)
-	}
-	missing := tables
-	if exists {
-		missing = nil
-		for _, table := range tables {
-			var published bool
-			err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables
-				WHERE pubname = $1 AND schemaname = 'public' AND tablename = $2)`, publication, table).Scan(&published)
-			if err != nil {
-				return fmt.Errorf("look up publication %s: %w", publication, err)
-			}
-			if !published {
-				missing = append(missing, table)
-			}
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	quoted := make([]string, len(missing))
-	for i, table := range missing {
-		if err := checkReplicaIdentity(ctx, q, table); err != nil {
-			return err
-		}
-		quoted[i] = pgx.Identifier{"public", table}.Sanitize()
-	}
-	name := pgx.Identifier{publication}.Sanitize()
-	sql := fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert, update')", name, strings.Join(quoted, ", "))
-	if exists {
-		sql = fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", name, strings.Join(quoted, ", "))
-	}
-	if _, err := q.Exec(ctx, sql); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			return fmt.Errorf("%w: not allowed to publish %s in %s (a table owner must run: %s): %w",
-				ErrPublication, strings.Join(missing, ", "), publication, sql, err)
-		}
-		return fmt.Errorf("publish %s in %s: %w", strings.Join(missing, ", "), publication, err)
-	}
-	return nil
-}
-
 // IsPublicationMissing reports the error pgoutput sends when the publication it was asked for
 // does not exist as of the transaction it decodes (undefined_object): it was dropped, or
 // dropped and recreated after the slot's position. The slot can never get past it.
 func IsPublicationMissing(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "42704" && strings.Contains(pgErr.Message, "publication")
-}
-
-// checkReplicaIdentity fails unless UPDATEs of table can be published: replica identity
-// FULL, USING INDEX, or DEFAULT with a primary key.
-func checkReplicaIdentity(ctx context.Context, q Querier, table string) error {
-	var identity string
-	var hasPK bool
-	err := q.QueryRow(ctx, `SELECT c.relreplident::text,
-		EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-		FROM pg_class c WHERE c.oid = to_regclass($1)`, "public."+table).Scan(&identity, &hasPK)
-	if err != nil {
-		return fmt.Errorf("look up replica identity of %s: %w", table, err)
-	}
-	if identity == "n" || (identity == "d" && !hasPK) {
-		return fmt.Errorf("%w: public.%s (publishing its updates would make the host's UPDATEs fail; "+
-			"add a primary key or ALTER TABLE ... REPLICA IDENTITY)", ErrNoReplicaIdentity, table)
-	}
-	return nil
 }
 
 // SlotInfo is what the server says about a replication slot.

@@ -25,7 +25,11 @@ func TestSmallBacklogArrivesWhileGathering(t *testing.T) {
 	sql, err := pgx.ConnectConfig(ctx, cfg)
 	require.NoError(t, err)
 	defer sql.Close(ctx)
-	require.NoError(t, replication.EnsurePublication(ctx, sql, "gather", []string{"plays"}))
+	plan := replication.Plan{Sets: 1, Tables: []replication.PlanTable{{Name: "plays", Columns: []replication.PlanColumn{
+		{Name: "play_item_id", Ops: replication.OpInsert, Set: 0, Max: -1},
+	}}}}
+	_, err = replication.EnsurePublication(ctx, sql, "gather", plan)
+	require.NoError(t, err)
 	conn, err := replication.Connect(ctx, &cfg.Config)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
@@ -38,9 +42,6 @@ func TestSmallBacklogArrivesWhileGathering(t *testing.T) {
 	}
 	time.Sleep(1100 * time.Millisecond) // older than backlogAge when the walsender sends them
 
-	plan := replication.Plan{Sets: 1, Tables: []replication.PlanTable{{Name: "plays", Columns: []replication.PlanColumn{
-		{Name: "play_item_id", Ops: replication.OpInsert, Set: 0, Max: -1},
-	}}}}
 	stream, err := replication.Start(ctx, conn, "gather", "gather", plan, slot.ConsistentPoint, zaptest.NewLogger(t))
 	require.NoError(t, err)
 	got, plays := 0, 0

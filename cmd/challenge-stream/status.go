@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
+	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
@@ -49,6 +50,26 @@ type statusReport struct {
 	// the migrations ran). Per-rule flush times and dirty keys are metrics of the running
 	// process: challenge_stream_rule_flush_duration_seconds and challenge_stream_rule_dirty_keys.
 	Rules []processors.RuleStatus `json:"rules"`
+
+	// Publication is what the publication sends of each source table: its columns (null:
+	// whole rows), what the rules need, and whether it is wider than that. Error is set
+	// instead when it cannot be described (a source table without replica identity).
+	Publication publicationStatus `json:"publication"`
+	// Decoding is the server's account of decoding for the slot (pg_stat_replication_slots;
+	// null when it has none) and the server's logical_decoding_work_mem (the running sidecar
+	// sets its own walsender's: --decoding-work-mem, exported as
+	// challenge_stream_decoding_work_mem_bytes).
+	Decoding              *replication.DecodingStats `json:"decoding"`
+	ServerDecodingWorkMem string                     `json:"server_logical_decoding_work_mem"`
+}
+
+type publicationStatus struct {
+	Name        string                       `json:"name"`
+	Exists      bool                         `json:"exists"`
+	Managed     bool                         `json:"managed"`
+	ColumnLists bool                         `json:"column_lists"`
+	Tables      []replication.PublishedTable `json:"tables,omitempty"`
+	Error       string                       `json:"error,omitempty"`
 }
 
 // statusCommand shows the slot, its lag and retained WAL, the stored LSN and the legacy
@@ -57,7 +78,7 @@ func statusCommand(ctx context.Context, e env) error {
 	var asJSON bool
 	jsonFlag := func(f *flagSet) { f.bool(&asJSON, "json", "", "print JSON instead of a table") }
 	return withDB(ctx, e, "status", jsonFlag, func(c commonFlags, conn *pgx.Conn) error {
-		r, err := readStatus(ctx, conn, c.slot)
+		r, err := readStatus(ctx, conn, c.slot, c.publication)
 		if err != nil {
 			return err
 		}
@@ -70,8 +91,8 @@ func statusCommand(ctx context.Context, e env) error {
 	})
 }
 
-func readStatus(ctx context.Context, conn *pgx.Conn, slot string) (statusReport, error) {
-	r := statusReport{Slot: slot}
+func readStatus(ctx context.Context, conn *pgx.Conn, slot, publication string) (statusReport, error) {
+	r := statusReport{Slot: slot, Publication: publicationStatus{Name: publication}}
 	var serverNow time.Time
 	var walText string
 	if err := conn.QueryRow(ctx, "SELECT now(), pg_current_wal_lsn()::text").Scan(&serverNow, &walText); err != nil {
@@ -122,6 +143,24 @@ func readStatus(ctx context.Context, conn *pgx.Conn, slot string) (statusReport,
 			return r, err
 		}
 	}
+	pub, err := replication.DescribePublication(ctx, conn, publication, pipeline.StreamPlan())
+	if err != nil {
+		r.Publication.Error = err.Error()
+	}
+	r.Publication.Exists, r.Publication.Managed, r.Publication.ColumnLists = pub.Exists, pub.Managed, pub.ColumnLists
+	if pub.Exists {
+		r.Publication.Tables = pub.Tables
+	}
+	decoding, err := replication.InspectDecoding(ctx, conn, slot)
+	if err != nil {
+		return r, err
+	}
+	if decoding.Found {
+		r.Decoding = &decoding
+	}
+	if err := conn.QueryRow(ctx, "SHOW logical_decoding_work_mem").Scan(&r.ServerDecodingWorkMem); err != nil {
+		return r, fmt.Errorf("show logical_decoding_work_mem: %w", err)
+	}
 	return r, nil
 }
 
@@ -163,7 +202,49 @@ func (r statusReport) print(w io.Writer) error {
 	for _, rule := range r.Rules {
 		row("rule "+rule.Rule, fmt.Sprintf("%s (%s)", rule.State, strings.Join(rule.Challenges, ", ")))
 	}
+	r.Publication.print(row)
+	if r.Decoding != nil {
+		d := r.Decoding
+		row("decoded", fmt.Sprintf("%d transactions, %s", d.TotalTxns, formatBytes(d.TotalBytes)))
+		row("  streamed while running", fmt.Sprintf("%d transactions, %s", d.StreamedTxns, formatBytes(d.StreamedBytes)))
+		row("  spilled to the server's disk", fmt.Sprintf("%d transactions, %s", d.SpilledTxns, formatBytes(d.SpilledBytes)))
+	}
+	row("logical_decoding_work_mem", r.ServerDecodingWorkMem+" (the server's; the sidecar sets --decoding-work-mem on its walsender)")
 	return tw.Flush()
+}
+
+func (p publicationStatus) print(row func(k, v string)) {
+	managed := ""
+	if p.Managed {
+		managed = ", managed by the sidecar"
+	}
+	switch {
+	case p.Error != "":
+		row("publication "+p.Name, p.Error)
+		return
+	case !p.Exists:
+		row("publication "+p.Name, "(none: the first start creates it)")
+		return
+	}
+	row("publication "+p.Name, "exists"+managed)
+	for _, t := range p.Tables {
+		carried := "all columns"
+		if t.Columns != nil {
+			carried = strings.Join(t.Columns, ", ")
+		}
+		switch {
+		case !t.Published:
+			carried = "not published (the next start adds it)"
+		case len(t.Lacking) > 0:
+			carried += " — lacks " + strings.Join(t.Lacking, ", ")
+		case t.Wider && p.ColumnLists:
+			carried += " — wider than the rules read (" + strings.Join(t.Needed, ", ") + ")"
+		}
+		if t.RowFilter != "" {
+			carried += " WHERE " + t.RowFilter
+		}
+		row("  "+t.Table, carried)
+	}
 }
 
 func orNone(s string) string {

@@ -15,6 +15,7 @@ import (
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/tools/pgtest"
 	"github.com/challenge-stream/challenge-stream/migrations"
+	"github.com/challenge-stream/challenge-stream/pipeline"
 	"github.com/challenge-stream/challenge-stream/processors"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
@@ -34,7 +35,8 @@ func setupDeployed(t *testing.T) deployed {
 	require.NoError(t, err)
 	require.NoError(t, migrations.Apply(ctx, conn, zaptest.NewLogger(t)))
 	require.NoError(t, conn.Close(ctx))
-	require.NoError(t, replication.EnsurePublication(ctx, db.Pool, db.Publication, processors.Tables()))
+	_, err = replication.EnsurePublication(ctx, db.Pool, db.Publication, pipeline.StreamPlan())
+	require.NoError(t, err)
 	var text string
 	require.NoError(t, db.Pool.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
 		db.Slot).Scan(&text))
@@ -58,7 +60,7 @@ func TestStatusJSON(t *testing.T) {
 	require.NoError(t, checkpoints.AdvanceLegacy(context.Background(), d.db.Pool,
 		checkpoints.Legacy{LastPlayID: 42, HasPlayID: true, LastCommentBlock: 7, HasCommentBlock: true}))
 
-	out, code, err := runCmd(t, statusCommand, "--database-url", d.db.URL, "--slot", d.db.Slot, "--json")
+	out, code, err := runCmd(t, statusCommand, "--database-url", d.db.URL, "--slot", d.db.Slot, "--publication", d.db.Publication, "--json")
 	require.NoError(t, err)
 	require.Equal(t, exitOK, code)
 	var r statusReport
@@ -87,13 +89,24 @@ func TestStatusJSON(t *testing.T) {
 	}
 	require.Equal(t, "streaming", states["milestones"])
 	require.Equal(t, "held", states["verified"], "inactive in the test catalog")
+	require.True(t, r.Publication.Exists)
+	require.True(t, r.Publication.Managed, "made by EnsurePublication")
+	require.Len(t, r.Publication.Tables, len(processors.Tables()))
+	for _, table := range r.Publication.Tables {
+		require.True(t, table.Published, table.Table)
+		require.False(t, table.Wider, table.Table)
+		if r.Publication.ColumnLists && table.Table == "plays" {
+			require.Equal(t, []string{"id", "play_item_id"}, table.Columns, "what the rules read, and the primary key")
+		}
+	}
+	require.NotEmpty(t, r.ServerDecodingWorkMem)
 
 	// The JSON keys are the interface scripts use.
 	var raw map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &raw))
 	for _, key := range []string{"slot", "slot_exists", "active", "active_pid", "wal_status", "confirmed_flush_lsn",
 		"lag_bytes", "retained_wal_bytes", "stored_lsn", "stored_lsn_age_seconds", "last_flush",
-		"legacy_last_play_id", "legacy_last_comment_block", "rules"} {
+		"legacy_last_play_id", "legacy_last_comment_block", "rules", "publication", "decoding", "server_logical_decoding_work_mem"} {
 		require.Contains(t, raw, key)
 	}
 }
@@ -101,10 +114,12 @@ func TestStatusJSON(t *testing.T) {
 func TestStatusTable(t *testing.T) {
 	t.Parallel()
 	d := setupDeployed(t)
-	out, code, err := runCmd(t, statusCommand, "--database-url", d.db.URL, "--slot", d.db.Slot)
+	out, code, err := runCmd(t, statusCommand, "--database-url", d.db.URL, "--slot", d.db.Slot, "--publication", d.db.Publication)
 	require.NoError(t, err)
 	require.Equal(t, exitOK, code)
 	require.Regexp(t, `(?m)^slot +`+d.db.Slot+`$`, out)
+	require.Regexp(t, `(?m)^publication `+d.db.Publication+` +exists, managed by the sidecar$`, out)
+	require.Regexp(t, `(?m)^  plays +id, play_item_id$`, out)
 	require.Regexp(t, `(?m)^active +no$`, out)
 	require.Regexp(t, `(?m)^stored LSN +`+d.lsn.String()+` \(written \S+ ago\)$`, out)
 	require.Regexp(t, `(?m)^legacy last play id +\(none\)$`, out)
