@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/pipeline"
+	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 // TestInterruptedBackfillResumes: a --backfill first start is stopped right after it created
@@ -199,4 +201,40 @@ func TestHostUpdatesWorkUnderThePublication(t *testing.T) {
 	e.exec(`CREATE PUBLICATION without_identity FOR TABLE public.plays (play_item_id)`)
 	_, err := e.db.Pool.Exec(e.ctx, updates["plays"])
 	require.ErrorContains(t, err, "cannot update table", "the check the lists pass")
+}
+
+// TestAdoptedPublicationNarrowedUnderABacklog: a whole-row publication an earlier version
+// made is adopted (the managed comment) while the sidecar is down and plays arrive. The next
+// start narrows it to the rules' columns; the backlog written before that is decoded from
+// whole rows, what follows from the lists, and every play counts once.
+func TestAdoptedPublicationNarrowedUnderABacklog(t *testing.T) {
+	e := setup(t)
+	if e.count(`SELECT current_setting('server_version_num')::int`) < replication.ColumnListVersion {
+		t.Skip("publication column lists need Postgres 15")
+	}
+	e.exec(`CREATE PUBLICATION ` + e.db.Publication + ` FOR TABLE ` + strings.Join(pipeline.StreamPlan().TableNames(), ", ") +
+		` WITH (publish = 'insert, update')`)
+	e.artist(0x46, true)
+	e.track(460, 0x46)
+	s := e.start()
+	s.waitStreaming()
+	e.plays(460, 100)
+	e.caughtUp()
+	s.stop()
+	require.Zero(t, e.count(`SELECT count(*) FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+		WHERE p.pubname = $1 AND r.prattrs IS NOT NULL`, e.db.Publication), "a DBA's publication is left whole")
+
+	e.plays(460, 200)
+	e.exec(`COMMENT ON PUBLICATION ` + e.db.Publication + ` IS '` + replication.ManagedComment + `'`)
+	s = e.start()
+	s.waitStreaming()
+	e.plays(460, 50)
+	e.caughtUp()
+	var plays []string
+	require.NoError(t, e.db.Pool.QueryRow(e.ctx, `SELECT attnames::text[] FROM pg_publication_tables
+		WHERE pubname = $1 AND tablename = 'plays'`, e.db.Publication).Scan(&plays))
+	require.ElementsMatch(t, []string{"id", "play_item_id"}, plays, "narrowed at the start")
+	e.requireRow("p2", "46:1000", 350, false)
+	e.verified()
+	s.stop()
 }
