@@ -59,7 +59,7 @@ func (b *bench) drain(ctx context.Context, n int, profile bool) error {
 		return err
 	}
 	defer b.drop(ctx, name)
-	slot, refSlot, rawSlot, afterSlot := name, name+"_ref", name+"_raw", name+"_ref2"
+	slot, refSlot, rawSlot, afterSlot, floorSlot := name, name+"_ref", name+"_raw", name+"_ref2", name+"_floor"
 
 	// The sidecar makes its slot, publication and stored position, then stops; the
 	// reference slot starts at the same point.
@@ -76,7 +76,7 @@ func (b *bench) drain(ctx context.Context, n int, profile bool) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, s := range []string{refSlot, rawSlot, afterSlot} {
+	for _, s := range []string{refSlot, rawSlot, afterSlot, floorSlot} {
 		if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", s); err != nil {
 			return fmt.Errorf("create slot %s: %w", s, err)
 		}
@@ -87,6 +87,12 @@ func (b *bench) drain(ctx context.Context, n int, profile bool) error {
 	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert, update')",
 		pgx.Identifier{wholeRows}.Sanitize(), strings.Join(pipeline.StreamPlan().TableNames(), ", "))); err != nil {
 		return fmt.Errorf("create the whole-row publication: %w", err)
+	}
+	// An empty publication: the walsender decodes every record and sends only BEGIN and
+	// COMMIT, the floor of its work that no publication setting can lower.
+	nothing := name + "_nothing"
+	if _, err := conn.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{nothing}.Sanitize()); err != nil {
+		return fmt.Errorf("create the empty publication: %w", err)
 	}
 
 	b.progress("drain %s: writing the backlog (%d-row transactions)", count(int64(n)), b.cfg.DrainTxRows)
@@ -135,8 +141,17 @@ func (b *bench) drain(ctx context.Context, n int, profile bool) error {
 			return err
 		}
 	}
-	if err := dropSlot(ctx, conn, afterSlot); err != nil {
-		return err
+	var floor drainResult
+	if haveRef {
+		b.progress("drain %s: pg_recvlogical on an empty publication", count(int64(n)))
+		if floor, err = b.drainReference(ctx, path, url, floorSlot, nothing, endLSN); err != nil {
+			return err
+		}
+	}
+	for _, s := range []string{afterSlot, floorSlot} {
+		if err := dropSlot(ctx, conn, s); err != nil {
+			return err
+		}
 	}
 	if err := b.verify(ctx, url, fmt.Sprintf("drain %d", n)); err != nil {
 		return err
@@ -157,6 +172,8 @@ func (b *bench) drain(ctx context.Context, n int, profile bool) error {
 		Sidecar: fmt.Sprintf("%s + %s", seconds(side.serverCPU), seconds(side.clientCPU))}
 	walsender := Row{Section: "drain", Measure: "  walsender CPU, vs pg_recvlogical on whole rows",
 		Sidecar: seconds(side.serverCPU), Target: "<= 0.7"}
+	floorRow := Row{Section: "drain", Measure: "  walsender CPU decoding for an empty publication (the floor), vs whole rows",
+		Sidecar: seconds(floor.serverCPU)}
 	wire := Row{Section: "drain", Measure: "  bytes on the wire (Stream alone), vs pg_recvlogical on whole rows",
 		Sidecar: mb(raw.bytes), Target: "<= 0.3"}
 	streamOnly := Row{Section: "drain", Measure: "  replication.Stream alone (no windows, no flushes)",
@@ -177,6 +194,10 @@ func (b *bench) drain(ctx context.Context, n int, profile bool) error {
 			r := side.serverCPU.Seconds() / refCPU.Seconds()
 			walsender.Ratio, walsender.Met = ratio(r), yesNo(r <= 0.7)
 		}
+		floorRow.Reference = seconds(refCPU)
+		if refCPU > 0 {
+			floorRow.Ratio = ratio(floor.serverCPU.Seconds() / refCPU.Seconds())
+		}
 		refBytes := (ref.bytes + after.bytes) / 2
 		wire.Reference = mb(refBytes)
 		if refBytes > 0 {
@@ -190,7 +211,7 @@ func (b *bench) drain(ctx context.Context, n int, profile bool) error {
 	} else {
 		row.Reference = "pg_recvlogical not found"
 	}
-	b.report.add(row, stored, phases, cpu, walsender, wire, streamOnly)
+	b.report.add(row, stored, phases, cpu, walsender, floorRow, wire, streamOnly)
 	b.report.note("drain %s: backlog of %s WAL written in %s by %d connections; the sidecar flushed %d windows (%s in flush transactions, overlapping the stream); load average %s before the drains, %s after",
 		count(int64(n)), mb(int64(endLSN-startLSN)), seconds(load.Took), b.cfg.DrainWriters, side.flushes, seconds(side.flushTime),
 		loadBefore, loadAverage())
