@@ -50,10 +50,11 @@ type Publication struct {
 // inserts and updates with, per table, a column list of exactly the columns the plan reads
 // plus the table's replica identity (15+; whole rows before), marked managed; or brings an
 // existing one up to date. A managed publication gets the tables it lacks and every column
-// list set exactly (ALTER PUBLICATION … SET TABLE, one statement). Any other, a DBA's, is used
-// as it is except that missing tables are added with their lists; a table it publishes with a
-// list lacking a needed column is an error. No table is ever removed: someone else may
-// stream it. Row filters are never added: on a table whose updates are published a WHERE may
+// list set exactly (DROP TABLE and ADD TABLE with its list, per table, in one implicit
+// transaction: no table is ever unpublished, other tables stay as they are). Any other, a
+// DBA's, is used as it is except that missing tables are added with their lists; a table it
+// publishes with a list lacking a needed column is an error. No table is ever removed:
+// someone else may stream it. Row filters are never added: on a table whose updates are published a WHERE may
 // only use replica identity columns, and no rule allows filtering on those.
 //
 // A table without replica identity is refused before anything changes, because publishing its
