@@ -151,8 +151,8 @@ type relation struct {
 type decoder struct {
 	plan *compiledPlan
 	rels map[uint32]relation
-	// stream is the open stream segment's transaction, when inStream. Inside a segment every
-	// message but the stream ones carries the transaction ID after its type byte.
+	// stream is the open stream segment's transaction, when inStream. Inside a segment the
+	// messages of carriesXid carry the (sub)transaction's ID after their type byte.
 	stream   uint32
 	inStream bool
 	// streamRels are the Relation messages sent inside the segments of each streamed
