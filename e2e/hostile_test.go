@@ -16,6 +16,7 @@ import (
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/tools/hostdb"
+	"github.com/challenge-stream/challenge-stream/replication"
 )
 
 // Hostile and odd input: what other people do to the host database while the sidecar runs, and
@@ -194,9 +195,12 @@ func TestHostilePublicationGainsTables(t *testing.T) {
 // message lacks a column the sidecar needs: it stops with exit 1 and one clear line, and neither
 // stores nor confirms a position past that comment — so nothing is lost once the column is back
 // and the sidecar runs again. A restart before that refuses again.
+//
+// It runs with --publication-columns=all, as the runbook says for such a migration: under the
+// default column lists Postgres refuses the DROP (TestHostDDLOnListedColumnsRefused).
 func TestHostileDroppedColumn(t *testing.T) {
 	h := newHostile(t)
-	p := h.run(nil, "--window", "100ms")
+	p := h.run(nil, "--window", "100ms", "--publication-columns", "all")
 	h.waitStreaming(p)
 	h.comment(1, 21, 5)
 	h.applied()
@@ -213,19 +217,20 @@ func TestHostileDroppedColumn(t *testing.T) {
 	h.requireNotConfirmedPast(end)
 	h.requireNoReward("c", "16:202523")
 
-	p = h.run(nil, "--window", "100ms")
+	p = h.run(nil, "--window", "100ms", "--publication-columns", "all")
 	require.Equal(t, 1, p.exited(60*time.Second), "a restart refuses again")
 	require.Contains(t, lastLine(p.out.String()), "blocknumber")
 	h.requireNotConfirmedPast(end)
 }
 
-// TestHostileRetypedColumn: plays.play_item_id retyped. To text, the sidecar cannot read track
-// ids: exit 1, nothing confirmed past the play. To bigint, nothing changes.
+// TestHostileRetypedColumn: plays.play_item_id retyped, with --publication-columns=all (the
+// runbook's setting for such a migration). To text, the sidecar cannot read track ids: exit 1,
+// nothing confirmed past the play. To bigint, nothing changes.
 func TestHostileRetypedColumn(t *testing.T) {
 	t.Run("text", func(t *testing.T) {
 		h := newHostile(t)
 		h.artistWithTrack(31, 310)
-		p := h.run(nil, "--window", "100ms")
+		p := h.run(nil, "--window", "100ms", "--publication-columns", "all")
 		h.waitStreaming(p)
 		h.plays(310, 10)
 		h.applied()
@@ -242,7 +247,7 @@ func TestHostileRetypedColumn(t *testing.T) {
 	t.Run("bigint", func(t *testing.T) {
 		h := newHostile(t)
 		h.artistWithTrack(32, 320)
-		p := h.run(nil, "--window", "100ms")
+		p := h.run(nil, "--window", "100ms", "--publication-columns", "all")
 		h.waitStreaming(p)
 		h.plays(320, 100)
 		h.applied()
@@ -255,6 +260,40 @@ func TestHostileRetypedColumn(t *testing.T) {
 		h.requireReward("p2", "20:1000", 260, 100, false)
 		h.verified()
 	})
+}
+
+// TestHostDDLOnListedColumnsRefused: under the default column lists, Postgres refuses to retype
+// or drop a column the rules read, so a host migration cannot silently break the stream; the
+// sidecar keeps streaming. Restarted with --publication-columns=all it widens its
+// publication to whole rows in one step, and the same migration runs; plays keep counting
+// across it.
+func TestHostDDLOnListedColumnsRefused(t *testing.T) {
+	h := newHostile(t)
+	if h.count(`SELECT current_setting('server_version_num')::int`) < replication.ColumnListVersion {
+		t.Skip("publication column lists need Postgres 15")
+	}
+	h.artistWithTrack(33, 330)
+	p := h.run(nil, "--window", "100ms")
+	h.waitStreaming(p)
+	_, err := h.db.Pool.Exec(h.ctx, `ALTER TABLE plays ALTER COLUMN play_item_id TYPE bigint`)
+	require.ErrorContains(t, err, "cannot alter type of a column used by a publication")
+	_, err = h.db.Pool.Exec(h.ctx, `ALTER TABLE comments DROP COLUMN blocknumber`)
+	require.ErrorContains(t, err, "depend")
+	h.plays(330, 100)
+	h.applied()
+	require.True(t, isRunning(p))
+
+	require.NoError(t, p.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, p.exited(30*time.Second))
+	h.plays(330, 100) // while it is down, under the lists
+	p = h.run(nil, "--window", "100ms", "--publication-columns", "all")
+	h.waitStreaming(p)
+	h.db.Exec(t, `ALTER TABLE plays ALTER COLUMN play_item_id TYPE bigint`)
+	h.db.Pool.Reset() // the pooled sessions cached the host trigger's plan for the old type
+	h.plays(330, 60)
+	h.applied()
+	h.requireReward("p2", "21:1000", 260, 100, false)
+	h.verified()
 }
 
 // TestHostileIntLimits: ids at the int4 limit (user and track 2147483647, hex 7fffffff; plays

@@ -60,6 +60,11 @@ type Config struct {
 	// bounds the walsender's memory. Default 16 MiB (the server's default is 64 MiB, which
 	// leaves up to ~1 s of decoding after the commit of a 1,000,000-row transaction).
 	DecodingWorkMem uint64
+	// PublishWholeRows makes a publication the sidecar manages send whole rows instead of the
+	// columns the rules read: a column in a publication's column list cannot be retyped or
+	// dropped by the host (Postgres refuses; DROP … CASCADE would unpublish the table), so a
+	// host migration that does either runs while this is set.
+	PublishWholeRows bool
 	// PlayIDMargin is how far below the legacy plays.id checkpoint a catch-up re-scans, because
 	// serial ids commit out of order. Default 100,000.
 	PlayIDMargin int64

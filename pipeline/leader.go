@@ -30,6 +30,16 @@ func TryLeaderLock(ctx context.Context, conn *pgconn.PgConn, slot string) (bool,
 	return ok, nil
 }
 
+// ReleaseLeaderLock gives up the leader lock TryLeaderLock took on conn. Closing the
+// connection releases it too, but only once the server's backend has exited, a moment after
+// the client returned: whoever looks next could still find it held.
+func ReleaseLeaderLock(ctx context.Context, conn *pgconn.PgConn, slot string) error {
+	if _, err := queryBool(ctx, conn, "SELECT pg_advisory_unlock(hashtextextended("+leaderKeyLiteral(slot)+", 0))"); err != nil {
+		return fmt.Errorf("release leader lock: %w", err)
+	}
+	return nil
+}
+
 // leaderHeld reports whether some session of this database holds slot's leader lock: a bigint
 // advisory lock shows in pg_locks as classid (high 32 bits) and objid (low), objsubid 1. A
 // standby asks it before each try, so that it opens a replication connection — a walsender,

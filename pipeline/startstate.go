@@ -145,7 +145,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if err != nil {
 		return 0, err
 	}
-	pub, err := replication.EnsurePublication(ctx, conn, cfg.Publication, registryPlan().plan)
+	pub, err := replication.EnsurePublication(ctx, conn, cfg.Publication, registryPlan().plan, cfg.PublishWholeRows)
 	if err != nil {
 		return 0, err
 	}

@@ -48,19 +48,20 @@ type Publication struct {
 
 // EnsurePublication creates the publication for the plan's tables (schema public), publishing
 // inserts and updates with, per table, a column list of exactly the columns the plan reads
-// plus the table's replica identity (15+; whole rows before), marked managed; or brings an
-// existing one up to date. A managed publication gets the tables it lacks and every column
-// list set exactly (DROP TABLE and ADD TABLE with its list, per table, in one implicit
-// transaction: no table is ever unpublished, other tables stay as they are). Any other, a
-// DBA's, is used as it is except that missing tables are added with their lists; a table it
-// publishes with a list lacking a needed column is an error. No table is ever removed:
-// someone else may stream it. Row filters are never added: on a table whose updates are published a WHERE may
-// only use replica identity columns, and no rule allows filtering on those.
+// plus the table's replica identity (15+; whole rows before, or with wholeRows), marked
+// managed; or brings an existing one up to date. A managed publication gets the tables it
+// lacks and every column list set exactly (DROP TABLE and ADD TABLE with its list, per table,
+// in one implicit transaction: no table is ever unpublished, other tables stay as they are).
+// Any other, a DBA's, is used as it is except that missing tables are added with their lists;
+// a table it publishes with a list lacking a needed column is an error. No table is ever
+// removed: someone else may stream it. Row filters are never added: on a table whose updates
+// are published a WHERE may only use replica identity columns, and no rule allows filtering
+// on those.
 //
 // A table without replica identity is refused before anything changes, because publishing its
 // updates would make the host's own UPDATEs on it fail; so is a list without the identity.
-func EnsurePublication(ctx context.Context, q Querier, publication string, plan Plan) (Publication, error) {
-	pub, err := DescribePublication(ctx, q, publication, plan)
+func EnsurePublication(ctx context.Context, q Querier, publication string, plan Plan, wholeRows bool) (Publication, error) {
+	pub, err := DescribePublication(ctx, q, publication, plan, wholeRows)
 	if err != nil {
 		return pub, err
 	}
@@ -92,7 +93,7 @@ func EnsurePublication(ctx context.Context, q Querier, publication string, plan 
 		}
 		return pub, fmt.Errorf("publish in %s: %w", publication, err)
 	}
-	return DescribePublication(ctx, q, publication, plan)
+	return DescribePublication(ctx, q, publication, plan, wholeRows)
 }
 
 // publicationSQL is what brings pub up to date, and whether anything must change: one
@@ -134,8 +135,8 @@ func tableSpec(table string, columns []string) string {
 }
 
 // DescribePublication reads what the publication carries of the plan's tables and what they
-// need. It fails on a source table without replica identity.
-func DescribePublication(ctx context.Context, q Querier, publication string, plan Plan) (Publication, error) {
+// need: with wholeRows, every column. It fails on a source table without replica identity.
+func DescribePublication(ctx context.Context, q Querier, publication string, plan Plan, wholeRows bool) (Publication, error) {
 	var pub Publication
 	num, err := serverVersionNum(ctx, q)
 	if err != nil {
@@ -158,7 +159,7 @@ func DescribePublication(ctx context.Context, q Querier, publication string, pla
 			return pub, err
 		}
 		pt := PublishedTable{Table: t.Name}
-		if pub.ColumnLists && identity != nil {
+		if pub.ColumnLists && identity != nil && !wholeRows {
 			need := map[string]bool{}
 			for _, c := range t.Columns {
 				need[c.Name] = true

@@ -69,10 +69,10 @@ func TestPublicationExtendedNeverNarrowed(t *testing.T) {
 	ctx := t.Context()
 	db.Exec(t, `CREATE PUBLICATION grow FOR TABLE public.plays, public.notification WITH (publish = 'insert, update')`)
 	_, err := replication.EnsurePublication(ctx, db.Pool, "grow", planOf(map[string][]string{
-		"plays": {"play_item_id"}, "comments": {"user_id"}, "users": {"user_id"}}))
+		"plays": {"play_item_id"}, "comments": {"user_id"}, "users": {"user_id"}}), false)
 	require.NoError(t, err)
 	require.Equal(t, []string{"comments", "notification", "plays", "users"}, publishedTables(t, db, "grow"))
-	pub, err := replication.EnsurePublication(ctx, db.Pool, "grow", planOf(map[string][]string{"plays": {"play_item_id"}}))
+	pub, err := replication.EnsurePublication(ctx, db.Pool, "grow", planOf(map[string][]string{"plays": {"play_item_id"}}), false)
 	require.NoError(t, err, "already covered")
 	require.Equal(t, []string{"comments", "notification", "plays", "users"}, publishedTables(t, db, "grow"))
 	require.False(t, pub.Managed, "a DBA's publication stays theirs")
@@ -90,14 +90,14 @@ func TestPublicationRefusesTableWithoutIdentity(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx := t.Context()
 	db.Exec(t, `ALTER TABLE events DROP CONSTRAINT events_pkey`)
-	_, err := replication.EnsurePublication(ctx, db.Pool, "fresh", planOf(map[string][]string{"plays": {"id"}, "events": {"user_id"}}))
+	_, err := replication.EnsurePublication(ctx, db.Pool, "fresh", planOf(map[string][]string{"plays": {"id"}, "events": {"user_id"}}), false)
 	require.ErrorIs(t, err, replication.ErrNoReplicaIdentity)
 	require.ErrorContains(t, err, "public.events")
 	require.Zero(t, db.QueryInt(t, `SELECT count(*) FROM pg_publication WHERE pubname = 'fresh'`))
 
 	db.Exec(t, `CREATE PUBLICATION old FOR TABLE public.plays WITH (publish = 'insert, update')`)
 	_, err = replication.EnsurePublication(ctx, db.Pool, "old", planOf(map[string][]string{
-		"plays": {"id"}, "comments": {"user_id"}, "events": {"user_id"}}))
+		"plays": {"id"}, "comments": {"user_id"}, "events": {"user_id"}}), false)
 	require.ErrorIs(t, err, replication.ErrNoReplicaIdentity)
 	require.Equal(t, []string{"plays"}, publishedTables(t, db, "old"), "not half extended")
 }
@@ -111,7 +111,7 @@ func TestPublicationColumnLists(t *testing.T) {
 	needColumnLists(t, db)
 	ctx := t.Context()
 	pub, err := replication.EnsurePublication(ctx, db.Pool, "narrow", planOf(map[string][]string{
-		"plays": {"play_item_id", "id"}, "comments": {"user_id", "blocknumber"}, "users": {"user_id"}}))
+		"plays": {"play_item_id", "id"}, "comments": {"user_id", "blocknumber"}, "users": {"user_id"}}), false)
 	require.NoError(t, err)
 	require.True(t, pub.Managed)
 	require.Equal(t, []string{"id", "play_item_id"}, publishedColumns(t, db, "narrow", "plays"))
@@ -143,27 +143,27 @@ func TestManagedPublicationFollowsThePlan(t *testing.T) {
 	db := pgtest.NewDB(t)
 	needColumnLists(t, db)
 	ctx := t.Context()
-	_, err := replication.EnsurePublication(ctx, db.Pool, "follow", planOf(map[string][]string{"plays": {"play_item_id"}}))
+	_, err := replication.EnsurePublication(ctx, db.Pool, "follow", planOf(map[string][]string{"plays": {"play_item_id"}}), false)
 	require.NoError(t, err)
 	db.Exec(t, `ALTER PUBLICATION follow ADD TABLE public.notification`)
 	_, err = replication.EnsurePublication(ctx, db.Pool, "follow", planOf(map[string][]string{
-		"plays": {"play_item_id", "user_id"}, "comments": {"user_id"}}))
+		"plays": {"play_item_id", "user_id"}, "comments": {"user_id"}}), false)
 	require.NoError(t, err)
 	require.Equal(t, []string{"id", "play_item_id", "user_id"}, publishedColumns(t, db, "follow", "plays"), "widened")
 	require.Equal(t, []string{"comments", "notification", "plays"}, publishedTables(t, db, "follow"))
 	require.Nil(t, publishedColumns(t, db, "follow", "notification"), "someone else's table untouched")
-	_, err = replication.EnsurePublication(ctx, db.Pool, "follow", planOf(map[string][]string{"plays": {"play_item_id"}}))
+	_, err = replication.EnsurePublication(ctx, db.Pool, "follow", planOf(map[string][]string{"plays": {"play_item_id"}}), false)
 	require.NoError(t, err)
 	require.Equal(t, []string{"id", "play_item_id"}, publishedColumns(t, db, "follow", "plays"), "narrowed")
 
 	db.Exec(t, `CREATE PUBLICATION adopted FOR TABLE public.plays WITH (publish = 'insert, update');
 		COMMENT ON PUBLICATION adopted IS '`+replication.ManagedComment+`'`)
-	_, err = replication.EnsurePublication(ctx, db.Pool, "adopted", planOf(map[string][]string{"plays": {"play_item_id"}}))
+	_, err = replication.EnsurePublication(ctx, db.Pool, "adopted", planOf(map[string][]string{"plays": {"play_item_id"}}), false)
 	require.NoError(t, err)
 	require.Equal(t, []string{"id", "play_item_id"}, publishedColumns(t, db, "adopted", "plays"))
 
 	db.Exec(t, `CREATE PUBLICATION dbas FOR TABLE public.plays (id, created_at) WITH (publish = 'insert, update')`)
-	_, err = replication.EnsurePublication(ctx, db.Pool, "dbas", planOf(map[string][]string{"plays": {"play_item_id"}}))
+	_, err = replication.EnsurePublication(ctx, db.Pool, "dbas", planOf(map[string][]string{"plays": {"play_item_id"}}), false)
 	require.ErrorIs(t, err, replication.ErrPublication)
 	require.ErrorContains(t, err, "public.plays without play_item_id")
 }

@@ -28,7 +28,7 @@ func TestSmallBacklogArrivesWhileGathering(t *testing.T) {
 	plan := replication.Plan{Sets: 1, Tables: []replication.PlanTable{{Name: "plays", Columns: []replication.PlanColumn{
 		{Name: "play_item_id", Ops: replication.OpInsert, Set: 0, Max: -1},
 	}}}}
-	_, err = replication.EnsurePublication(ctx, sql, "gather", plan)
+	_, err = replication.EnsurePublication(ctx, sql, "gather", plan, false)
 	require.NoError(t, err)
 	conn, err := replication.Connect(ctx, &cfg.Config)
 	require.NoError(t, err)

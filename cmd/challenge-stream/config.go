@@ -67,6 +67,13 @@ func (rf *runFlags) validate() error {
 		return usagef("decoding work mem %d must be positive", rf.decodingWorkMem)
 	}
 	rf.cfg.DecodingWorkMem = uint64(rf.decodingWorkMem)
+	switch rf.publishColumns {
+	case "rules":
+	case "all":
+		rf.cfg.PublishWholeRows = true
+	default:
+		return usagef("publication columns %q must be rules or all", rf.publishColumns)
+	}
 	rf.cfg.DisableFailoverSlot = !rf.failoverSlot
 	if err := rf.cfg.Validate(); err != nil {
 		return usageError{err.Error()}

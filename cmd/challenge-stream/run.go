@@ -20,6 +20,7 @@ type runFlags struct {
 	// Flags whose pipeline setting has another type or sense; validate carries them over.
 	idleConfirmBytes int64
 	decodingWorkMem  int64
+	publishColumns   string
 	failoverSlot     bool
 }
 
@@ -43,6 +44,8 @@ func parseRunFlags(e env) (runFlags, error) {
 		"on Postgres 17+, create the slot with FAILOVER so a slot-syncing standby keeps it across a promotion")
 	f.bytes(&rf.idleConfirmBytes, "idle-confirm-bytes", "CHALLENGE_STREAM_IDLE_CONFIRM_BYTES", pipeline.DefaultIdleConfirmBytes,
 		"WAL an idle slot may hold before the sidecar stores and confirms the server's WAL end")
+	f.string(&rf.publishColumns, "publication-columns", "CHALLENGE_STREAM_PUBLICATION_COLUMNS", "rules",
+		"what a publication the sidecar manages sends of each table: rules (the columns the rules read and the replica identity) or all (whole rows: before a host migration retypes or drops one of those columns)")
 	f.bytes(&rf.decodingWorkMem, "decoding-work-mem", "CHALLENGE_STREAM_DECODING_WORK_MEM", pipeline.DefaultDecodingWorkMem,
 		"the walsender's logical_decoding_work_mem: larger transactions are streamed while they run (bounds the wait after a large COMMIT)")
 	if err := f.parse(e.args); err != nil {

@@ -143,7 +143,7 @@ func readStatus(ctx context.Context, conn *pgx.Conn, slot, publication string) (
 			return r, err
 		}
 	}
-	pub, err := replication.DescribePublication(ctx, conn, publication, pipeline.StreamPlan())
+	pub, err := replication.DescribePublication(ctx, conn, publication, pipeline.StreamPlan(), false)
 	if err != nil {
 		r.Publication.Error = err.Error()
 	}

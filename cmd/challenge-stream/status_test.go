@@ -35,7 +35,7 @@ func setupDeployed(t *testing.T) deployed {
 	require.NoError(t, err)
 	require.NoError(t, migrations.Apply(ctx, conn, zaptest.NewLogger(t)))
 	require.NoError(t, conn.Close(ctx))
-	_, err = replication.EnsurePublication(ctx, db.Pool, db.Publication, pipeline.StreamPlan())
+	_, err = replication.EnsurePublication(ctx, db.Pool, db.Publication, pipeline.StreamPlan(), false)
 	require.NoError(t, err)
 	var text string
 	require.NoError(t, db.Pool.QueryRow(ctx, "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",

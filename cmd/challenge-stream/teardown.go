@@ -76,6 +76,7 @@ func (p teardownPlan) apply(ctx context.Context, conn *pgx.Conn, out io.Writer, 
 	if !free {
 		return fmt.Errorf("a sidecar is running on slot %s (it holds the leader lock): stop the sidecar first", p.slotName)
 	}
+	defer func() { _ = pipeline.ReleaseLeaderLock(context.WithoutCancel(ctx), conn.PgConn(), p.slotName) }()
 	slot, err := replication.InspectSlot(ctx, conn, p.slotName)
 	if err != nil {
 		return err
