@@ -32,6 +32,8 @@ func TestBadConfigExits2(t *testing.T) {
 		{"metrics addr", []string{"run", "--database-url", url, "--metrics-addr", "nowhere"}, nil, `metrics address "nowhere"`},
 		{"log format", []string{"run", "--database-url", url, "--log-format", "xml"}, nil, `log format "xml"`},
 		{"bad bool env", []string{"run", "--database-url", url}, map[string]string{"CHALLENGE_STREAM_BACKFILL": "maybe"}, "CHALLENGE_STREAM_BACKFILL"},
+		{"publication columns", []string{"run", "--database-url", url, "--publication-columns", "some"}, nil, `publication columns "some"`},
+		{"decoding work mem below the server's floor", []string{"run", "--database-url", url, "--decoding-work-mem", "1024"}, nil, "decoding work mem 1024"},
 		{"unparsable url", []string{"run", "--database-url", "postgres://app:s3cr3t-pw@[::1"}, nil, "database URL"},
 		{"unknown flag", []string{"verify", "--database-url", url, "--nope"}, nil, "nope"},
 		{"unknown command", []string{"stream"}, nil, `unknown command "stream"`},
