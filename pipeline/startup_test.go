@@ -198,6 +198,9 @@ func TestHostUpdatesWorkUnderThePublication(t *testing.T) {
 	}
 	s.stop()
 
+	if e.count(`SELECT current_setting('server_version_num')::int`) < replication.ColumnListVersion {
+		return // whole rows: nothing to compare with
+	}
 	e.exec(`CREATE PUBLICATION without_identity FOR TABLE public.plays (play_item_id)`)
 	_, err := e.db.Pool.Exec(e.ctx, updates["plays"])
 	require.ErrorContains(t, err, "cannot update table", "the check the lists pass")
