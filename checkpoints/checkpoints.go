@@ -26,6 +26,11 @@ const (
 // migrations have not been applied to this database (run `challenge-stream migrate`).
 var ErrNotMigrated = errors.New("challenge_stream schema missing: migrations not applied")
 
+// ErrPublicationReplaced means the publication a stored position was streamed through is gone
+// or is another one of the same name (dropped and recreated): changes after the drop were never
+// decoded through it, so the slot cannot deliver them; it must be recreated.
+var ErrPublicationReplaced = errors.New("publication dropped or recreated since the stored position")
+
 // Querier is the part of pgx.Tx, *pgx.Conn and *pgxpool.Pool the checkpoint functions use.
 // Pass the flush transaction so the checkpoints commit or roll back with the reward writes.
 type Querier interface {
@@ -51,6 +56,9 @@ type State struct {
 	Found bool
 	// UpdatedAt is when the LSN row was last written (the last flush), zero when not Found.
 	UpdatedAt time.Time
+	// PublicationOID is the publication the position was streamed through, 0 when unknown (a
+	// row written before it was kept).
+	PublicationOID uint32
 }
 
 // ReadLegacy returns the legacy checkpoints; absent rows leave their Has* field false.
@@ -248,9 +256,10 @@ func LoadLSN(ctx context.Context, q Querier, slot string) (lsn pglogrepl.LSN, fo
 func ReadState(ctx context.Context, q Querier, slot string) (State, error) {
 	var text string
 	var updatedAt time.Time
+	var publication *uint32
 	err := q.QueryRow(ctx,
-		`SELECT lsn::text, updated_at FROM challenge_stream.slot_checkpoints WHERE slot_name = $1`,
-		slot).Scan(&text, &updatedAt)
+		`SELECT lsn::text, updated_at, publication_oid FROM challenge_stream.slot_checkpoints WHERE slot_name = $1`,
+		slot).Scan(&text, &updatedAt, &publication)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return State{}, nil
 	}
@@ -261,32 +270,51 @@ func ReadState(ctx context.Context, q Querier, slot string) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("load lsn of slot %q: %w", slot, err)
 	}
-	return State{LSN: lsn, Found: true, UpdatedAt: updatedAt}, nil
+	st := State{LSN: lsn, Found: true, UpdatedAt: updatedAt}
+	if publication != nil {
+		st.PublicationOID = *publication
+	}
+	return st, nil
 }
 
-// storeLSNSQL writes the LSN — the higher of the two unless $3 (reset) — and always stamps
-// updated_at: the row doubles as the "last flush" time shown by `status`.
+// storeLSNSQL writes the LSN — the higher of the two unless $3 (reset) — with the oid of
+// publication $4, and always stamps updated_at: the row doubles as the "last flush" time shown
+// by `status`. Without reset it writes nothing (no row returned) when the publication is gone
+// or is not the one the stored position was streamed through; a row without an oid adopts it.
 const storeLSNSQL = `
-INSERT INTO challenge_stream.slot_checkpoints AS sc (slot_name, lsn, updated_at)
-VALUES ($1, $2::pg_lsn, now())
+INSERT INTO challenge_stream.slot_checkpoints AS sc (slot_name, lsn, publication_oid, updated_at)
+VALUES ($1, $2::pg_lsn, (SELECT oid FROM pg_publication WHERE pubname = $4), now())
 ON CONFLICT (slot_name) DO UPDATE
-    SET lsn = CASE WHEN $3::bool THEN EXCLUDED.lsn ELSE GREATEST(sc.lsn, EXCLUDED.lsn) END, updated_at = now()`
+    SET lsn = CASE WHEN $3::bool THEN EXCLUDED.lsn ELSE GREATEST(sc.lsn, EXCLUDED.lsn) END,
+        publication_oid = EXCLUDED.publication_oid, updated_at = now()
+    WHERE $3::bool OR EXCLUDED.publication_oid = coalesce(sc.publication_oid, EXCLUDED.publication_oid)
+RETURNING true`
 
-// StoreLSN records lsn for slot. The stored LSN never moves backwards; updated_at is set to
-// the transaction's start time (now()) on every call.
-func StoreLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN) error {
-	if _, err := q.Exec(ctx, storeLSNSQL, slot, lsn.String(), false); err != nil {
+// StoreLSN records lsn for slot, streamed through publication. The stored LSN never moves
+// backwards; updated_at is set to the transaction's start time (now()) on every call. It fails
+// with ErrPublicationReplaced, writing nothing, when the publication is not the one the stored
+// position was streamed through: in the flush transaction, that keeps a window whose changes
+// the publication's absence may have dropped from being stored.
+func StoreLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN, publication string) error {
+	var stored bool
+	err := q.QueryRow(ctx, storeLSNSQL, slot, lsn.String(), false, publication).Scan(&stored)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("store lsn %s of slot %q: %w (publication %s)", lsn, slot, ErrPublicationReplaced, publication)
+	}
+	if err != nil {
 		return fmt.Errorf("store lsn %s of slot %q: %w", lsn, slot, notMigrated(err))
 	}
 	return nil
 }
 
-// ResetLSN records lsn for slot even when a higher one is stored. It is for a new slot's
-// consistent point, stored with the catch-up done in the slot's snapshot: the new slot is the
-// only position that counts then, and a higher stored LSN — written on another cluster and
-// restored here, say — would make the stream drop every commit up to it.
-func ResetLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN) error {
-	if _, err := q.Exec(ctx, storeLSNSQL, slot, lsn.String(), true); err != nil {
+// ResetLSN records lsn for slot, streamed through publication, even when a higher one or
+// another publication is stored. It is for a new slot's consistent point, stored with the
+// catch-up done in the slot's snapshot: the new slot is the only position that counts then,
+// and a higher stored LSN — written on another cluster and restored here, say — would make the
+// stream drop every commit up to it.
+func ResetLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN, publication string) error {
+	var stored bool
+	if err := q.QueryRow(ctx, storeLSNSQL, slot, lsn.String(), true, publication).Scan(&stored); err != nil {
 		return fmt.Errorf("reset lsn of slot %q to %s: %w", slot, lsn, notMigrated(err))
 	}
 	return nil

@@ -170,6 +170,7 @@ func TestLSN(t *testing.T) {
 	db := setup(t)
 	ctx := context.Background()
 	const slot = "slot_a"
+	db.Exec(t, `CREATE PUBLICATION pub`)
 
 	lsn, found, err := checkpoints.LoadLSN(ctx, db.Pool, slot)
 	require.NoError(t, err)
@@ -178,28 +179,28 @@ func TestLSN(t *testing.T) {
 
 	// A high LSN, to show nothing is truncated on the way through text.
 	want := pglogrepl.LSN(0x1_2345_6789_ABCD)
-	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, slot, want) })
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, slot, want, "pub") })
 	lsn, found, err = checkpoints.LoadLSN(ctx, db.Pool, slot)
 	require.NoError(t, err)
 	require.True(t, found)
 	require.Equal(t, want, lsn)
 
 	// Lower: kept. Higher: taken.
-	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, slot, want-1) })
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, slot, want-1, "pub") })
 	lsn, _, err = checkpoints.LoadLSN(ctx, db.Pool, slot)
 	require.NoError(t, err)
 	require.Equal(t, want, lsn)
-	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, slot, want+1) })
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, slot, want+1, "pub") })
 	lsn, _, err = checkpoints.LoadLSN(ctx, db.Pool, slot)
 	require.NoError(t, err)
 	require.Equal(t, want+1, lsn)
 
 	// A new slot's position replaces a higher one (restored from another cluster).
-	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.ResetLSN(ctx, tx, slot, 0x2000) })
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.ResetLSN(ctx, tx, slot, 0x2000, "pub") })
 	lsn, _, err = checkpoints.LoadLSN(ctx, db.Pool, slot)
 	require.NoError(t, err)
 	require.Equal(t, pglogrepl.LSN(0x2000), lsn)
-	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.ResetLSN(ctx, tx, "slot_c", 0x3000) })
+	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.ResetLSN(ctx, tx, "slot_c", 0x3000, "pub") })
 	lsn, _, err = checkpoints.LoadLSN(ctx, db.Pool, "slot_c")
 	require.NoError(t, err)
 	require.Equal(t, pglogrepl.LSN(0x3000), lsn, "and creates the row")
@@ -210,6 +211,47 @@ func TestLSN(t *testing.T) {
 	require.False(t, found)
 }
 
+// TestLSNPublicationReplaced: a position is stored only through the publication the stored
+// one was streamed through; a publication dropped, or dropped and recreated, refuses the store
+// and writes nothing, until a new slot's position (ResetLSN) takes the new one. A row from
+// before the oid was kept adopts the publication it finds.
+func TestLSNPublicationReplaced(t *testing.T) {
+	t.Parallel()
+	db := setup(t)
+	ctx := context.Background()
+	db.Exec(t, `CREATE PUBLICATION pub`)
+	store := func(lsn pglogrepl.LSN) error {
+		return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return checkpoints.StoreLSN(ctx, tx, "s", lsn, "pub") })
+	}
+	require.NoError(t, store(0x100))
+	oid := db.QueryInt(t, `SELECT oid::bigint FROM pg_publication WHERE pubname = 'pub'`)
+	require.Equal(t, oid, db.QueryInt(t, `SELECT publication_oid::bigint FROM challenge_stream.slot_checkpoints WHERE slot_name = 's'`))
+
+	db.Exec(t, `DROP PUBLICATION pub`)
+	require.ErrorIs(t, store(0x200), checkpoints.ErrPublicationReplaced, "dropped")
+	db.Exec(t, `CREATE PUBLICATION pub`)
+	require.ErrorIs(t, store(0x200), checkpoints.ErrPublicationReplaced, "recreated")
+	st, err := checkpoints.ReadState(ctx, db.Pool, "s")
+	require.NoError(t, err)
+	require.Equal(t, pglogrepl.LSN(0x100), st.LSN, "nothing written")
+	require.Equal(t, uint32(oid), st.PublicationOID)
+
+	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return checkpoints.ResetLSN(ctx, tx, "s", 0x300, "pub") }))
+	require.NoError(t, store(0x400), "the new slot's publication")
+	st, err = checkpoints.ReadState(ctx, db.Pool, "s")
+	require.NoError(t, err)
+	require.Equal(t, pglogrepl.LSN(0x400), st.LSN)
+	require.NotEqual(t, uint32(oid), st.PublicationOID)
+
+	db.Exec(t, `UPDATE challenge_stream.slot_checkpoints SET publication_oid = NULL`)
+	st, err = checkpoints.ReadState(ctx, db.Pool, "s")
+	require.NoError(t, err)
+	require.Zero(t, st.PublicationOID, "unknown")
+	require.NoError(t, store(0x500), "adopted")
+	require.Equal(t, db.QueryInt(t, `SELECT oid::bigint FROM pg_publication WHERE pubname = 'pub'`),
+		db.QueryInt(t, `SELECT publication_oid::bigint FROM challenge_stream.slot_checkpoints WHERE slot_name = 's'`))
+}
+
 func TestReadState(t *testing.T) {
 	t.Parallel()
 	db := setup(t)
@@ -218,13 +260,14 @@ func TestReadState(t *testing.T) {
 	s, err := checkpoints.ReadState(ctx, db.Pool, "s")
 	require.NoError(t, err)
 	require.Equal(t, checkpoints.State{}, s)
+	db.Exec(t, `CREATE PUBLICATION pub`)
 
 	var txStart time.Time
 	inTx(t, db, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&txStart); err != nil {
 			return err
 		}
-		return checkpoints.StoreLSN(ctx, tx, "s", 0x100)
+		return checkpoints.StoreLSN(ctx, tx, "s", 0x100, "pub")
 	})
 	s, err = checkpoints.ReadState(ctx, db.Pool, "s")
 	require.NoError(t, err)
@@ -237,7 +280,7 @@ func TestReadState(t *testing.T) {
 		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&txStart); err != nil {
 			return err
 		}
-		return checkpoints.StoreLSN(ctx, tx, "s", 0x50)
+		return checkpoints.StoreLSN(ctx, tx, "s", 0x50, "pub")
 	})
 	s, err = checkpoints.ReadState(ctx, db.Pool, "s")
 	require.NoError(t, err)
@@ -252,9 +295,10 @@ func TestRollbackDiscardsCheckpoints(t *testing.T) {
 	db := setup(t)
 	ctx := context.Background()
 
+	db.Exec(t, `CREATE PUBLICATION pub`)
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
-	require.NoError(t, checkpoints.StoreLSN(ctx, tx, "s", 0x10))
+	require.NoError(t, checkpoints.StoreLSN(ctx, tx, "s", 0x10, "pub"))
 	require.NoError(t, checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{LastPlayID: 3, HasPlayID: true}))
 	require.NoError(t, tx.Rollback(ctx))
 
@@ -273,7 +317,7 @@ func TestNotMigrated(t *testing.T) {
 
 	_, _, err := checkpoints.LoadLSN(ctx, db.Pool, "s")
 	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
-	err = checkpoints.StoreLSN(ctx, db.Pool, "s", 1)
+	err = checkpoints.StoreLSN(ctx, db.Pool, "s", 1, "pub")
 	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
 }
 

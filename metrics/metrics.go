@@ -26,7 +26,7 @@ const namespace = "challenge_stream"
 // Slot-recreation reasons the pipeline reports (their meanings: pipeline's Reason constants);
 // pre-declared so the series exist at zero and alerts on increase() see the first one.
 var slotRecreatedReasons = []string{pipeline.ReasonMissing, pipeline.ReasonFailover, pipeline.ReasonLost, pipeline.ReasonPublication,
-	pipeline.ReasonStoredAhead, pipeline.ReasonConfirmedAhead}
+	pipeline.ReasonPublicationWidened, pipeline.ReasonStoredAhead, pipeline.ReasonConfirmedAhead}
 
 // walStatuses are the values of pg_replication_slots.wal_status.
 var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}

@@ -17,6 +17,9 @@ import (
 type dbFlusher struct {
 	conn *pgx.Conn
 	slot string
+	// publication is what the stream reads through: the flush stores its position only while
+	// it is the one the stored position was streamed through (checkpoints.StoreLSN).
+	publication string
 	// margins are the catch-up margins used when a re-activated rule derives its gap.
 	margins processors.WindowOptions
 	now     func() time.Time
@@ -42,7 +45,7 @@ func (f dbFlusher) flush(ctx context.Context, w *window) (Flushed, error) {
 			res.Rules, res.Inactive = r.Rules, r.Inactive
 			res.Held, res.Gaps, res.ForeignCheckpoints = r.Held, r.Gaps, r.Foreign
 		}
-		return checkpoints.StoreLSN(ctx, tx, f.slot, w.endLSN)
+		return checkpoints.StoreLSN(ctx, tx, f.slot, w.endLSN, f.publication)
 	})
 	if err != nil {
 		return Flushed{}, fmt.Errorf("flush window ending %s: %w", w.endLSN, err)

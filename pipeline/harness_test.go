@@ -166,6 +166,18 @@ func (s *sidecar) waitStreaming() {
 	})
 }
 
+// requireRecreated waits until the sidecar has recreated the slot as often as reasons lists
+// and requires those reasons, in order.
+func (s *sidecar) requireRecreated(reasons ...string) {
+	s.t.Helper()
+	eventually(s.t, "the slot recreated", func() bool {
+		_, _, _, _, recreated := s.obs.get()
+		return len(recreated) >= len(reasons)
+	})
+	_, _, _, _, recreated := s.obs.get()
+	require.Equal(s.t, reasons, recreated)
+}
+
 // eventually polls cond until it holds or a minute passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -179,7 +179,7 @@ func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn 
 		watchShutdown(watchCtx, probe, cfg.ShutdownProbeInterval, p.log, stopping, stream.Interrupt)
 		return nil
 	})
-	flusher := dbFlusher{conn: conn, slot: cfg.Slot, now: cfg.Now, log: p.log, margins: processors.WindowOptions{
+	flusher := dbFlusher{conn: conn, slot: cfg.Slot, publication: cfg.Publication, now: cfg.Now, log: p.log, margins: processors.WindowOptions{
 		PlayIDMargin: cfg.PlayIDMargin, CommentBlockMargin: processors.DefaultCommentBlockMargin,
 	}}
 	l := newLoop(cfg, loopDeps{

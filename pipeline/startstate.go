@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 
@@ -30,9 +31,15 @@ const (
 	ReasonFailover = "failover"
 	// ReasonLost: the server invalidated the slot (wal_status = lost).
 	ReasonLost = "lost"
-	// ReasonPublication: pgoutput cannot read the publication at the slot's position (it was
-	// dropped, or dropped and recreated, while the slot lagged); the slot can never stream again.
+	// ReasonPublication: the publication was dropped, or dropped and recreated, since the stored
+	// position (another pg_publication oid than the stored one, or none; or pgoutput failing on
+	// it): changes written meanwhile were never decoded through it — Postgres 18 skips them,
+	// older servers fail on them — so the slot can never deliver them.
 	ReasonPublication = "publication"
+	// ReasonPublicationWidened: the publication must send a table, rows or columns it did not
+	// send when the slot's pending changes were written (a newer registry reads more, or
+	// someone narrowed it), and the slot decodes those changes under the publication as it was.
+	ReasonPublicationWidened = "publication_widened"
 	// ReasonStoredAhead: the stored LSN is past the server's WAL end, so it was written on
 	// another cluster (a restored dump or backup, a blue/green or logical migration). Resuming
 	// from it would drop every commit up to it and confirm a future position to the server.
@@ -45,7 +52,7 @@ const (
 // noteUnusableSlot remembers a session error that means the slot can never stream again, so
 // the next session recreates it and catches up from the legacy checkpoints.
 func (p *pipeline) noteUnusableSlot(err error) {
-	if replication.IsPublicationMissing(err) {
+	if replication.IsPublicationMissing(err) || errors.Is(err, checkpoints.ErrPublicationReplaced) {
 		p.unusableSlot = ReasonPublication
 	}
 }
@@ -79,8 +86,14 @@ type startState struct {
 	confirmedAhead bool
 	// promoted: the server's current timeline began after the stored LSN (see ReasonFailover).
 	promoted bool
-	unusable string
-	backfill bool
+	// widened: the publication is to send what it does not send today (see
+	// ReasonPublicationWidened).
+	widened bool
+	// publicationReplaced: the publication is gone or is not the one the stored position was
+	// streamed through (see ReasonPublication).
+	publicationReplaced bool
+	unusable            string
+	backfill            bool
 }
 
 // startPlan is the decision.
@@ -99,7 +112,8 @@ type startPlan struct {
 }
 
 func decideStart(s startState) startPlan {
-	usable := s.slot.Exists && !s.slot.Lost() && s.unusable == "" && !s.storedAhead && !s.confirmedAhead
+	usable := s.slot.Exists && !s.slot.Lost() && s.unusable == "" && !s.storedAhead && !s.confirmedAhead &&
+		!s.publicationReplaced && !s.widened
 	switch {
 	case s.stored && usable:
 		return startPlan{kind: resume}
@@ -110,6 +124,10 @@ func decideStart(s startState) startPlan {
 			reason = ReasonStoredAhead
 		case s.unusable != "":
 			reason = s.unusable
+		case s.publicationReplaced:
+			reason = ReasonPublication
+		case s.widened:
+			reason = ReasonPublicationWidened
 		case s.confirmedAhead:
 			reason = ReasonConfirmedAhead
 		case s.slot.Exists:
@@ -129,10 +147,11 @@ func decideStart(s startState) startPlan {
 // slot's exported snapshot, so the catch-up and the stream meet without gap or overlap.
 func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn) (pglogrepl.LSN, error) {
 	cfg := p.cfg
-	stored, found, err := checkpoints.LoadLSN(ctx, conn, cfg.Slot)
+	state, err := checkpoints.ReadState(ctx, conn, cfg.Slot)
 	if err != nil {
 		return 0, err
 	}
+	stored, found := state.LSN, state.Found
 	slot, err := replication.InspectSlot(ctx, conn, cfg.Slot)
 	if err != nil {
 		return 0, err
@@ -145,11 +164,14 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if err != nil {
 		return 0, err
 	}
-	pub, err := replication.EnsurePublication(ctx, conn, cfg.Publication, registryPlan().plan, cfg.PublishWholeRows)
+	pub, err := replication.DescribePublication(ctx, conn, cfg.Publication, registryPlan().plan, cfg.PublishWholeRows)
 	if err != nil {
 		return 0, err
 	}
-	p.tellPublication(pub)
+	if err := pub.Usable(cfg.Publication); err != nil {
+		return 0, err
+	}
+	misses := pub.Misses()
 	opts := processors.CatchUpOptions{
 		PlayIDMargin:       cfg.PlayIDMargin,
 		CommentBlockMargin: processors.DefaultCommentBlockMargin,
@@ -157,16 +179,16 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	}
 	plan := decideStart(startState{slot: slot, stored: found, storedAhead: found && stored > walEnd,
 		confirmedAhead: found && slot.Exists && slot.ConfirmedFlush > stored, promoted: found && stored < timelineBegan,
-		unusable: p.unusableSlot, backfill: cfg.Backfill})
+		widened:             found && len(misses) > 0,
+		publicationReplaced: found && (!pub.Exists || state.PublicationOID != 0 && state.PublicationOID != pub.OID),
+		unusable:            p.unusableSlot, backfill: cfg.Backfill})
 	switch plan.kind {
-	case resume:
-		return stored, nil
 	case recreate:
 		// The reason says which (see the Reason constants); the positions say by how much.
 		p.log.Error("replication slot is gone or unusable; recreating it and catching up from the legacy checkpoints",
 			zap.String("slot", cfg.Slot), zap.String("reason", plan.reason), zap.Stringer("stored_lsn", stored),
 			zap.Stringer("server_wal_end", walEnd), zap.Stringer("timeline_began", timelineBegan),
-			zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush))
+			zap.Stringer("confirmed_flush_lsn", slot.ConfirmedFlush), zap.Strings("publication_adds", misses))
 		cfg.Observe(SlotRecreated{Reason: plan.reason})
 	case firstStart:
 		if plan.interrupted {
@@ -175,10 +197,19 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		opts.FromScratch = plan.fromScratch
 		p.log.Info("first start: creating the slot", zap.String("slot", cfg.Slot), zap.Bool("backfill", cfg.Backfill))
 	}
+	// The slot goes before the publication widens: a crash in between leaves no slot to resume
+	// on, so the next start recreates it too, after the publication has changed.
 	if plan.dropSlot {
 		if err := replication.DropSlot(ctx, conn, cfg.Slot); err != nil {
 			return 0, err
 		}
+	}
+	if pub, err = replication.UpdatePublication(ctx, conn, cfg.Publication, pub, registryPlan().plan, cfg.PublishWholeRows); err != nil {
+		return 0, err
+	}
+	p.tellPublication(pub)
+	if plan.kind == resume {
+		return stored, nil
 	}
 	p.unusableSlot = ""
 	created, err := replication.CreateSlot(ctx, repl, cfg.Slot, replication.SlotOptions{Failover: !cfg.DisableFailoverSlot})
@@ -190,7 +221,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 		cfg.afterCreateSlot()
 	}
 	cfg.Observe(StateChanged{State: StateCatchingUp})
-	res, err := catchUpInSnapshot(ctx, conn, created, cfg.Slot, opts)
+	res, err := catchUpInSnapshot(ctx, conn, created, cfg.Slot, cfg.Publication, opts)
 	if err != nil {
 		return 0, err
 	}
@@ -231,7 +262,7 @@ var snapshotName = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
 
 // catchUpInSnapshot runs the catch-up in one REPEATABLE READ transaction that sees exactly what
 // committed before the slot's consistent point, and stores that point with its results.
-func catchUpInSnapshot(ctx context.Context, conn *pgx.Conn, slot replication.NewSlot, slotName string,
+func catchUpInSnapshot(ctx context.Context, conn *pgx.Conn, slot replication.NewSlot, slotName, publication string,
 	opts processors.CatchUpOptions) (processors.CatchUpResult, error) {
 	if !snapshotName.MatchString(slot.Snapshot) {
 		return processors.CatchUpResult{}, fmt.Errorf("unexpected snapshot name %q", slot.Snapshot)
@@ -247,7 +278,7 @@ func catchUpInSnapshot(ctx context.Context, conn *pgx.Conn, slot replication.New
 		}
 		// The new slot's consistent point is where this stream starts, whatever was stored
 		// before: a higher stored LSN (from another cluster) would drop every commit up to it.
-		return checkpoints.ResetLSN(ctx, tx, slotName, slot.ConsistentPoint)
+		return checkpoints.ResetLSN(ctx, tx, slotName, slot.ConsistentPoint, publication)
 	})
 	if err != nil {
 		return processors.CatchUpResult{}, fmt.Errorf("catch up in snapshot: %w", err)

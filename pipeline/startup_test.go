@@ -63,9 +63,11 @@ func TestInterruptedBackfillResumes(t *testing.T) {
 }
 
 // TestPublicationRecreatedWhileDown: the publication is dropped and recreated while the sidecar
-// is down and plays arrive. pgoutput then fails on the slot with "publication ... does not
-// exist" (SQLSTATE 42704) at every attempt; the sidecar treats it as slot loss: it recreates
-// the slot and catches up from the legacy checkpoints.
+// is down and plays arrive. The slot can never deliver the plays written while it was gone:
+// before 18 pgoutput fails on them with "publication ... does not exist" (SQLSTATE 42704) at
+// every attempt, 18 skips them with a warning. The start sees another publication oid than the
+// stored one and treats it as slot loss: it recreates the slot and catches up from the legacy
+// checkpoints.
 func TestPublicationRecreatedWhileDown(t *testing.T) {
 	e := setup(t)
 	e.artist(0x43, true)
@@ -79,25 +81,46 @@ func TestPublicationRecreatedWhileDown(t *testing.T) {
 	e.plays(430, 50)
 	e.exec(`DROP PUBLICATION ` + e.db.Publication)
 	e.plays(430, 50) // decoded with no publication of that name
-	e.exec(`CREATE PUBLICATION ` + e.db.Publication + ` FOR TABLE public.plays, public.comments WITH (publish = 'insert, update')`)
+	// Every table the rules read, so nothing is missed that the start would widen (reason
+	// publication_widened, TestManagedPublicationWidenedUnderABacklog).
+	e.exec(`CREATE PUBLICATION ` + e.db.Publication + ` FOR TABLE ` + strings.Join(pipeline.StreamPlan().TableNames(), ", ") +
+		` WITH (publish = 'insert, update')`)
 	e.plays(430, 100)
 	e.comment(1, 0x43, in2025, 3)
 
 	s = e.start()
-	eventually(t, "the slot recreated", func() bool {
-		_, _, _, _, recreated := s.obs.get()
-		return len(recreated) > 0
-	})
 	s.waitStreaming()
 	e.caughtUp()
-	_, _, _, _, recreated := s.obs.get()
-	require.Equal(t, []string{pipeline.ReasonPublication}, recreated)
+	s.requireRecreated(pipeline.ReasonPublication)
 	e.requireRow("p1", "43:250", 250, true)
 	e.requireRow("p2", "43:1000", 300, false)
 	e.requireRow("c", "43:202511", 1, true)
 	e.plays(430, 1)
 	e.caughtUp()
 	e.requireRow("p2", "43:1000", 301, false)
+	e.verified()
+	s.stop()
+}
+
+// TestPublicationDroppedWhileStreaming: the publication is dropped while the sidecar streams,
+// plays arrive, and it is recreated. Postgres 18 streams on and skips the plays written
+// meanwhile; older servers fail on them. Either way no flush stores a position through a
+// publication other than the stored one's (checkpoints.StoreLSN), the next session recreates
+// the slot and catches up, and every play counts once.
+func TestPublicationDroppedWhileStreaming(t *testing.T) {
+	e := setup(t)
+	s := e.streamingArtist(0x48, 480)
+	e.playsApplied(480, 100)
+	e.exec(`DROP PUBLICATION ` + e.db.Publication)
+	e.plays(480, 70)
+	e.exec(`CREATE PUBLICATION ` + e.db.Publication + ` FOR TABLE ` + strings.Join(pipeline.StreamPlan().TableNames(), ", ") +
+		` WITH (publish = 'insert, update')`)
+	e.plays(480, 30)
+	s.requireRecreated(pipeline.ReasonPublication)
+	s.waitStreaming()
+	e.plays(480, 1)
+	e.caughtUp()
+	e.requireRow("p1", "48:250", 201, false)
 	e.verified()
 	s.stop()
 }
@@ -240,4 +263,51 @@ func TestAdoptedPublicationNarrowedUnderABacklog(t *testing.T) {
 	e.requireRow("p2", "46:1000", 350, false)
 	e.verified()
 	s.stop()
+}
+
+// TestManagedPublicationWidenedUnderABacklog: a managed publication sends less than the rules
+// read (an older version's narrower list, someone's edit, a row filter) while plays wait in
+// the slot. pgoutput decodes those plays under the publication as it was, so they can never
+// arrive with what the rules read: the start drops the slot before it widens the publication,
+// recreates it and catches up, and every play counts once. "slot already dropped" is the state
+// a start leaves that died between the drop and the widening.
+func TestManagedPublicationWidenedUnderABacklog(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct {
+		narrow   string
+		dropSlot bool
+	}{
+		"column left out":                       {narrow: `ADD TABLE public.plays (id)`},
+		"column left out, slot already dropped": {narrow: `ADD TABLE public.plays (id)`, dropSlot: true},
+		"rows filtered":                         {narrow: `ADD TABLE public.plays (id, play_item_id) WHERE (id < 0)`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := setup(t)
+			if e.count(`SELECT current_setting('server_version_num')::int`) < replication.ColumnListVersion {
+				t.Skip("publication column lists and row filters need Postgres 15")
+			}
+			s := e.streamingArtist(0x47, 470)
+			e.playsApplied(470, 100)
+			s.stop()
+			e.exec(`ALTER PUBLICATION ` + e.db.Publication + ` DROP TABLE public.plays; ALTER PUBLICATION ` + e.db.Publication + ` ` + c.narrow)
+			e.plays(470, 200)
+			if c.dropSlot {
+				e.exec(`SELECT pg_drop_replication_slot($1)`, e.db.Slot)
+			}
+			s = e.start()
+			s.waitStreaming()
+			e.plays(470, 50)
+			e.caughtUp()
+			s.requireRecreated(pipeline.ReasonPublicationWidened)
+			var plays []string
+			var filter *string
+			require.NoError(t, e.db.Pool.QueryRow(e.ctx, `SELECT attnames::text[], rowfilter FROM pg_publication_tables
+				WHERE pubname = $1 AND tablename = 'plays'`, e.db.Publication).Scan(&plays, &filter))
+			require.ElementsMatch(t, []string{"id", "play_item_id"}, plays, "widened to what the rules read")
+			require.Nil(t, filter, "the filter is gone")
+			e.requireRow("p2", "47:1000", 350, false)
+			e.verified()
+			s.stop()
+		})
+	}
 }

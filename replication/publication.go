@@ -36,11 +36,19 @@ type PublishedTable struct {
 	// Wider: it carries columns no rule reads. Lacking: it lacks needed columns.
 	Wider   bool     `json:"wider"`
 	Lacking []string `json:"lacking,omitempty"`
+	// Unsent are the columns the plan reads that its list leaves out (those of Lacking that
+	// are not only the replica identity, or not only wanted for whole rows).
+	Unsent []string `json:"unsent,omitempty"`
 }
 
 // Publication is what a publication carries of the plan's tables.
 type Publication struct {
 	Exists, Managed bool
+	// OID is pg_publication.oid: a publication dropped and recreated under the same name is
+	// another one.
+	OID uint32
+	// Inserts, Updates: it publishes them.
+	Inserts, Updates bool
 	// ColumnLists: the server has them (15+).
 	ColumnLists bool
 	Tables      []PublishedTable
@@ -49,38 +57,75 @@ type Publication struct {
 // EnsurePublication creates the publication for the plan's tables (schema public), publishing
 // inserts and updates with, per table, a column list of exactly the columns the plan reads
 // plus the table's replica identity (15+; whole rows before, or with wholeRows), marked
-// managed; or brings an existing one up to date. A managed publication gets the tables it
-// lacks and every column list set exactly (DROP TABLE and ADD TABLE with its list, per table,
-// in one implicit transaction: no table is ever unpublished, other tables stay as they are).
-// Any other, a DBA's, is used as it is except that missing tables are added with their lists;
-// a table it publishes with a list lacking a needed column is an error. No table is ever
-// removed: someone else may stream it. Row filters are never added: on a table whose updates
-// are published a WHERE may only use replica identity columns, and no rule allows filtering
-// on those.
-//
-// A table without replica identity is refused before anything changes, because publishing its
-// updates would make the host's own UPDATEs on it fail; so is a list without the identity.
+// managed; or brings an existing one up to date: DescribePublication, Usable, then
+// UpdatePublication.
 func EnsurePublication(ctx context.Context, q Querier, publication string, plan Plan, wholeRows bool) (Publication, error) {
 	pub, err := DescribePublication(ctx, q, publication, plan, wholeRows)
 	if err != nil {
 		return pub, err
 	}
-	for _, t := range pub.Tables {
-		if t.Published && !pub.Managed && len(t.Lacking) > 0 {
-			return pub, fmt.Errorf("%w: publication %s publishes public.%s without %s, which the sidecar reads (add them to its column list, or let the sidecar manage it: COMMENT ON PUBLICATION %s IS '%s')",
+	if err := pub.Usable(publication); err != nil {
+		return pub, err
+	}
+	return UpdatePublication(ctx, q, publication, pub, plan, wholeRows)
+}
+
+// Usable refuses a publication the sidecar cannot stream through and must not change: one
+// that does not publish inserts and updates, or a DBA's that leaves out rows or columns the
+// plan reads (a managed one is corrected by UpdatePublication instead).
+func (p Publication) Usable(publication string) error {
+	if !p.Exists {
+		return nil
+	}
+	if !p.Inserts || !p.Updates {
+		return fmt.Errorf("%w: publication %s must publish insert and update", ErrPublication, publication)
+	}
+	if p.Managed {
+		return nil
+	}
+	for _, t := range p.Tables {
+		switch {
+		case t.Published && len(t.Lacking) > 0:
+			return fmt.Errorf("%w: publication %s publishes public.%s without %s, which the sidecar reads (add them to its column list, or let the sidecar manage it: COMMENT ON PUBLICATION %s IS '%s')",
 				ErrPublication, publication, t.Table, strings.Join(t.Lacking, ", "), publication, ManagedComment)
+		case t.Published && t.RowFilter != "":
+			return fmt.Errorf("%w: publication %s publishes only the rows of public.%s WHERE %s, and the rules read every row (drop the filter, or let the sidecar manage it: COMMENT ON PUBLICATION %s IS '%s')",
+				ErrPublication, publication, t.Table, t.RowFilter, publication, ManagedComment)
 		}
 	}
-	var inserts, updates bool
-	if pub.Exists {
-		if err := q.QueryRow(ctx, "SELECT pubinsert, pubupdate FROM pg_publication WHERE pubname = $1",
-			publication).Scan(&inserts, &updates); err != nil {
-			return pub, fmt.Errorf("look up publication %s: %w", publication, err)
+	return nil
+}
+
+// Misses are the plan's tables and columns ("table" or "table.column") the publication does
+// not send: a table it leaves out or filters, a column its list leaves out. Changes already
+// in a slot were decoded under the publication as it was when they were written, so after
+// UpdatePublication adds what is missed the slot still holds changes without it: the slot
+// must be replaced. Nil for a publication that does not exist yet.
+func (p Publication) Misses() []string {
+	if !p.Exists {
+		return nil
+	}
+	var misses []string
+	for _, t := range p.Tables {
+		if !t.Published || t.RowFilter != "" {
+			misses = append(misses, t.Table)
+			continue
 		}
-		if !inserts || !updates {
-			return pub, fmt.Errorf("%w: publication %s must publish insert and update", ErrPublication, publication)
+		for _, c := range t.Unsent {
+			misses = append(misses, t.Table+"."+c)
 		}
 	}
+	return misses
+}
+
+// UpdatePublication brings pub, as DescribePublication found it, up to date. A managed
+// publication gets the tables it lacks and every column list set exactly, without row filters
+// (DROP TABLE and ADD TABLE with its list, per table, in one implicit transaction: no table is
+// ever unpublished, other tables stay as they are). Any other, a DBA's, is used as it is
+// except that missing tables are added with their lists. No table is ever removed: someone
+// else may stream it. Row filters are never added: on a table whose updates are published a
+// WHERE may only use replica identity columns, and no rule allows filtering on those.
+func UpdatePublication(ctx context.Context, q Querier, publication string, pub Publication, plan Plan, wholeRows bool) (Publication, error) {
 	sql, changed := publicationSQL(publication, pub)
 	if !changed {
 		return pub, nil
@@ -106,7 +151,7 @@ func publicationSQL(name string, pub Publication) (string, bool) {
 		switch {
 		case !t.Published:
 			missing = append(missing, want)
-		case pub.Managed && pub.ColumnLists && (t.Wider || len(t.Lacking) > 0):
+		case pub.Managed && (pub.ColumnLists && (t.Wider || len(t.Lacking) > 0) || t.RowFilter != ""):
 			// SET TABLE would replace the whole list, and other tables may be someone else's.
 			statements = append(statements, fmt.Sprintf("ALTER PUBLICATION %s DROP TABLE %s", quoted, tableSpec(t.Table, nil)),
 				fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", quoted, want))
@@ -144,8 +189,8 @@ func DescribePublication(ctx context.Context, q Querier, publication string, pla
 	}
 	pub.ColumnLists = num >= ColumnListVersion
 	var comment *string
-	err = q.QueryRow(ctx, `SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1`,
-		publication).Scan(&comment)
+	err = q.QueryRow(ctx, `SELECT oid, obj_description(oid, 'pg_publication'), pubinsert, pubupdate FROM pg_publication WHERE pubname = $1`,
+		publication).Scan(&pub.OID, &comment, &pub.Inserts, &pub.Updates)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -172,6 +217,11 @@ func DescribePublication(ctx context.Context, q Querier, publication string, pla
 		if pub.Exists {
 			if err := readPublishedTable(ctx, q, publication, pub.ColumnLists, &pt); err != nil {
 				return pub, err
+			}
+		}
+		for _, c := range t.Columns {
+			if pt.Columns != nil && !slices.Contains(pt.Columns, c.Name) && !slices.Contains(pt.Unsent, c.Name) {
+				pt.Unsent = append(pt.Unsent, c.Name)
 			}
 		}
 		pub.Tables = append(pub.Tables, pt)

@@ -167,3 +167,46 @@ func TestManagedPublicationFollowsThePlan(t *testing.T) {
 	require.ErrorIs(t, err, replication.ErrPublication)
 	require.ErrorContains(t, err, "public.plays without play_item_id")
 }
+
+// TestPublicationMisses: what a publication does not send of the plan — a table left out or
+// filtered, a column its list leaves out — is what a slot's pending changes lack; a column
+// only the replica identity needs, whole rows, or a publication not made yet miss nothing. A
+// DBA's row filter is refused, a managed one's removed.
+func TestPublicationMisses(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	needColumnLists(t, db)
+	ctx := t.Context()
+	plan := planOf(map[string][]string{"plays": {"play_item_id", "user_id"}, "comments": {"user_id"}, "users": {"user_id"}})
+	describe := func(name string, plans ...replication.Plan) replication.Publication {
+		t.Helper()
+		p := plan
+		if len(plans) > 0 {
+			p = plans[0]
+		}
+		pub, err := replication.DescribePublication(ctx, db.Pool, name, p, false)
+		require.NoError(t, err)
+		return pub
+	}
+	require.Nil(t, describe("not_yet").Misses())
+
+	db.Exec(t, `CREATE PUBLICATION older FOR TABLE public.plays (id, play_item_id), public.comments WITH (publish = 'insert, update');
+		COMMENT ON PUBLICATION older IS '`+replication.ManagedComment+`'`)
+	require.Equal(t, []string{"plays.user_id", "users"}, describe("older").Misses())
+	pub, err := replication.EnsurePublication(ctx, db.Pool, "older", plan, false)
+	require.NoError(t, err)
+	require.Empty(t, pub.Misses(), "up to date")
+	require.Empty(t, describe("older", planOf(map[string][]string{"plays": {"play_item_id"}})).Misses(), "narrower plan: nothing missed")
+
+	db.Exec(t, `ALTER PUBLICATION older DROP TABLE public.users; ALTER PUBLICATION older ADD TABLE public.users (user_id, txhash) WHERE (user_id > 10)`)
+	require.Equal(t, []string{"users"}, describe("older").Misses(), "filtered rows are missed")
+	_, err = replication.EnsurePublication(ctx, db.Pool, "older", plan, false)
+	require.NoError(t, err)
+	require.Empty(t, describe("older").Tables[2].RowFilter, "a managed publication's filter removed")
+
+	db.Exec(t, `CREATE PUBLICATION filtered FOR TABLE public.plays (id, play_item_id, user_id) WHERE (id > 10), public.comments, public.users
+		WITH (publish = 'insert, update')`)
+	_, err = replication.EnsurePublication(ctx, db.Pool, "filtered", plan, false)
+	require.ErrorIs(t, err, replication.ErrPublication)
+	require.ErrorContains(t, err, "only the rows of public.plays WHERE (id > 10)")
+}
