@@ -15,7 +15,7 @@ LDFLAGS   := -X $(MODULE)/internal/buildinfo.version=$(VERSION) -X $(MODULE)/int
 PKGS      := $(shell $(GO) list ./... | grep -v /faults)
 # The 1,000,000-row transaction runs at full size in test-large; test keeps it brief.
 LARGE_TX_ROWS ?= 100000
-FAULT_CYCLES  ?= 19
+FAULT_CYCLES  ?= 20
 
 .PHONY: build build-dev test test-large test-faults fuzz bench bench-smoke demo vet clean test-pg-matrix test-pg-subset image-context image test-deploy
 

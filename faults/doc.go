@@ -20,7 +20,12 @@
 //     deadlock with a transaction that takes the reward rows in the reverse order, or cancelled
 //     while the sidecar stops on SIGTERM (which must then exit non-zero);
 //   - commits held in their synchronous-replication wait (SyncRep) — in WAL and streamed,
-//     invisible to everyone — for a few seconds.
+//     invisible to everyone — for a few seconds;
+//   - a kill -9 while the server streams the sidecar an open large transaction, and such a
+//     transaction rolled back;
+//   - the publication dropped under traffic, and half the time recreated before the sidecar
+//     does: the changes in between never pass through it (Postgres 18 skips them), so the
+//     sidecar must recreate its slot and catch up.
 //
 // A supervisor restarts the sidecar whenever it dies or is stopped, as systemd or Kubernetes
 // would. The cluster runs in transaction-id epoch 1 or later (pg_resetwal -e; PG_XID_EPOCH=0

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,6 +64,7 @@ func faultKinds() []fault {
 		{"commits held in SyncRep", (*suite).holdInSyncRep},
 		{"kill -9 inside a streamed transaction", (*suite).killInStreamedTransaction},
 		{"streamed transaction rolled back", (*suite).abortStreamedTransaction},
+		{"publication dropped (and recreated) under traffic", (*suite).dropPublication},
 	}
 }
 
@@ -190,8 +192,15 @@ func TestFaultInjection(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 0, code, "SIGTERM at the end exits 0")
 	inv.stop()
+	// A recreated slot starts confirmed at its consistent point, which is stored only when the
+	// catch-up in its snapshot commits: until then it is ahead of the old stored position, and
+	// a crash then finds it so and recreates it again (reason confirmed_ahead).
+	newSlots := s.sc.loggedStrings(pipeline.SlotCreatedLog, "consistent_point")
 	for _, v := range inv.violations() {
-		t.Errorf("confirmed past the stored position: %s", v)
+		if slices.Contains(newSlots, v.confirmed.String()) {
+			continue
+		}
+		t.Errorf("confirmed past the stored position: confirmed_flush_lsn %s, stored %s", v.confirmed, v.stored)
 	}
 
 	var rows int64
@@ -511,8 +520,10 @@ type confirmWatch struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	mu     sync.Mutex
-	bad    []string
+	bad    []confirmedAhead
 }
+
+type confirmedAhead struct{ confirmed, stored pglogrepl.LSN }
 
 func (s *suite) watchConfirmed() *confirmWatch {
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -528,7 +539,7 @@ func (s *suite) watchConfirmed() *confirmWatch {
 				stored, found, err := checkpoints.LoadLSN(ctx, s.pool, s.db.Slot)
 				if err == nil && found && c > stored {
 					w.mu.Lock()
-					w.bad = append(w.bad, fmt.Sprintf("confirmed_flush_lsn %s, stored %s", c, stored))
+					w.bad = append(w.bad, confirmedAhead{confirmed: c, stored: stored})
 					w.mu.Unlock()
 				}
 			}
@@ -540,10 +551,10 @@ func (s *suite) watchConfirmed() *confirmWatch {
 
 func (w *confirmWatch) stop() { w.cancel(); <-w.done }
 
-func (w *confirmWatch) violations() []string {
+func (w *confirmWatch) violations() []confirmedAhead {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return append([]string(nil), w.bad...)
+	return slices.Clone(w.bad)
 }
 
 func envInt(t *testing.T, name string, def int) int {

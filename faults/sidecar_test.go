@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -200,6 +201,28 @@ func (s *supervisor) countInLogs(substr string) int {
 		n += countLines(s.logPath(run), substr)
 	}
 	return n
+}
+
+// loggedStrings are the values of the string field key on the JSON log lines whose message is
+// msg, over every run.
+func (s *supervisor) loggedStrings(msg, key string) []string {
+	var values []string
+	for run := 1; run <= s.runCount(); run++ {
+		b, err := os.ReadFile(s.logPath(run))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			var entry map[string]any
+			if json.Unmarshal([]byte(line), &entry) != nil || entry["msg"] != msg {
+				continue
+			}
+			if v, ok := entry[key].(string); ok {
+				values = append(values, v)
+			}
+		}
+	}
+	return values
 }
 
 // countLines counts the lines of the file at path containing substr (0 if it cannot be read).

@@ -49,6 +49,11 @@ const (
 	ReasonConfirmedAhead = "confirmed_ahead"
 )
 
+// SlotCreatedLog is the message logged when a slot is created, with its consistent_point: the
+// slot is confirmed there, ahead of the stored position, until the catch-up in its snapshot
+// stores that point.
+const SlotCreatedLog = "created the slot; catching up inside its snapshot"
+
 // noteUnusableSlot remembers a session error that means the slot can never stream again, so
 // the next session recreates it and catches up from the legacy checkpoints.
 func (p *pipeline) noteUnusableSlot(err error) {
@@ -216,6 +221,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	if err != nil {
 		return 0, err
 	}
+	p.log.Info(SlotCreatedLog, zap.String("slot", cfg.Slot), zap.Stringer("consistent_point", created.ConsistentPoint))
 	failpoint.Hit("after-create-slot")
 	if cfg.afterCreateSlot != nil {
 		cfg.afterCreateSlot()
