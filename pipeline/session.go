@@ -129,6 +129,12 @@ func connectFlush(ctx context.Context, database *pgx.ConnConfig) (*pgx.Conn, err
 	if _, set := cfg.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
 		cfg.RuntimeParams["idle_in_transaction_session_timeout"] = FlushIdleInTransactionTimeout
 	}
+	// The flush session idles between windows by design, for as long as the source tables are
+	// quiet: a DBA's idle_session_timeout on the role (14+) would end it at each quiet spell,
+	// and the whole session — walsender included — with it.
+	if _, set := cfg.RuntimeParams["idle_session_timeout"]; !set {
+		cfg.RuntimeParams["idle_session_timeout"] = "0"
+	}
 	if err := replication.DetectDeadPeers(&cfg.Config); err != nil {
 		return nil, err
 	}
