@@ -36,8 +36,8 @@ type PublishedTable struct {
 	// Wider: it carries columns no rule reads. Lacking: it lacks needed columns.
 	Wider   bool     `json:"wider"`
 	Lacking []string `json:"lacking,omitempty"`
-	// Unsent are the columns the plan reads that its list leaves out (those of Lacking that
-	// are not only the replica identity, or not only wanted for whole rows).
+	// Unsent are the columns the plan reads that the table's column list leaves out: changes
+	// written under that list arrive without them (see Publication.Misses).
 	Unsent []string `json:"unsent,omitempty"`
 }
 
