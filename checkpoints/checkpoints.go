@@ -22,9 +22,10 @@ const (
 	CommentsCheckpoint = "challenges:c:last_blocknumber"
 )
 
-// ErrNotMigrated means challenge_stream.slot_checkpoints does not exist: the project's
-// migrations have not been applied to this database (run `challenge-stream migrate`).
-var ErrNotMigrated = errors.New("challenge_stream schema missing: migrations not applied")
+// ErrNotMigrated means challenge_stream.slot_checkpoints does not exist, or lacks a column this
+// version writes: the project's migrations have not been applied to this database, or not this
+// version's (with --skip-migrations, run `challenge-stream migrate` before the new version).
+var ErrNotMigrated = errors.New("challenge_stream schema missing or older than this version: migrations not applied (run `challenge-stream migrate`)")
 
 // ErrPublicationReplaced means the publication a stored position was streamed through is gone
 // or is another one of the same name (dropped and recreated): changes after the drop were never
@@ -264,7 +265,7 @@ func ReadState(ctx context.Context, q Querier, slot string) (State, error) {
 		return State{}, nil
 	}
 	if err != nil {
-		return State{}, fmt.Errorf("load lsn of slot %q: %w", slot, notMigrated(err))
+		return State{}, fmt.Errorf("load lsn of slot %q: %w", slot, slotNotMigrated(err))
 	}
 	lsn, err := pglogrepl.ParseLSN(text)
 	if err != nil {
@@ -302,7 +303,7 @@ func StoreLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN, pu
 		return fmt.Errorf("store lsn %s of slot %q: %w (publication %s)", lsn, slot, ErrPublicationReplaced, publication)
 	}
 	if err != nil {
-		return fmt.Errorf("store lsn %s of slot %q: %w", lsn, slot, notMigrated(err))
+		return fmt.Errorf("store lsn %s of slot %q: %w", lsn, slot, slotNotMigrated(err))
 	}
 	return nil
 }
@@ -315,9 +316,19 @@ func StoreLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN, pu
 func ResetLSN(ctx context.Context, q Querier, slot string, lsn pglogrepl.LSN, publication string) error {
 	var stored bool
 	if err := q.QueryRow(ctx, storeLSNSQL, slot, lsn.String(), true, publication).Scan(&stored); err != nil {
-		return fmt.Errorf("reset lsn of slot %q to %s: %w", slot, lsn, notMigrated(err))
+		return fmt.Errorf("reset lsn of slot %q to %s: %w", slot, lsn, slotNotMigrated(err))
 	}
 	return nil
+}
+
+// slotNotMigrated is notMigrated for statements on slot_checkpoints, whose every column is
+// ours: one missing (undefined_column) means an older schema too.
+func slotNotMigrated(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42703" {
+		return fmt.Errorf("%w: %w", ErrNotMigrated, err)
+	}
+	return notMigrated(err)
 }
 
 // notMigrated marks errors caused by the missing challenge_stream schema or table with

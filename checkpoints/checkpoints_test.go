@@ -319,6 +319,15 @@ func TestNotMigrated(t *testing.T) {
 	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
 	err = checkpoints.StoreLSN(ctx, db.Pool, "s", 1, "pub")
 	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
+
+	// A schema of an older version (--skip-migrations, and migrate not run for this one).
+	db.Exec(t, `CREATE SCHEMA challenge_stream; CREATE TABLE challenge_stream.slot_checkpoints (
+		slot_name text PRIMARY KEY, lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())`)
+	_, _, err = checkpoints.LoadLSN(ctx, db.Pool, "s")
+	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
+	require.ErrorContains(t, err, "challenge-stream migrate")
+	err = checkpoints.StoreLSN(ctx, db.Pool, "s", 1, "pub")
+	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
 }
 
 func TestLegacyState(t *testing.T) {
