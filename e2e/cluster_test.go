@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"syscall"
 	"testing"
 	"time"
 
@@ -11,41 +12,60 @@ import (
 )
 
 // TestTwoDatabasesDefaultSlotName: two databases on one cluster, both running the sidecar
-// with the default slot name. Slot names are unique per cluster: the first streams; the second
-// exits 1 with one line naming the slot, its database and --slot, and never touches the first's
-// slot. With a --slot of its own the second streams too, and both verify clean.
+// with no --slot. Slot names are unique per cluster: the first takes the default name, the
+// second, finding it taken, takes challenge_stream_<its database>, and both stream. Asked
+// explicitly for the taken name, the second exits 1 with one line naming the slot, its
+// database and --slot, and never touches the first's slot. Restarted, each keeps its name: no
+// slot is created again.
 func TestTwoDatabasesDefaultSlotName(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, map[string]string{})
 	first := clusterEnv(t, c, "first_db")
 	second := clusterEnv(t, c, "second_db")
-	first.db.Slot, first.db.Publication = pipeline.DefaultName, pipeline.DefaultName
-	second.db.Slot, second.db.Publication = pipeline.DefaultName, pipeline.DefaultName
+	first.db.Slot, second.db.Slot = pipeline.DefaultName, pipeline.DerivedSlotName("second_db")
+	first.db.Publication, second.db.Publication = pipeline.DefaultName, pipeline.DefaultName
+	require.Equal(t, "challenge_stream_second_db", second.db.Slot)
 	first.artistWithTrack(1, 10)
 	second.artistWithTrack(2, 20)
+	noSlot := []string{"--slot", "", "--window", "100ms"} // after run's own --slot: the default
 
-	p1 := first.run(nil, "--window", "100ms")
+	p1 := first.run(nil, noSlot...)
 	first.waitStreaming(p1)
 	pid := first.count(`SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, pipeline.DefaultName)
 
-	p2 := second.run(nil, "--window", "100ms")
-	require.Equal(t, 1, p2.exited(60*time.Second))
-	require.Contains(t, lastLine(p2.out.String()),
+	taken := second.run(nil, "--slot", pipeline.DefaultName, "--window", "100ms")
+	require.Equal(t, 1, taken.exited(60*time.Second))
+	require.Contains(t, lastLine(taken.out.String()),
 		"challenge_stream belongs to database first_db; choose another name with --slot")
 	require.Equal(t, pid, first.count(`SELECT active_pid FROM pg_replication_slots
 		WHERE slot_name = $1 AND database = 'first_db'`, pipeline.DefaultName), "the first's slot is untouched")
 
-	second.db.Slot = "second_slot"
-	p3 := second.run(nil, "--window", "100ms")
-	second.waitStreaming(p3)
+	p2 := second.run(nil, noSlot...)
+	second.waitStreaming(p2)
 	first.plays(10, 300)
 	second.plays(20, 300)
 	first.caughtUp()
 	second.caughtUp()
-	require.EqualValues(t, 300, first.count(`SELECT current_step_count FROM user_challenges WHERE specifier = '1:1000'`))
-	require.EqualValues(t, 300, second.count(`SELECT current_step_count FROM user_challenges WHERE specifier = '2:1000'`))
-	first.verified()
-	second.verified()
+
+	for _, p := range []*proc{p1, p2} {
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+		require.Equal(t, 0, p.exited(30*time.Second))
+	}
+	p1, p2 = first.run(nil, noSlot...), second.run(nil, noSlot...)
+	first.waitStreaming(p1)
+	second.waitStreaming(p2)
+	first.plays(10, 1)
+	second.plays(20, 1)
+	first.caughtUp()
+	second.caughtUp()
+	require.EqualValues(t, 301, first.count(`SELECT current_step_count FROM user_challenges WHERE specifier = '1:1000'`))
+	require.EqualValues(t, 301, second.count(`SELECT current_step_count FROM user_challenges WHERE specifier = '2:1000'`))
+	require.EqualValues(t, 2, first.count(`SELECT count(*) FROM pg_replication_slots`), "one slot per database")
+	require.NotContains(t, p1.out.String()+p2.out.String(), "recreating it", "no slot recreated")
+	for _, e := range []*env{first, second} {
+		require.Zero(t, e.count(`SELECT count(*) FROM challenge_stream.slot_checkpoints WHERE slot_name <> $1`, e.db.Slot))
+		e.verified()
+	}
 }
 
 // TestSynchronousStandbyNamesStar: with synchronous_standby_names = '*' the sidecar's logical

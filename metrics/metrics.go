@@ -8,6 +8,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +41,11 @@ var states = []pipeline.State{
 type Metrics struct {
 	registry *prometheus.Registry
 
+	// slot labels leader: as configured, or as the pipeline named it (SlotNamed).
+	mu    sync.Mutex
+	slot  string
+	leads bool
+
 	events        *prometheus.CounterVec
 	truncates     prometheus.Counter
 	transactions  prometheus.Counter
@@ -62,7 +68,7 @@ type Metrics struct {
 	reconnects    prometheus.Counter
 	slotRecreated *prometheus.CounterVec
 	state         *prometheus.GaugeVec
-	leader        prometheus.Gauge
+	leader        *prometheus.GaugeVec
 
 	slotExists     prometheus.Gauge
 	slotActive     prometheus.Gauge
@@ -81,7 +87,8 @@ var decodingHows = []string{"spilled", "streamed", "total"}
 
 // New creates the metrics on a new registry, with the Go runtime and process collectors. slot
 // labels challenge_stream_leader, so that "no replica leads" can be told per slot across
-// replicas and deployments.
+// replicas and deployments; "" until the pipeline names it (pipeline.SlotNamed), as it does
+// when no slot is configured.
 func New(slot string) *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -176,11 +183,10 @@ func New(slot string) *Metrics {
 			Namespace: namespace, Name: "state",
 			Help: "1 for the pipeline's current state, 0 for the others.",
 		}, []string{"state"}),
-		leader: f.NewGauge(prometheus.GaugeOpts{
+		leader: f.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "leader",
-			Help:        "1 while this replica holds the slot's leader lock and does the work (catching up or streaming), else 0.",
-			ConstLabels: prometheus.Labels{"slot": slot},
-		}),
+			Help: "1 while this replica holds the slot's leader lock and does the work (catching up or streaming), else 0.",
+		}, []string{"slot"}),
 
 		slotExists: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "slot_exists",
@@ -241,6 +247,7 @@ func New(slot string) *Metrics {
 		Namespace: namespace, Name: "build_info",
 		Help: "Always 1; its labels name the running build.",
 	}, []string{"version", "revision", "goversion"}).WithLabelValues(bi.Version, bi.Revision, bi.GoVersion).Set(1)
+	m.slot = slot
 	m.stateChanged(pipeline.StateStarting)
 	return m
 }
@@ -274,7 +281,27 @@ func (m *Metrics) Observe(e pipeline.Event) {
 		m.reconnects.Inc()
 	case pipeline.SlotRecreated:
 		m.slotRecreated.WithLabelValues(e.Reason).Inc()
+	case pipeline.SlotNamed:
+		m.slotNamed(e.Slot)
 	}
+}
+
+// slotNamed moves the leader series to the slot's chosen name.
+func (m *Metrics) slotNamed(slot string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.slot != "" {
+		m.leader.DeleteLabelValues(m.slot)
+	}
+	m.slot = slot
+	m.leader.WithLabelValues(slot).Set(boolFloat(m.leads))
+}
+
+// namedSlot is the slot's name as configured or chosen, "" until the pipeline has chosen one.
+func (m *Metrics) namedSlot() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.slot
 }
 
 func (m *Metrics) stateChanged(s pipeline.State) {
@@ -283,7 +310,12 @@ func (m *Metrics) stateChanged(s pipeline.State) {
 	}
 	// Only the lock holder catches up or streams; "no replica leads" is an alert over the
 	// replicas' max of this gauge, never a probe.
-	m.leader.Set(boolFloat(s == pipeline.StateCatchingUp || s == pipeline.StateStreaming))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.leads = s == pipeline.StateCatchingUp || s == pipeline.StateStreaming
+	if m.slot != "" {
+		m.leader.WithLabelValues(m.slot).Set(boolFloat(m.leads))
+	}
 }
 
 func (m *Metrics) transactionReceived(tx *replication.Transaction, tables []string) {

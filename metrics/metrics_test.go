@@ -263,3 +263,22 @@ func TestSlotPollerSurvivesUnreachableDatabase(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestLeaderFollowsTheChosenSlotName: with no slot configured the leader series appears under
+// the name the pipeline chooses, carries the state it is in, and moves if it chooses again.
+func TestLeaderFollowsTheChosenSlotName(t *testing.T) {
+	m := New("")
+	_, values := scrape(t, m)
+	for series := range values {
+		require.NotContains(t, series, "challenge_stream_leader", "no series before the name is known")
+	}
+	m.Observe(pipeline.StateChanged{State: pipeline.StateStreaming})
+	m.Observe(pipeline.SlotNamed{Slot: "challenge_stream"})
+	_, values = scrape(t, m)
+	require.Equal(t, 1.0, values[`challenge_stream_leader{slot="challenge_stream"}`], "the state before the name")
+	m.Observe(pipeline.SlotNamed{Slot: "challenge_stream_b"})
+	m.Observe(pipeline.StateChanged{State: pipeline.StateStandby})
+	_, values = scrape(t, m)
+	require.Equal(t, 0.0, values[`challenge_stream_leader{slot="challenge_stream_b"}`])
+	require.NotContains(t, values, `challenge_stream_leader{slot="challenge_stream"}`, "moved, not duplicated")
+}

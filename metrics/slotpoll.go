@@ -29,7 +29,8 @@ type SlotPoller struct {
 	log      *zap.Logger
 }
 
-// NewSlotPoller prepares a poller of slot on the database (its settings are copied);
+// NewSlotPoller prepares a poller of slot on the database (its settings are copied), or with
+// slot "" of the slot the pipeline names (pipeline.SlotNamed);
 // interval 0 means DefaultSlotPollInterval. Start it with Run.
 func (m *Metrics) NewSlotPoller(database *pgx.ConnConfig, slot string, interval time.Duration, log *zap.Logger) *SlotPoller {
 	cfg := database.Copy()
@@ -78,17 +79,23 @@ func (p *SlotPoller) Run(ctx context.Context) {
 func (p *SlotPoller) Poll(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, slotPollTimeout)
 	defer cancel()
+	slot := p.slot
+	if slot == "" {
+		if slot = p.m.namedSlot(); slot == "" {
+			return nil // the pipeline has not chosen its slot's name yet
+		}
+	}
 	conn, err := pgx.ConnectConfig(ctx, p.conn)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	info, err := replication.InspectSlot(ctx, conn, p.slot)
+	info, err := replication.InspectSlot(ctx, conn, slot)
 	if err != nil {
 		return err
 	}
 	p.m.SlotPolled(info)
-	stats, err := replication.InspectDecoding(ctx, conn, p.slot)
+	stats, err := replication.InspectDecoding(ctx, conn, slot)
 	if err != nil {
 		return err
 	}

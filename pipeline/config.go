@@ -20,7 +20,9 @@ type Config struct {
 	// runbook).
 	Database *pgx.ConnConfig
 	// Slot and Publication name the replication slot and publication (plain lower-case
-	// identifiers). Default "challenge_stream".
+	// identifiers). Publication defaults to DefaultName; Slot, unset, is chosen at start by
+	// ResolveSlot: DefaultName, or DerivedSlotName when another database of the cluster has a
+	// slot of that name.
 	Slot        string
 	Publication string
 	// Window is the longest a change waits in a window while the stream keeps delivering.
@@ -107,9 +109,6 @@ const (
 )
 
 func (c Config) withDefaults() Config {
-	if c.Slot == "" {
-		c.Slot = DefaultName
-	}
 	if c.Publication == "" {
 		c.Publication = DefaultName
 	}
@@ -168,7 +167,7 @@ func (c Config) validate() error {
 	if c.Database == nil {
 		return errors.New("the database's connection settings are required")
 	}
-	if !replication.ValidIdentifier(c.Slot) {
+	if c.Slot != "" && !replication.ValidIdentifier(c.Slot) {
 		return fmt.Errorf("slot %q is not a plain lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)", c.Slot)
 	}
 	if !replication.ValidIdentifier(c.Publication) {

@@ -62,7 +62,11 @@ type Reconnecting struct{ Err error }
 // catch-up covered the gap.
 type SlotRecreated struct{ Reason string }
 
+// SlotNamed: with no slot configured, the pipeline chose this name (see ResolveSlot).
+type SlotNamed struct{ Slot string }
+
 func (StateChanged) event()        {}
+func (SlotNamed) event()           {}
 func (TransactionReceived) event() {}
 func (Flushed) event()             {}
 func (StatusSent) event()          {}

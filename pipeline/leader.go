@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -58,20 +57,12 @@ func leaderHeld(ctx context.Context, conn *pgconn.PgConn, slot string) (bool, er
 
 // leaderKeyLiteral is LeaderLockKey as a quoted literal: the statements run in the simple
 // protocol, the only one a walsender accepts.
-func leaderKeyLiteral(slot string) string {
-	return "'" + strings.ReplaceAll(LeaderLockKey(slot), "'", "''") + "'"
-}
+func leaderKeyLiteral(slot string) string { return quoteLiteral(LeaderLockKey(slot)) }
 
 // queryBool runs a statement that returns one boolean.
 func queryBool(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, error) {
-	res, err := conn.Exec(ctx, sql).ReadAll()
-	if err != nil {
-		return false, err
-	}
-	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
-		return false, fmt.Errorf("unexpected result")
-	}
-	return string(res[0].Rows[0][0]) == "t", nil
+	v, err := queryText(ctx, conn, sql)
+	return v == "t", err
 }
 
 // standbyApplicationName is the application_name of a standby's look at the leader lock.

@@ -31,7 +31,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	p := &pipeline{cfg: cfg, log: cfg.Log.Named("pipeline")}
+	p := &pipeline{cfg: cfg, configuredSlot: cfg.Slot, log: cfg.Log.Named("pipeline")}
 	p.oddities = &oddityLog{log: p.log}
 
 	b := backoff.NewExponentialBackOff()
@@ -101,6 +101,9 @@ type pipeline struct {
 	standingBy bool
 	// toldPublication: what the publication carries was logged (once per process).
 	toldPublication bool
+	// configuredSlot is Config.Slot as given; "" lets chooseSlot name it, until slotChosen.
+	configuredSlot string
+	slotChosen     bool
 }
 
 // errFields describes an error for a log line: the message without secrets and, for a

@@ -19,16 +19,19 @@ import (
 
 // session is one connection's life: lead, choose the start state, stream, shut down.
 func (p *pipeline) session(ctx context.Context) error {
-	cfg := p.cfg
 	if p.standingBy && p.leaderStillHeld(ctx) {
 		return errStandby
 	}
-	cfg.Observe(StateChanged{State: StateStarting})
-	repl, err := replication.Connect(ctx, decodingSettings(&cfg.Database.Config, cfg.DecodingWorkMem))
+	p.cfg.Observe(StateChanged{State: StateStarting})
+	repl, err := replication.Connect(ctx, decodingSettings(&p.cfg.Database.Config, p.cfg.DecodingWorkMem))
 	if err != nil {
 		return err
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
+	if err := p.chooseSlot(ctx, repl); err != nil {
+		return err
+	}
+	cfg := p.cfg
 	// One replica leads per slot. The lock lives as long as the replication connection (see
 	// TryLeaderLock), so a replica that dies, even by kill -9 or with its host, frees it.
 	leader, err := TryLeaderLock(ctx, repl, cfg.Slot)
@@ -49,6 +52,7 @@ func (p *pipeline) session(ctx context.Context) error {
 	if err := p.preflight(ctx, conn); err != nil {
 		return err
 	}
+	p.slotChosen = true
 	if !cfg.SkipMigrations && !p.migrated {
 		if err := migrations.Apply(ctx, conn, cfg.Log.Named("migrations")); err != nil {
 			return err
@@ -86,6 +90,25 @@ func (p *pipeline) session(ctx context.Context) error {
 	err = p.stream(ctx, stream, conn, start, senderTimeout)
 	p.noteUnusableSlot(err)
 	return err
+}
+
+// chooseSlot names the slot when none is configured (ResolveSlot), again at each session until
+// one has led under the name and found it free on the cluster (preflight): until then another
+// database may take the default name first.
+func (p *pipeline) chooseSlot(ctx context.Context, repl *pgconn.PgConn) error {
+	if p.slotChosen || p.configuredSlot != "" {
+		return nil
+	}
+	slot, err := ResolveSlot(ctx, repl, "")
+	if err != nil {
+		return err
+	}
+	if slot != p.cfg.Slot {
+		p.cfg.Slot = slot
+		p.log.Info("slot name chosen", zap.String("slot", slot))
+		p.cfg.Observe(SlotNamed{Slot: slot})
+	}
+	return nil
 }
 
 // decodingSettings is database with the walsender's logical_decoding_work_mem (see

@@ -121,7 +121,8 @@ func (c *commonFlags) register(f *flagSet) {
 		// The environment's URL is the flag's default, which -h prints: mask its password.
 		fl.DefValue = redact.URL(fl.DefValue)
 	}
-	f.string(&c.slot, "slot", "CHALLENGE_STREAM_SLOT", pipeline.DefaultName, "replication slot name")
+	f.string(&c.slot, "slot", "CHALLENGE_STREAM_SLOT", "",
+		"replication slot name (default "+pipeline.DefaultName+", or "+pipeline.DefaultName+"_<database> when another database of the cluster has that slot)")
 	f.string(&c.publication, "publication", "CHALLENGE_STREAM_PUBLICATION", pipeline.DefaultName, "publication name")
 	f.string(&c.logFormat, "log-format", "CHALLENGE_STREAM_LOG_FORMAT", "json", "log format: json or console")
 	f.string(&c.logLevel, "log-level", "CHALLENGE_STREAM_LOG_LEVEL", "info", "log level: debug, info, warn or error")

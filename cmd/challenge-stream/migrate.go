@@ -8,6 +8,7 @@ import (
 
 	"github.com/challenge-stream/challenge-stream/internal/redact"
 	"github.com/challenge-stream/challenge-stream/migrations"
+	"github.com/challenge-stream/challenge-stream/pipeline"
 )
 
 // migrateCommand applies the project's own migrations and exits.
@@ -47,5 +48,8 @@ func withDB(ctx context.Context, e env, name string, extra func(*flagSet), fn fu
 		return redact.Error(fmt.Errorf("connect: %w", err), c.databaseURL)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if c.slot, err = pipeline.ResolveSlot(ctx, conn.PgConn(), c.slot); err != nil {
+		return redact.Error(err, c.databaseURL)
+	}
 	return redact.Error(fn(c, conn), c.databaseURL)
 }

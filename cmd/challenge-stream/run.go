@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 
 	"go.uber.org/zap"
@@ -70,7 +71,7 @@ func runCommand(ctx context.Context, e env) error {
 	bi := buildinfo.Get()
 	log.Info("starting", zap.String("version", bi.Version), zap.String("revision", bi.Revision),
 		zap.String("go_version", bi.GoVersion),
-		zap.String("database", redact.URL(rf.databaseURL)), zap.String("slot", cfg.Slot),
+		zap.String("database", redact.URL(rf.databaseURL)), zap.String("slot", cmp.Or(cfg.Slot, "(chosen at start)")),
 		zap.String("publication", cfg.Publication), zap.Duration("window", cfg.Window))
 	if rf.opsFlags.readyMaxLagBytes != 0 {
 		log.Warn("--ready-max-lag-bytes is deprecated and ignored: lag no longer affects /readyz")
