@@ -44,14 +44,14 @@ test-faults:
 ## versions). test-pg-subset PG_MAJORS="17 18" runs it on some; scripts/install-postgres.sh
 ## fetches each major's server binaries (pinned) on first use.
 PG_MAJORS          ?= 14 15 16 17 18
-PG_SUBSET_PIPELINE := ^(TestStreamAppliesRules|TestTwoTransactionsOneWindow|TestTransactionsWithoutOurChanges|TestLowerIDCommitsLater|TestPruneTruncateAndAddColumn|TestFirstStart|TestRestartResumesFromStoredLSN|TestSlotLostWhileDown|TestTwoReplicas|TestIdleSlotKeepsConfirming|TestConnectionsTerminatedWhilePlaysArrive)$$
+PG_SUBSET_PIPELINE := ^(TestStreamAppliesRules|TestTwoTransactionsOneWindow|TestTransactionsWithoutOurChanges|TestLowerIDCommitsLater|TestPruneTruncateAndAddColumn|TestFirstStart|TestRestartResumesFromStoredLSN|TestSlotLostWhileDown|TestTwoReplicas|TestIdleSlotKeepsConfirming|TestConnectionsTerminatedWhilePlaysArrive|TestPublicationRecreatedWhileDown|TestPublicationDroppedWhileStreaming|TestManagedPublicationWidenedUnderABacklog)$$
 PG_SUBSET_E2E      := ^(TestKill9WithUnflushedWindow|TestCrashAfterFlushCommit|TestSIGTERMFlushesOpenWindow|TestPostgresRestartWhileStreaming|TestPostgresRestartDuringFlush|TestFlushConnectionTerminated|TestWalLevelReplica|TestHostileDroppedColumn|TestPrimaryFailover)$$
 PG_SUBSET_FAULTS   := ^(TestPlannedShutdowns|TestCommitStreamedBeforeVisible)$$
 test-pg-matrix: test-pg-subset
 test-pg-subset:
 	for major in $(PG_MAJORS); do \
 		bin=$$(scripts/install-postgres.sh $$major); start=$$(date +%s); \
-		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m ./migrations/ ./checkpoints/ || exit 1; \
+		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m ./migrations/ ./checkpoints/ ./replication/ || exit 1; \
 		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_PIPELINE)' ./pipeline/ || exit 1; \
 		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_E2E)' ./e2e/ || exit 1; \
 		PG_BIN=$$bin $(GO) test -count=1 -timeout 15m -run '$(PG_SUBSET_FAULTS)' ./faults/ || exit 1; \
