@@ -75,30 +75,24 @@ func ResolveSlot(ctx context.Context, conn *pgconn.PgConn, configured string) (s
 		return `EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = ` + quoteLiteral(name) +
 			` AND database = current_database())`
 	}
-	found, err := queryText(ctx, conn, `SELECT `+here(DefaultName)+`::text || ',' || `+here(derived)+`::text || ',' ||
+	found, err := queryRow(ctx, conn, `SELECT `+here(DefaultName)+`, `+here(derived)+`,
 		EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = `+quoteLiteral(DefaultName)+
-		` AND database IS DISTINCT FROM current_database())::text || ',' ||
-		(to_regclass('challenge_stream.slot_checkpoints') IS NOT NULL)::text`)
+		` AND database IS DISTINCT FROM current_database()),
+		to_regclass('challenge_stream.slot_checkpoints') IS NOT NULL`)
 	if err != nil {
 		return "", fmt.Errorf("choose the slot name: %w", err)
 	}
-	flags := strings.Split(found, ",")
-	if len(flags) != 4 {
-		return "", fmt.Errorf("choose the slot name: unexpected answer %q", found)
-	}
-	f := slotsFound{defaultHere: flags[0] == "true", derivedHere: flags[1] == "true", defaultElsewhere: flags[2] == "true"}
-	if flags[3] == "true" {
+	f := slotsFound{defaultHere: found[0] == "t", derivedHere: found[1] == "t", defaultElsewhere: found[2] == "t"}
+	if found[3] == "t" {
 		// A stored position counts as the slot's: the slot may be lost or dropped, and the
 		// recovery must happen under the name it was stored for.
-		stored, err := queryText(ctx, conn, `SELECT string_agg(slot_name, ',') FROM challenge_stream.slot_checkpoints
-			WHERE slot_name IN (`+quoteLiteral(DefaultName)+`, `+quoteLiteral(derived)+`)`)
+		stored, err := queryRow(ctx, conn, `SELECT coalesce(bool_or(slot_name = `+quoteLiteral(DefaultName)+`), false),
+			coalesce(bool_or(slot_name = `+quoteLiteral(derived)+`), false) FROM challenge_stream.slot_checkpoints`)
 		if err != nil {
 			return "", fmt.Errorf("choose the slot name: %w", err)
 		}
-		for _, name := range strings.Split(stored, ",") {
-			f.defaultHere = f.defaultHere || name == DefaultName
-			f.derivedHere = f.derivedHere || name == derived
-		}
+		f.defaultHere = f.defaultHere || stored[0] == "t"
+		f.derivedHere = f.derivedHere || stored[1] == "t"
 	}
 	if useDerivedName(f) {
 		return derived, nil
@@ -106,16 +100,33 @@ func ResolveSlot(ctx context.Context, conn *pgconn.PgConn, configured string) (s
 	return DefaultName, nil
 }
 
+// queryRow runs a statement that returns one row, and returns its columns as text ("" for
+// NULL; booleans are "t" and "f").
+func queryRow(ctx context.Context, conn *pgconn.PgConn, sql string) ([]string, error) {
+	res, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 {
+		return nil, fmt.Errorf("unexpected result")
+	}
+	row := make([]string, len(res[0].Rows[0]))
+	for i, v := range res[0].Rows[0] {
+		row[i] = string(v)
+	}
+	return row, nil
+}
+
 // queryText runs a statement that returns one text value ("" for NULL).
 func queryText(ctx context.Context, conn *pgconn.PgConn, sql string) (string, error) {
-	res, err := conn.Exec(ctx, sql).ReadAll()
+	row, err := queryRow(ctx, conn, sql)
 	if err != nil {
 		return "", err
 	}
-	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
+	if len(row) != 1 {
 		return "", fmt.Errorf("unexpected result")
 	}
-	return string(res[0].Rows[0][0]), nil
+	return row[0], nil
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
