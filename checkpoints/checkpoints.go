@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,14 +42,16 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Legacy is the pair of legacy checkpoints. A Has* field is false when the row is absent (on
-// read) or when the value should be left alone (on advance).
-type Legacy struct {
-	LastPlayID       int64
-	HasPlayID        bool
-	LastCommentBlock int64
-	HasCommentBlock  bool
-}
+// Legacy holds legacy checkpoint values by name (indexing_checkpoints.tablename). A name that
+// is absent is a row that is absent (on read) or a value to leave alone (on advance).
+type Legacy map[string]int64
+
+// Has reports whether the named checkpoint is present.
+func (l Legacy) Has(name string) bool { _, ok := l[name]; return ok }
+
+// LegacyPrefix begins the name of every checkpoint of the polling job's challenge processors;
+// the rest of indexing_checkpoints belongs to the indexer.
+const LegacyPrefix = "challenges:"
 
 // State is the stored replication position of one slot.
 type State struct {
@@ -62,28 +66,22 @@ type State struct {
 	PublicationOID uint32
 }
 
-// ReadLegacy returns the legacy checkpoints; absent rows leave their Has* field false.
+// ReadLegacy returns every challenge processor's checkpoint that is present (LegacyPrefix).
 func ReadLegacy(ctx context.Context, q Querier) (Legacy, error) {
 	rows, err := q.Query(ctx,
-		`SELECT tablename, last_checkpoint FROM indexing_checkpoints WHERE tablename IN ($1, $2)`,
-		PlaysCheckpoint, CommentsCheckpoint)
+		`SELECT tablename, last_checkpoint FROM indexing_checkpoints WHERE starts_with(tablename, $1)`, LegacyPrefix)
 	if err != nil {
-		return Legacy{}, fmt.Errorf("read legacy checkpoints: %w", err)
+		return nil, fmt.Errorf("read legacy checkpoints: %w", err)
 	}
-	var l Legacy
+	l := Legacy{}
 	var name string
 	var value int64
 	_, err = pgx.ForEachRow(rows, []any{&name, &value}, func() error {
-		switch name {
-		case PlaysCheckpoint:
-			l.LastPlayID, l.HasPlayID = value, true
-		case CommentsCheckpoint:
-			l.LastCommentBlock, l.HasCommentBlock = value, true
-		}
+		l[name] = value
 		return nil
 	})
 	if err != nil {
-		return Legacy{}, fmt.Errorf("read legacy checkpoints: %w", err)
+		return nil, fmt.Errorf("read legacy checkpoints: %w", err)
 	}
 	return l, nil
 }
@@ -106,34 +104,25 @@ INSERT INTO challenge_stream.legacy_checkpoints AS s (tablename, last_written)
 SELECT tablename, last_checkpoint FROM raised
 ON CONFLICT (tablename) DO UPDATE SET last_written = EXCLUDED.last_written`
 
-// AdvanceLegacy raises the legacy checkpoints whose Has* field is set to the given values,
-// creating absent rows, and records what it wrote (see ReadLegacyState). A checkpoint never
-// moves backwards: a value not above the stored one changes nothing and writes nothing. It
-// needs the project's migrations (ErrNotMigrated otherwise).
+// AdvanceLegacy raises the legacy checkpoints in l to the given values, creating absent rows,
+// and records what it wrote (see ReadLegacyState). A checkpoint never moves backwards: a value
+// not above the stored one changes nothing and writes nothing. Rows are written in name order,
+// so two writers take their locks in the same order. It needs the project's migrations
+// (ErrNotMigrated otherwise).
 func AdvanceLegacy(ctx context.Context, q Querier, l Legacy) error {
-	names := make([]string, 0, 2)
-	values := make([]int32, 0, 2)
-	for _, c := range []struct {
-		set   bool
-		name  string
-		value int64
-	}{
-		{l.HasPlayID, PlaysCheckpoint, l.LastPlayID},
-		{l.HasCommentBlock, CommentsCheckpoint, l.LastCommentBlock},
-	} {
-		if !c.set {
-			continue
-		}
+	if len(l) == 0 {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(l))
+	values := make([]int32, len(names))
+	for i, name := range names {
 		// The column is int4 (the host's schema); say which checkpoint overflowed rather than
 		// letting the encoder fail with a bare range error.
-		if c.value < math.MinInt32 || c.value > math.MaxInt32 {
-			return fmt.Errorf("advance legacy checkpoint %q: %d does not fit int4", c.name, c.value)
+		v := l[name]
+		if v < math.MinInt32 || v > math.MaxInt32 {
+			return fmt.Errorf("advance legacy checkpoint %q: %d does not fit int4", name, v)
 		}
-		names = append(names, c.name)
-		values = append(values, int32(c.value))
-	}
-	if len(names) == 0 {
-		return nil
+		values[i] = int32(v)
 	}
 	if _, err := q.Exec(ctx, advanceLegacySQL, names, values); err != nil {
 		return fmt.Errorf("advance legacy checkpoints: %w", notMigrated(err))
@@ -160,35 +149,36 @@ type LegacyCheckpoint struct {
 // the polling job, or an operator, is writing it too.
 func (c LegacyCheckpoint) Foreign() bool { return c.Has && c.HasWritten && c.Value != c.Written }
 
-// LegacyState is both legacy checkpoints with their bookkeeping.
-type LegacyState struct {
-	Plays, Comments LegacyCheckpoint
-}
+// LegacyState is legacy checkpoints with their bookkeeping, by name.
+type LegacyState map[string]LegacyCheckpoint
 
 // Legacy returns the stored values alone.
 func (s LegacyState) Legacy() Legacy {
-	return Legacy{
-		LastPlayID: s.Plays.Value, HasPlayID: s.Plays.Has,
-		LastCommentBlock: s.Comments.Value, HasCommentBlock: s.Comments.Has,
+	l := Legacy{}
+	for name, c := range s {
+		if c.Has {
+			l[name] = c.Value
+		}
 	}
+	return l
 }
 
-// readLegacyStateSQL is one small read: two host rows and two of ours, by primary key.
+// readLegacyStateSQL is one small read: a host row and one of ours per name, by primary key.
 const readLegacyStateSQL = `
 SELECT n.name, ic.last_checkpoint, s.last_written, COALESCE(s.held_since IS NOT NULL, false)
 FROM unnest($1::text[]) AS n(name)
 LEFT JOIN indexing_checkpoints ic ON ic.tablename = n.name
 LEFT JOIN challenge_stream.legacy_checkpoints s ON s.tablename = n.name`
 
-// ReadLegacyState returns the legacy checkpoints with what challenge-stream last wrote to them
-// and whether it holds them.
-func ReadLegacyState(ctx context.Context, q Querier) (LegacyState, error) {
-	rows, err := q.Query(ctx, readLegacyStateSQL, []string{PlaysCheckpoint, CommentsCheckpoint})
+// ReadLegacyState returns the named legacy checkpoints with what challenge-stream last wrote to
+// them and whether it holds them; every name is in the result, absent ones with Has false.
+func ReadLegacyState(ctx context.Context, q Querier, names []string) (LegacyState, error) {
+	rows, err := q.Query(ctx, readLegacyStateSQL, names)
 	if err != nil {
-		return LegacyState{}, fmt.Errorf("read legacy checkpoints: %w", notMigrated(err))
+		return nil, fmt.Errorf("read legacy checkpoints: %w", notMigrated(err))
 	}
 	var (
-		st             LegacyState
+		st             = LegacyState{}
 		name           string
 		value, written *int64
 		held           bool
@@ -201,15 +191,11 @@ func ReadLegacyState(ctx context.Context, q Querier) (LegacyState, error) {
 		if written != nil {
 			c.Written, c.HasWritten = *written, true
 		}
-		if name == PlaysCheckpoint {
-			st.Plays = c
-		} else {
-			st.Comments = c
-		}
+		st[name] = c
 		return nil
 	})
 	if err != nil {
-		return LegacyState{}, fmt.Errorf("read legacy checkpoints: %w", notMigrated(err))
+		return nil, fmt.Errorf("read legacy checkpoints: %w", notMigrated(err))
 	}
 	return st, nil
 }

@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 }
 
 // setup returns a test database with the project's migrations applied.
+// legacyNames are the checkpoints the state tests read.
+var legacyNames = []string{checkpoints.PlaysCheckpoint, checkpoints.CommentsCheckpoint}
+
 func setup(t *testing.T) *pgtest.DB {
 	t.Helper()
 	db := pgtest.NewDB(t)
@@ -74,11 +77,11 @@ func TestAdvanceLegacy(t *testing.T) {
 		want    checkpoints.Legacy
 	}
 	both := func(play, block int64) checkpoints.Legacy {
-		return checkpoints.Legacy{LastPlayID: play, HasPlayID: true, LastCommentBlock: block, HasCommentBlock: true}
+		return checkpoints.Legacy{checkpoints.PlaysCheckpoint: play, checkpoints.CommentsCheckpoint: block}
 	}
-	plays := func(v int64) checkpoints.Legacy { return checkpoints.Legacy{LastPlayID: v, HasPlayID: true} }
+	plays := func(v int64) checkpoints.Legacy { return checkpoints.Legacy{checkpoints.PlaysCheckpoint: v} }
 	comments := func(v int64) checkpoints.Legacy {
-		return checkpoints.Legacy{LastCommentBlock: v, HasCommentBlock: true}
+		return checkpoints.Legacy{checkpoints.CommentsCheckpoint: v}
 	}
 
 	tests := []struct {
@@ -116,7 +119,7 @@ func TestAdvanceLegacyUnchangedWritesNothing(t *testing.T) {
 	db := setup(t)
 	ctx := context.Background()
 	writes := countWrites(t, db)
-	l := checkpoints.Legacy{LastPlayID: 10, HasPlayID: true, LastCommentBlock: 20, HasCommentBlock: true}
+	l := checkpoints.Legacy{checkpoints.PlaysCheckpoint: 10, checkpoints.CommentsCheckpoint: 20}
 
 	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.AdvanceLegacy(ctx, tx, l) })
 	require.Equal(t, int64(2), writes())
@@ -126,7 +129,7 @@ func TestAdvanceLegacyUnchangedWritesNothing(t *testing.T) {
 	inTx(t, db, func(tx pgx.Tx) error { return checkpoints.AdvanceLegacy(ctx, tx, l) })
 	inTx(t, db, func(tx pgx.Tx) error {
 		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{
-			LastPlayID: 1, HasPlayID: true, LastCommentBlock: 1, HasCommentBlock: true,
+			checkpoints.PlaysCheckpoint: 1, checkpoints.CommentsCheckpoint: 1,
 		})
 	})
 	require.Equal(t, int64(2), writes())
@@ -135,7 +138,7 @@ func TestAdvanceLegacyUnchangedWritesNothing(t *testing.T) {
 	// Raising one writes exactly that one.
 	inTx(t, db, func(tx pgx.Tx) error {
 		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{
-			LastPlayID: 11, HasPlayID: true, LastCommentBlock: 20, HasCommentBlock: true,
+			checkpoints.PlaysCheckpoint: 11, checkpoints.CommentsCheckpoint: 20,
 		})
 	})
 	require.Equal(t, int64(3), writes())
@@ -149,7 +152,7 @@ func TestAdvanceLegacyKeepsSignature(t *testing.T) {
 		checkpoints.PlaysCheckpoint)
 
 	inTx(t, db, func(tx pgx.Tx) error {
-		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{LastPlayID: 6, HasPlayID: true})
+		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{checkpoints.PlaysCheckpoint: 6})
 	})
 	var sig string
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT signature FROM indexing_checkpoints WHERE tablename = $1`,
@@ -161,7 +164,7 @@ func TestAdvanceLegacyOutOfRange(t *testing.T) {
 	t.Parallel()
 	db := setup(t)
 	err := checkpoints.AdvanceLegacy(context.Background(), db.Pool,
-		checkpoints.Legacy{LastCommentBlock: math.MaxInt32 + 1, HasCommentBlock: true})
+		checkpoints.Legacy{checkpoints.CommentsCheckpoint: math.MaxInt32 + 1})
 	require.ErrorContains(t, err, checkpoints.CommentsCheckpoint)
 }
 
@@ -299,7 +302,7 @@ func TestRollbackDiscardsCheckpoints(t *testing.T) {
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
 	require.NoError(t, checkpoints.StoreLSN(ctx, tx, "s", 0x10, "pub"))
-	require.NoError(t, checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{LastPlayID: 3, HasPlayID: true}))
+	require.NoError(t, checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{checkpoints.PlaysCheckpoint: 3}))
 	require.NoError(t, tx.Rollback(ctx))
 
 	_, found, err := checkpoints.LoadLSN(ctx, db.Pool, "s")
@@ -336,34 +339,34 @@ func TestLegacyState(t *testing.T) {
 	ctx := context.Background()
 	read := func() checkpoints.LegacyState {
 		t.Helper()
-		st, err := checkpoints.ReadLegacyState(ctx, db.Pool)
+		st, err := checkpoints.ReadLegacyState(ctx, db.Pool, legacyNames)
 		require.NoError(t, err)
 		return st
 	}
-	require.Equal(t, checkpoints.LegacyState{}, read())
+	require.Equal(t, checkpoints.LegacyState{checkpoints.PlaysCheckpoint: {}, checkpoints.CommentsCheckpoint: {}}, read())
 
 	// What AdvanceLegacy writes, it remembers.
 	inTx(t, db, func(tx pgx.Tx) error {
-		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{LastPlayID: 10, HasPlayID: true})
+		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{checkpoints.PlaysCheckpoint: 10})
 	})
 	st := read()
-	require.Equal(t, checkpoints.LegacyCheckpoint{Value: 10, Has: true, Written: 10, HasWritten: true}, st.Plays)
-	require.False(t, st.Plays.Foreign())
-	require.Equal(t, checkpoints.Legacy{LastPlayID: 10, HasPlayID: true}, st.Legacy())
+	require.Equal(t, checkpoints.LegacyCheckpoint{Value: 10, Has: true, Written: 10, HasWritten: true}, st[checkpoints.PlaysCheckpoint])
+	require.False(t, st[checkpoints.PlaysCheckpoint].Foreign())
+	require.Equal(t, checkpoints.Legacy{checkpoints.PlaysCheckpoint: 10}, st.Legacy())
 
 	// Someone else moves it: Foreign until acknowledged.
 	db.Exec(t, `UPDATE indexing_checkpoints SET last_checkpoint = 15 WHERE tablename = $1`, checkpoints.PlaysCheckpoint)
-	require.True(t, read().Plays.Foreign())
+	require.True(t, read()[checkpoints.PlaysCheckpoint].Foreign())
 	inTx(t, db, func(tx pgx.Tx) error {
-		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{LastPlayID: 12, HasPlayID: true})
+		return checkpoints.AdvanceLegacy(ctx, tx, checkpoints.Legacy{checkpoints.PlaysCheckpoint: 12})
 	})
-	require.True(t, read().Plays.Foreign(), "an advance that does not raise the row writes nothing")
+	require.True(t, read()[checkpoints.PlaysCheckpoint].Foreign(), "an advance that does not raise the row writes nothing")
 	require.NoError(t, checkpoints.AcknowledgeLegacy(ctx, db.Pool, checkpoints.PlaysCheckpoint, 15))
-	require.False(t, read().Plays.Foreign())
+	require.False(t, read()[checkpoints.PlaysCheckpoint].Foreign())
 
 	// A row the polling job wrote before the sidecar ever did is not foreign.
 	db.Exec(t, `INSERT INTO indexing_checkpoints (tablename, last_checkpoint) VALUES ($1, 7)`, checkpoints.CommentsCheckpoint)
-	require.Equal(t, checkpoints.LegacyCheckpoint{Value: 7, Has: true}, read().Comments)
+	require.Equal(t, checkpoints.LegacyCheckpoint{Value: 7, Has: true}, read()[checkpoints.CommentsCheckpoint])
 }
 
 func TestHoldLegacy(t *testing.T) {
@@ -380,10 +383,10 @@ func TestHoldLegacy(t *testing.T) {
 	require.NoError(t, checkpoints.HoldLegacy(ctx, db.Pool, checkpoints.CommentsCheckpoint, true))
 	first := heldSince()
 	require.NotNil(t, first)
-	st, err := checkpoints.ReadLegacyState(ctx, db.Pool)
+	st, err := checkpoints.ReadLegacyState(ctx, db.Pool, legacyNames)
 	require.NoError(t, err)
-	require.True(t, st.Comments.Held)
-	require.False(t, st.Plays.Held)
+	require.True(t, st[checkpoints.CommentsCheckpoint].Held)
+	require.False(t, st[checkpoints.PlaysCheckpoint].Held)
 
 	xmin := db.QueryInt(t, `SELECT xmin::text::int8 FROM challenge_stream.legacy_checkpoints`)
 	require.NoError(t, checkpoints.HoldLegacy(ctx, db.Pool, checkpoints.CommentsCheckpoint, true))
@@ -398,8 +401,8 @@ func TestHoldLegacy(t *testing.T) {
 func TestLegacyStateNotMigrated(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
-	_, err := checkpoints.ReadLegacyState(context.Background(), db.Pool)
+	_, err := checkpoints.ReadLegacyState(context.Background(), db.Pool, legacyNames)
 	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
-	err = checkpoints.AdvanceLegacy(context.Background(), db.Pool, checkpoints.Legacy{LastPlayID: 1, HasPlayID: true})
+	err = checkpoints.AdvanceLegacy(context.Background(), db.Pool, checkpoints.Legacy{checkpoints.PlaysCheckpoint: 1})
 	require.ErrorIs(t, err, checkpoints.ErrNotMigrated)
 }

@@ -15,8 +15,9 @@
 // open a window in which a crash either applies a transaction twice or loses it.
 //
 // The legacy checkpoints are the polling job's rows in the host table indexing_checkpoints
-// (SPEC §3.4): PlaysCheckpoint is the highest plays.id applied and CommentsCheckpoint the
-// highest comments.blocknumber applied. challenge-stream does not need them while streaming,
+// (SPEC §3.4), one per incremental rule: PlaysCheckpoint is the highest plays.id applied,
+// CommentsCheckpoint the highest comments.blocknumber applied, and package processors names the
+// others (Legacy is a map by row name, so a rule adds its checkpoint without a change here). challenge-stream does not need them while streaming,
 // but keeps them current in the same transaction (except while their rules are inactive, below) so
 // the polling job can be switched back on at any moment and continue exactly where the stream stopped, with no gap and no re-derivation of
 // history. They are also where recovery starts when the replication slot is lost (SPEC §5).

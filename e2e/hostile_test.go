@@ -42,7 +42,7 @@ func (h hostile) applied() {
 		`INSERT INTO plays (play_item_id, created_at) VALUES ($1, now()) RETURNING id`, sentinelTrack).Scan(&id))
 	eventually(h.t, "the sidecar to apply play "+strconv.FormatInt(id, 10), func() bool {
 		legacy, err := checkpoints.ReadLegacy(h.ctx, h.db.Pool)
-		return err == nil && legacy.LastPlayID >= id
+		return err == nil && legacy[checkpoints.PlaysCheckpoint] >= id
 	})
 }
 
@@ -322,9 +322,9 @@ func TestHostileIntLimits(t *testing.T) {
 	require.EqualValues(t, 3, h.count(`SELECT count(*) FROM user_challenges`), "unknown tracks earn nothing")
 	legacy, err := checkpoints.ReadLegacy(h.ctx, h.db.Pool)
 	require.NoError(t, err)
-	require.EqualValues(t, maxInt4, legacy.LastCommentBlock)
-	require.Equal(t, h.count(`SELECT max(id) FROM plays`), legacy.LastPlayID)
-	require.Greater(t, legacy.LastPlayID, int64(maxInt4-200))
+	require.EqualValues(t, maxInt4, legacy[checkpoints.CommentsCheckpoint])
+	require.Equal(t, h.count(`SELECT max(id) FROM plays`), legacy[checkpoints.PlaysCheckpoint])
+	require.Greater(t, legacy[checkpoints.PlaysCheckpoint], int64(maxInt4-200))
 	h.verified()
 }
 

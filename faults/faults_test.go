@@ -171,7 +171,7 @@ func TestFaultInjection(t *testing.T) {
 	sentinel := s.sentinelPlay()
 	s.eventually("the sidecar to apply the last play", func() bool {
 		legacy, err := checkpoints.ReadLegacy(ctx, s.pool)
-		return err == nil && legacy.LastPlayID >= sentinel
+		return err == nil && legacy[checkpoints.PlaysCheckpoint] >= sentinel
 	})
 	require.NoError(t, s.sc.failed())
 	require.True(t, s.sc.running(), "the sidecar runs at the end")
@@ -179,7 +179,7 @@ func TestFaultInjection(t *testing.T) {
 	require.NoError(t, err)
 	var maxBlock int64
 	require.NoError(t, s.pool.QueryRow(ctx, `SELECT COALESCE(max(blocknumber), 0) FROM comments`).Scan(&maxBlock))
-	require.GreaterOrEqual(t, legacy.LastCommentBlock, maxBlock, "the legacy comments checkpoint covers every comment")
+	require.GreaterOrEqual(t, legacy[checkpoints.CommentsCheckpoint], maxBlock, "the legacy comments checkpoint covers every comment")
 
 	diffs, err := processors.Verify(ctx, s.pool)
 	require.NoError(t, err)
@@ -438,7 +438,7 @@ func (s *suite) concurrentCatchUp(rng *rand.Rand) error {
 	for time.Now().Before(until) {
 		err := pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
 			res, err := processors.CatchUp(s.ctx, tx, processors.CatchUpOptions{})
-			scanned += res.PlaysScanned + res.CommentsScanned
+			scanned += res.Scanned()
 			return err
 		})
 		switch {

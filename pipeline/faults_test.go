@@ -64,7 +64,7 @@ func TestConnectionsTerminatedWhilePlaysArrive(t *testing.T) {
 			e.caughtUp()
 			legacy, err := checkpoints.ReadLegacy(e.ctx, e.db.Pool)
 			require.NoError(t, err)
-			require.EqualValues(t, e.count(`SELECT max(id) FROM plays`), legacy.LastPlayID)
+			require.EqualValues(t, e.count(`SELECT max(id) FROM plays`), legacy[checkpoints.PlaysCheckpoint])
 			require.EqualValues(t, min(e.count(`SELECT count(*) FROM plays`), 1000),
 				e.count(`SELECT current_step_count FROM user_challenges WHERE specifier = '30:1000'`))
 			e.verified()

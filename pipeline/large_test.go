@@ -60,7 +60,7 @@ func TestMillionRowTransaction(t *testing.T) {
 	maxID := e.count(`SELECT max(id) FROM plays`)
 	eventually(t, "the transaction applied", func() bool {
 		legacy, err := checkpoints.ReadLegacy(e.ctx, e.db.Pool)
-		return err == nil && legacy.LastPlayID == maxID
+		return err == nil && legacy[checkpoints.PlaysCheckpoint] == maxID
 	})
 	applied := time.Now()
 	close(stop)

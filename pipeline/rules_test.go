@@ -48,15 +48,15 @@ func TestRuleSwitchedOffAndOn(t *testing.T) {
 	e.caughtUp()
 	_, _, found := e.row("c", "6:202512")
 	require.False(t, found)
-	require.Equal(t, held.LastCommentBlock, e.legacy().LastCommentBlock)
-	require.Greater(t, e.legacy().LastPlayID, held.LastPlayID, "the other family goes on")
+	require.Equal(t, held[checkpoints.CommentsCheckpoint], e.legacy()[checkpoints.CommentsCheckpoint])
+	require.Greater(t, e.legacy()[checkpoints.PlaysCheckpoint], held[checkpoints.PlaysCheckpoint], "the other family goes on")
 
 	e.setActive(true, "c")
 	e.comment(4, 8, week(3), 4)
 	e.caughtUp()
 	e.requireRow("c", "6:202512", 1, true)
 	e.requireRow("c", "7:202513", 1, true)
-	require.EqualValues(t, 4, e.legacy().LastCommentBlock)
+	require.EqualValues(t, 4, e.legacy()[checkpoints.CommentsCheckpoint])
 	e.verified()
 
 	// Every p tier off: the same for milestones.
@@ -66,7 +66,7 @@ func TestRuleSwitchedOffAndOn(t *testing.T) {
 	e.comment(5, 9, week(4), 5)
 	e.caughtUp()
 	e.requireRow("p1", "1:250", 110, false)
-	require.Equal(t, held.LastPlayID, e.legacy().LastPlayID)
+	require.Equal(t, held[checkpoints.PlaysCheckpoint], e.legacy()[checkpoints.PlaysCheckpoint])
 
 	e.setActive(true, "p1", "p2", "p3")
 	e.plays(20, 1)
@@ -106,7 +106,7 @@ func TestSlotLostLateAndNullComments(t *testing.T) {
 	e.exec(`UPDATE comments SET is_visible = false WHERE comment_id = 2`)
 	e.caughtUp()
 	s.stop()
-	require.EqualValues(t, 11, e.legacy().LastCommentBlock)
+	require.EqualValues(t, 11, e.legacy()[checkpoints.CommentsCheckpoint])
 
 	eventually(t, "slot dropped (the walsender exits asynchronously)", func() bool {
 		_, err := e.db.Pool.Exec(e.ctx, `SELECT pg_drop_replication_slot($1)`, e.db.Slot)

@@ -233,7 +233,7 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	}
 	p.log.Info("caught up inside the slot's snapshot",
 		zap.Stringer("consistent_point", created.ConsistentPoint),
-		zap.Int64("plays_scanned", res.PlaysScanned), zap.Int64("comments_scanned", res.CommentsScanned),
+		zap.Int64("rows_scanned", res.Scanned()),
 		zap.Int("artists", res.Artists), zap.Int("commenters", res.Users))
 	p.oddities.note(res.Oddities)
 	return created.ConsistentPoint, nil

@@ -62,8 +62,8 @@ func TestStreamAppliesRules(t *testing.T) {
 
 	legacy, err := checkpoints.ReadLegacy(e.ctx, e.db.Pool)
 	require.NoError(t, err)
-	require.EqualValues(t, e.count(`SELECT max(id) FROM plays`), legacy.LastPlayID)
-	require.EqualValues(t, 12, legacy.LastCommentBlock)
+	require.EqualValues(t, e.count(`SELECT max(id) FROM plays`), legacy[checkpoints.PlaysCheckpoint])
+	require.EqualValues(t, 12, legacy[checkpoints.CommentsCheckpoint])
 	e.verified()
 	s.stop()
 }
@@ -114,7 +114,7 @@ func TestTransactionsWithoutOurChanges(t *testing.T) {
 	require.EqualValues(t, 0, e.count(`SELECT count(*) FROM user_challenges`))
 	legacy, err := checkpoints.ReadLegacy(e.ctx, e.db.Pool)
 	require.NoError(t, err)
-	require.EqualValues(t, e.count(`SELECT max(id) FROM plays`), legacy.LastPlayID, "checkpoint moves past plays that earn nothing")
+	require.EqualValues(t, e.count(`SELECT max(id) FROM plays`), legacy[checkpoints.PlaysCheckpoint], "checkpoint moves past plays that earn nothing")
 	e.verified()
 	s.stop()
 }
@@ -149,7 +149,7 @@ func TestLowerIDCommitsLater(t *testing.T) {
 	e.requireRow("p2", "9:1000", 251, false)
 	legacy, err := checkpoints.ReadLegacy(e.ctx, e.db.Pool)
 	require.NoError(t, err)
-	require.Equal(t, highID, legacy.LastPlayID, "the legacy checkpoint never moves back")
+	require.Equal(t, highID, legacy[checkpoints.PlaysCheckpoint], "the legacy checkpoint never moves back")
 	e.verified()
 	s.stop()
 }
@@ -177,7 +177,7 @@ func TestCommentLifecycle(t *testing.T) {
 	e.requireRow("c", "2b:202503", 1, true)
 	legacy, err := checkpoints.ReadLegacy(e.ctx, e.db.Pool)
 	require.NoError(t, err)
-	require.EqualValues(t, 104, legacy.LastCommentBlock)
+	require.EqualValues(t, 104, legacy[checkpoints.CommentsCheckpoint])
 	e.verified()
 	s.stop()
 }
@@ -227,8 +227,8 @@ func TestFirstStart(t *testing.T) {
 		require.EqualValues(t, 0, e.count(`SELECT count(*) FROM user_challenges`), "history is not derived")
 		legacy, err := checkpoints.ReadLegacy(e.ctx, e.db.Pool)
 		require.NoError(t, err)
-		require.EqualValues(t, e.count(`SELECT max(id) FROM plays`), legacy.LastPlayID, "seeded to the current max")
-		require.EqualValues(t, 50, legacy.LastCommentBlock)
+		require.EqualValues(t, e.count(`SELECT max(id) FROM plays`), legacy[checkpoints.PlaysCheckpoint], "seeded to the current max")
+		require.EqualValues(t, 50, legacy[checkpoints.CommentsCheckpoint])
 		e.plays(10, 1) // the artist becomes dirty: the count includes history
 		e.caughtUp()
 		e.requireRow("p2", "1:1000", 301, false)

@@ -68,8 +68,8 @@ func TestWindowAdd(t *testing.T) {
 	require.Equal(t, time.Unix(200, 0), w.firstCommit)
 	require.Equal(t, pglogrepl.LSN(300), w.endLSN)
 	require.Equal(t, 4, w.size(), "distinct IDs: tracks 1,2,3 and commenter 9")
-	require.EqualValues(t, 50, w.rulesWindow().Legacy.LastPlayID, "the highest plays.id, not the last")
-	require.EqualValues(t, 7, w.rulesWindow().Legacy.LastCommentBlock)
+	require.EqualValues(t, 50, w.rulesWindow().Legacy[checkpoints.PlaysCheckpoint], "the highest plays.id, not the last")
+	require.EqualValues(t, 7, w.rulesWindow().Legacy[checkpoints.CommentsCheckpoint])
 	require.Equal(t, 3, w.transactions)
 	require.Equal(t, 5, w.changes, "four plays and a comment")
 }

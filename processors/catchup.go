@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 )
@@ -51,29 +52,42 @@ type CatchUpOptions struct {
 // CatchUpResult says what CatchUp did.
 type CatchUpResult struct {
 	Stats Stats
-	// PlaysScanned counts the source rows read to find dirty tracks: plays rows, or
-	// aggregate_monthly_plays rows when FromScratch.
-	PlaysScanned int64
-	// CommentsScanned counts the comment rows read to find dirty users.
-	CommentsScanned int64
+	// Checkpoints is what the catch-up did for each incremental rule, by legacy checkpoint name.
+	Checkpoints map[string]CheckpointCatchUp
 	// Artists and Users count the distinct artists and commenters recomputed.
 	Artists int
 	Users   int
-	// Legacy holds the checkpoints as advanced (both Has* set).
+	// Legacy holds the checkpoints as advanced (every incremental rule's).
 	Legacy checkpoints.Legacy
-	// PlaysSeeded and CommentsSeeded report a checkpoint that was absent and has been seeded
-	// to the current maximum without deriving anything.
-	PlaysSeeded, CommentsSeeded bool
-	// PlaysHeld and CommentsHeld report a rule family that is inactive: like the polling job,
-	// CatchUp neither scanned for it nor advanced its checkpoint (an absent one is seeded), and
-	// the checkpoint is marked held so that the first flush that finds the family active again
-	// derives the gap (ApplyWindow).
-	PlaysHeld, CommentsHeld bool
 	// Rules are the full-rescan rules' results: a catch-up derives each active one from
 	// scratch, as a polling tick did.
 	Rules []RuleResult
 	// Oddities are the catalog's, see Catalog.
 	Oddities []string
+}
+
+// CheckpointCatchUp is what a catch-up did for one incremental rule.
+type CheckpointCatchUp struct {
+	// Scanned counts the source rows read to find dirty keys: plays rows (or, FromScratch,
+	// aggregate_monthly_plays rows), comments rows, tracks or playlists rows.
+	Scanned int64
+	// Seeded reports a checkpoint that was absent and has been seeded to the current maximum
+	// without deriving anything.
+	Seeded bool
+	// Held reports a rule that is inactive: like the polling job, CatchUp neither scanned for
+	// it nor advanced its checkpoint (an absent one is seeded), and the checkpoint is marked
+	// held so that the first flush that finds the rule active again derives the gap
+	// (ApplyWindow).
+	Held bool
+}
+
+// Scanned is the source rows read over every incremental rule.
+func (r CatchUpResult) Scanned() int64 {
+	var n int64
+	for _, c := range r.Checkpoints {
+		n += c.Scanned
+	}
+	return n
 }
 
 // CatchUp is the polling design, kept as the tool for recovery and cut-over: it finds what
@@ -105,7 +119,7 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 	if err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
-	state, err := checkpoints.ReadLegacyState(ctx, q)
+	state, err := checkpoints.ReadLegacyState(ctx, q, incrementalNames())
 	if err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
@@ -115,49 +129,49 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
 
-	res := CatchUpResult{Stats: Stats{}, Oddities: cat.Oddities}
-	var next checkpoints.Legacy
+	res := CatchUpResult{Stats: Stats{}, Checkpoints: map[string]CheckpointCatchUp{}, Oddities: cat.Oddities}
+	next := checkpoints.Legacy{}
 	d := newDeriver(q, cat)
 	incremental := incrementalRules()
 	for _, r := range incremental {
 		f := r.family
-		from, has := f.get(prev)
-		var o catchUpOutcome
+		from, has := prev[f.checkpoint]
+		var o CheckpointCatchUp
 		switch {
 		case !r.active(cat):
 			// Like the polling job: an inactive family's checkpoint stays where the family
 			// stopped (an absent one is seeded), so re-activating it derives the gap.
-			o.held, o.seeded = true, !has
+			o.Held, o.Seeded = true, !has
 			if !has {
-				from = f.sourceMax(m)
+				from = m[f.checkpoint]
 			}
-			f.set(&next, from)
+			next[f.checkpoint] = from
 		case opts.FromScratch:
 			r, err := f.backfill(d, ctx, opts.BatchSize)
 			if err != nil {
 				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 			}
-			o.scanned = r.rows
-			f.set(&next, max(from, f.sourceMax(m)))
+			o.Scanned = r.rows
+			next[f.checkpoint] = max(from, m[f.checkpoint])
 		case !has:
-			o.seeded = true
-			f.set(&next, f.sourceMax(m))
+			o.Seeded = true
+			next[f.checkpoint] = m[f.checkpoint]
 		default:
-			r, err := f.scan(d, ctx, from, f.sourceMax(m), opts)
+			r, err := f.scan(d, ctx, from, m[f.checkpoint], opts)
 			if err != nil {
 				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 			}
-			o.scanned = r.rows
-			f.set(&next, max(from, r.reached))
+			o.Scanned = r.rows
+			next[f.checkpoint] = max(from, r.reached)
 		}
-		f.report(&res, o)
+		res.Checkpoints[f.checkpoint] = o
 	}
 
 	if err := checkpoints.AdvanceLegacy(ctx, q, next); err != nil {
 		return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 	}
 	for _, r := range incremental {
-		if held := !r.active(cat); r.family.stored(state).Held != held {
+		if held := !r.active(cat); state[r.family.checkpoint].Held != held {
 			if err := checkpoints.HoldLegacy(ctx, q, r.family.checkpoint, held); err != nil {
 				return CatchUpResult{}, fmt.Errorf("catch up: %w", err)
 			}
@@ -183,71 +197,97 @@ func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult
 		}
 	}
 	res.Legacy = next
-	res.Artists = len(d.artistsDone)
-	res.Users = len(d.usersDone)
+	res.Artists = d.derived(milestonesName)
+	res.Users = d.derived(commentsName)
 	return res, nil
 }
 
-// sourceMaxima reads the highest plays.id and comments.blocknumber visible.
+// maxima are the incremental rules' source maxima visible to the transaction, by checkpoint
+// name.
+type maxima map[string]int64
+
+// sourceMaxima reads the incremental rules' source maxima visible (plays.id,
+// comments.blocknumber, …) in one round trip.
 func sourceMaxima(ctx context.Context, q Querier) (maxima, error) {
-	var m maxima
-	err := q.QueryRow(ctx, `SELECT
-    (SELECT COALESCE(MAX(id), 0) FROM plays),
-    (SELECT COALESCE(MAX(blocknumber), 0) FROM comments)`).Scan(&m.playID, &m.commentBlock)
-	if err != nil {
-		return maxima{}, fmt.Errorf("read maxima: %w", err)
+	rules := incrementalRules()
+	exprs := make([]string, len(rules))
+	values := make([]int64, len(rules))
+	dest := make([]any, len(rules))
+	for i, r := range rules {
+		exprs[i] = "(" + r.family.maxSQL + ")"
+		dest[i] = &values[i]
+	}
+	if err := q.QueryRow(ctx, "SELECT "+strings.Join(exprs, ", ")).Scan(dest...); err != nil {
+		return nil, fmt.Errorf("read maxima: %w", err)
+	}
+	m := maxima{}
+	for i, r := range rules {
+		m[r.family.checkpoint] = values[i]
 	}
 	return m, nil
 }
 
-// deriver re-derives artists and commenters with one catalog and one upsert, each at most once:
-// a recompute reads their whole state, so a second one in the same transaction would change
-// nothing.
+// deriver re-derives the keys of the incremental rules with one catalog and one upsert, each
+// key at most once per rule: a recompute reads the key's whole state, so a second one in the
+// same transaction would change nothing.
 type deriver struct {
-	q           Querier
-	cat         Catalog
-	artistsDone map[int64]struct{}
-	usersDone   map[int64]struct{}
-	stats       Stats
+	q     Querier
+	cat   Catalog
+	done  map[string]map[int64]struct{} // by rule name
+	stats Stats
 }
 
 func newDeriver(q Querier, cat Catalog) *deriver {
-	return &deriver{q: q, cat: cat,
-		artistsDone: map[int64]struct{}{}, usersDone: map[int64]struct{}{}, stats: Stats{}}
+	return &deriver{q: q, cat: cat, done: map[string]map[int64]struct{}{}, stats: Stats{}}
 }
 
-// tracks returns a visitor deriving the eligible artists of the tracks it is given.
-func (d *deriver) tracks(ctx context.Context) func(trackIDs []int64) error {
-	return func(trackIDs []int64) error {
-		if len(d.cat.Milestones) == 0 || len(trackIDs) == 0 {
+// derive returns a visitor recomputing the rule's rows of the ids it is given that it has not
+// recomputed yet.
+func (d *deriver) derive(ctx context.Context, rule string,
+	recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error),
+) func(ids []int64) error {
+	return func(ids []int64) error {
+		if len(ids) == 0 {
 			return nil
 		}
-		artists, err := ArtistsForTracks(ctx, d.q, trackIDs)
-		if err != nil {
-			return err
+		done := d.done[rule]
+		if done == nil {
+			done = map[int64]struct{}{}
+			d.done[rule] = done
 		}
-		s, err := recomputeMilestones(ctx, d.q, d.cat, notYet(artists, d.artistsDone))
+		s, err := recompute(ctx, d.q, d.cat, notYet(ids, done))
 		if err != nil {
 			return err
 		}
 		d.stats.Add(s)
 		return nil
+	}
+}
+
+// derived counts the keys the rule's visitor recomputed.
+func (d *deriver) derived(rule string) int { return len(d.done[rule]) }
+
+// tracks returns a visitor deriving the eligible artists of the tracks it is given.
+func (d *deriver) tracks(ctx context.Context) func(trackIDs []int64) error {
+	artists := d.derive(ctx, milestonesName, recomputeMilestones)
+	return func(trackIDs []int64) error {
+		if len(d.cat.Milestones) == 0 || len(trackIDs) == 0 {
+			return nil
+		}
+		ids, err := ArtistsForTracks(ctx, d.q, trackIDs)
+		if err != nil {
+			return err
+		}
+		return artists(ids)
 	}
 }
 
 // commenters returns a visitor deriving the users it is given.
 func (d *deriver) commenters(ctx context.Context) func(userIDs []int64) error {
-	return func(userIDs []int64) error {
-		if !d.cat.Comments.Active || len(userIDs) == 0 {
-			return nil
-		}
-		s, err := recomputeWeeklyComments(ctx, d.q, d.cat, notYet(userIDs, d.usersDone))
-		if err != nil {
-			return err
-		}
-		d.stats.Add(s)
-		return nil
+	if !d.cat.Comments.Active {
+		return func([]int64) error { return nil }
 	}
+	return d.derive(ctx, commentsName, recomputeWeeklyComments)
 }
 
 // scanPlays derives what the plays with ids in (from - PlayIDMargin, to] touch.

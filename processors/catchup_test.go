@@ -74,17 +74,17 @@ func (f *fixture) maxima() (playID, block int64) {
 func TestCatchUpMatchesVerify(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0})
 	f.history()
 
 	res := f.catchUp(processors.CatchUpOptions{BatchSize: 997})
 	require.Empty(t, f.verify())
 	maxPlay, maxBlock := f.maxima()
-	want := checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: maxBlock, HasCommentBlock: true}
+	want := checkpoints.Legacy{checkpoints.PlaysCheckpoint: maxPlay, checkpoints.CommentsCheckpoint: maxBlock}
 	require.Equal(t, want, res.Legacy)
 	require.Equal(t, want, f.legacy())
-	require.Equal(t, maxPlay, res.PlaysScanned)
-	require.EqualValues(t, 7, res.CommentsScanned)
+	require.Equal(t, maxPlay, res.Checkpoints[checkpoints.PlaysCheckpoint].Scanned)
+	require.EqualValues(t, 7, res.Checkpoints[checkpoints.CommentsCheckpoint].Scanned)
 	require.Equal(t, 7, res.Artists, "1000, 1001, 1002, 1003, 1006, 1007 and 1009 (whose plays are all before 2025)")
 	require.Equal(t, 4, res.Users)
 	require.Equal(t, processors.Counts{Inserted: 16}, res.Stats.Total())
@@ -104,12 +104,12 @@ func TestCatchUpMatchesVerify(t *testing.T) {
 		"c":  {Inserted: 2, Unchanged: 1},             // 2000's week 19, 2004; 2000's week 2 again
 	}, res.Stats)
 	maxPlay, maxBlock = f.maxima()
-	require.Equal(t, checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: 201, HasCommentBlock: true}, f.legacy())
+	require.Equal(t, checkpoints.Legacy{checkpoints.PlaysCheckpoint: maxPlay, checkpoints.CommentsCheckpoint: 201}, f.legacy())
 	require.EqualValues(t, 201, maxBlock)
 
 	// Nothing new: nothing scanned, nothing written.
 	res = f.catchUp(processors.CatchUpOptions{})
-	require.Zero(t, res.PlaysScanned+res.CommentsScanned)
+	require.Zero(t, res.Scanned())
 	require.Empty(t, res.Stats)
 }
 
@@ -118,7 +118,7 @@ func TestCatchUpMatchesVerify(t *testing.T) {
 func TestCatchUpEqualsStreamingPath(t *testing.T) {
 	t.Parallel()
 	stream, poll := setup(t), setup(t)
-	poll.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	poll.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0})
 	for _, f := range []*fixture{stream, poll} {
 		f.history()
 	}
@@ -142,17 +142,17 @@ func TestCatchUpSeedsAbsentCheckpoints(t *testing.T) {
 	f := setup(t)
 	f.history()
 	res := f.catchUp(processors.CatchUpOptions{})
-	require.True(t, res.PlaysSeeded)
-	require.True(t, res.CommentsSeeded)
-	require.Zero(t, res.PlaysScanned+res.CommentsScanned)
+	require.True(t, res.Checkpoints[checkpoints.PlaysCheckpoint].Seeded)
+	require.True(t, res.Checkpoints[checkpoints.CommentsCheckpoint].Seeded)
+	require.Zero(t, res.Scanned())
 	require.Empty(t, f.rows(), "no checkpoint means start from now: nothing derived")
 	maxPlay, maxBlock := f.maxima()
-	require.Equal(t, checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: maxBlock, HasCommentBlock: true}, f.legacy())
+	require.Equal(t, checkpoints.Legacy{checkpoints.PlaysCheckpoint: maxPlay, checkpoints.CommentsCheckpoint: maxBlock}, f.legacy())
 
 	// From there on it catches up normally.
 	f.moreHistory()
 	res = f.catchUp(processors.CatchUpOptions{})
-	require.False(t, res.PlaysSeeded)
+	require.False(t, res.Checkpoints[checkpoints.PlaysCheckpoint].Seeded)
 	require.Equal(t, 3, res.Artists)
 	require.Equal(t, 2, res.Users)
 }
@@ -163,7 +163,7 @@ func TestCatchUpFromScratch(t *testing.T) {
 	f.history()
 	f.moreHistory()
 	// Stale checkpoints are ignored, and never moved backwards.
-	f.setLegacy(checkpoints.Legacy{LastPlayID: 5, HasPlayID: true, LastCommentBlock: 1_000_000, HasCommentBlock: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 5, checkpoints.CommentsCheckpoint: 1_000_000})
 	// Pruned plays still count through their aggregates.
 	f.exec(`DELETE FROM plays WHERE play_item_id = 11`)
 
@@ -173,7 +173,7 @@ func TestCatchUpFromScratch(t *testing.T) {
 	require.Equal(t, 5, res.Users)
 	require.Equal(t, progress{User: 1001, Current: 250, Complete: true, Amount: 25}, f.progressRows()["p1 3e9:250"])
 	maxPlay, _ := f.maxima()
-	require.Equal(t, checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: 1_000_000, HasCommentBlock: true}, f.legacy())
+	require.Equal(t, checkpoints.Legacy{checkpoints.PlaysCheckpoint: maxPlay, checkpoints.CommentsCheckpoint: 1_000_000}, f.legacy())
 }
 
 // TestCatchUpPlayIDMargin emulates plays committed out of id order: ids 81–100 become visible
@@ -187,18 +187,18 @@ func TestCatchUpPlayIDMargin(t *testing.T) {
 	f.track(2, 401)
 	f.exec(`INSERT INTO plays (id, play_item_id, created_at) SELECT g, 1, $1::timestamp
 		FROM generate_series(1, 80) g UNION ALL SELECT g, 1, $1::timestamp FROM generate_series(101, 120) g`, in2025)
-	f.setLegacy(checkpoints.Legacy{LastPlayID: 120, HasPlayID: true, HasCommentBlock: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 120, checkpoints.CommentsCheckpoint: 0})
 	f.exec(`INSERT INTO plays (id, play_item_id, created_at) SELECT g, 2, $1::timestamp
 		FROM generate_series(81, 100) g`, in2025)
 
 	res := f.catchUp(processors.CatchUpOptions{})
-	require.Zero(t, res.PlaysScanned)
+	require.Zero(t, res.Checkpoints[checkpoints.PlaysCheckpoint].Scanned)
 	require.Empty(t, f.rows(), "without a margin the late rows are missed")
 
 	res = f.catchUp(processors.CatchUpOptions{PlayIDMargin: 50})
-	require.EqualValues(t, 50, res.PlaysScanned)
+	require.EqualValues(t, 50, res.Checkpoints[checkpoints.PlaysCheckpoint].Scanned)
 	require.Equal(t, 2, res.Artists)
-	require.EqualValues(t, 120, f.legacy().LastPlayID)
+	require.EqualValues(t, 120, f.legacy()[checkpoints.PlaysCheckpoint])
 	require.Equal(t, progress{User: 401, Current: 20, Amount: 25}, f.progressRows()["p1 191:250"])
 }
 
@@ -208,7 +208,7 @@ func TestCatchUpPlayIDMargin(t *testing.T) {
 func TestCatchUpInImportedSnapshot(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0})
 	f.artist(400, true)
 	f.track(1, 400)
 	f.plays(1, 100, in2025)
@@ -233,7 +233,7 @@ func TestCatchUpInImportedSnapshot(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(f.ctx))
 
-	require.Equal(t, checkpoints.Legacy{LastPlayID: maxPlay, HasPlayID: true, LastCommentBlock: 10, HasCommentBlock: true}, res.Legacy)
+	require.Equal(t, checkpoints.Legacy{checkpoints.PlaysCheckpoint: maxPlay, checkpoints.CommentsCheckpoint: 10}, res.Legacy)
 	require.Equal(t, map[string]progress{
 		"p1 190:250":   {User: 400, Current: 100, Amount: 25},
 		"c 2bc:202502": {User: 700, Current: 1, Complete: true, Amount: 1},
@@ -253,7 +253,7 @@ func TestCatchUpRejectsNegativeOptions(t *testing.T) {
 func TestCatchUpCommentMarginAndNullBlocks(t *testing.T) {
 	t.Parallel()
 	late := func(f *fixture) {
-		f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+		f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0})
 		f.history()
 		f.catchUp(processors.CatchUpOptions{}) // the stream applied everything up to here
 		_, maxBlock := f.maxima()
@@ -269,7 +269,7 @@ func TestCatchUpCommentMarginAndNullBlocks(t *testing.T) {
 	without := setup(t)
 	late(without)
 	res := without.catchUp(processors.CatchUpOptions{})
-	require.Zero(t, res.CommentsScanned)
+	require.Zero(t, res.Checkpoints[checkpoints.CommentsCheckpoint].Scanned)
 	require.Len(t, without.verify(), 5, "2100, 2101, 2102, 2103 and 2001 are missing")
 
 	f := setup(t)
@@ -277,7 +277,7 @@ func TestCatchUpCommentMarginAndNullBlocks(t *testing.T) {
 	res = f.catchUp(processors.CatchUpOptions{CommentBlockMargin: processors.DefaultCommentBlockMargin, CommentNullBlocks: true})
 	require.Empty(t, f.verify())
 	require.Equal(t, 8, res.Users, "2100-2103, and 2000-2003 (2001 among the five) from the margin")
-	require.EqualValues(t, 105, f.legacy().LastCommentBlock, "the margin never lowers the checkpoint")
+	require.EqualValues(t, 105, f.legacy()[checkpoints.CommentsCheckpoint], "the margin never lowers the checkpoint")
 
 	// A small margin reaches the late block but not the far one; NULLs still come.
 	g := setup(t)

@@ -12,8 +12,10 @@ type RuleStatus struct {
 	Rule       string   `json:"rule"`
 	Challenges []string `json:"challenges"`
 	Active     bool     `json:"active"`
-	// Checkpoint is the legacy checkpoint of an incremental rule, "" for a full-rescan one.
-	Checkpoint string `json:"checkpoint,omitempty"`
+	// Checkpoint is the legacy checkpoint of an incremental rule, "" for a full-rescan one, and
+	// CheckpointValue its stored value (nil when the row is absent).
+	Checkpoint      string `json:"checkpoint,omitempty"`
+	CheckpointValue *int64 `json:"checkpoint_value,omitempty"`
 	// State is "streaming", "held" (inactive), or for a full-rescan rule "not derived yet"
 	// (the next flush derives it from scratch).
 	State string `json:"state"`
@@ -25,7 +27,7 @@ func Statuses(ctx context.Context, q Querier) ([]RuleStatus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rule status: %w", err)
 	}
-	legacy, err := checkpoints.ReadLegacyState(ctx, q)
+	legacy, err := checkpoints.ReadLegacyState(ctx, q, incrementalNames())
 	if err != nil {
 		return nil, fmt.Errorf("rule status: %w", err)
 	}
@@ -39,7 +41,11 @@ func Statuses(ctx context.Context, q Querier) ([]RuleStatus, error) {
 		s := RuleStatus{Rule: r.Name, Challenges: r.Challenges, Active: r.active(cat), Checkpoint: r.Checkpoint(), State: "streaming"}
 		held := !s.Active
 		if r.family != nil {
-			held = held || r.family.stored(legacy).Held
+			c := legacy[r.family.checkpoint]
+			held = held || c.Held
+			if c.Has {
+				s.CheckpointValue = &c.Value
+			}
 		} else if st := states[r.Name]; s.Active && (!st.Seen || st.Held) {
 			s.State = "not derived yet"
 		}

@@ -12,7 +12,7 @@ import (
 func TestVerifyDetectsTampering(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0})
 	f.history()
 	f.catchUp(processors.CatchUpOptions{})
 	require.Empty(t, f.verify())
@@ -55,7 +55,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	f.exec(`DELETE FROM user_challenges WHERE specifier IN ('7d0:202440', '1092:250', '7d0:202441', '3e9:250')`)
 	f.exec(`UPDATE user_challenges SET amount = 25, completed_at = NULL WHERE specifier = '3e8:250'`)
 	f.exec(`UPDATE user_challenges SET completed_at = now() WHERE specifier = '3ea:250'`)
-	f.setLegacy(checkpoints.Legacy{HasPlayID: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0})
 	f.exec(`UPDATE indexing_checkpoints SET last_checkpoint = 0 WHERE tablename = $1`, checkpoints.PlaysCheckpoint)
 	f.catchUp(processors.CatchUpOptions{})
 	require.Empty(t, f.verify())

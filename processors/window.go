@@ -3,6 +3,7 @@ package processors
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -105,23 +106,27 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 	if err != nil {
 		return WindowResult{}, fmt.Errorf("apply window: %w", err)
 	}
-	state, err := checkpoints.ReadLegacyState(ctx, q)
+	state, err := checkpoints.ReadLegacyState(ctx, q, incrementalNames())
 	if err != nil {
 		return WindowResult{}, fmt.Errorf("apply window: %w", err)
 	}
 	res := WindowResult{Oddities: cat.Oddities}
 	d := newDeriver(q, cat)
-	next := w.Legacy
+	// A copy: a flush whose transaction fails applies the same window again.
+	next := maps.Clone(w.Legacy)
+	if next == nil {
+		next = checkpoints.Legacy{}
+	}
 	scan := CatchUpOptions{
 		PlayIDMargin: opts.PlayIDMargin, CommentBlockMargin: opts.CommentBlockMargin, CommentNullBlocks: true,
 	}
-	var m *maxima // read once, only when a gap is derived
+	var m maxima // read once, only when a gap is derived
 	rules := Rules()
 	gapTime := map[string]time.Duration{}
 	for _, r := range incrementalRules() {
 		f := r.family
 		began := time.Now()
-		stored := f.stored(state)
+		stored := state[f.checkpoint]
 		foreign := stored.Foreign()
 		if foreign {
 			res.Foreign = append(res.Foreign, f.checkpoint)
@@ -131,7 +136,7 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 		}
 		if !r.active(cat) {
 			res.Held = append(res.Held, f.checkpoint)
-			f.clear(&next)
+			delete(next, f.checkpoint)
 			if !stored.Held {
 				if err := checkpoints.HoldLegacy(ctx, q, f.checkpoint, true); err != nil {
 					return WindowResult{}, fmt.Errorf("apply window: %w", err)
@@ -161,17 +166,15 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 			continue
 		}
 		if m == nil {
-			read, err := sourceMaxima(ctx, q)
-			if err != nil {
+			if m, err = sourceMaxima(ctx, q); err != nil {
 				return WindowResult{}, fmt.Errorf("apply window: %w", err)
 			}
-			m = &read
 		}
-		r, err := f.scan(d, ctx, from, f.sourceMax(*m), scan)
+		r, err := f.scan(d, ctx, from, m[f.checkpoint], scan)
 		if err != nil {
 			return WindowResult{}, fmt.Errorf("apply window: derive gap of %q: %w", f.checkpoint, err)
 		}
-		f.raise(&next, r.reached)
+		f.raise(next, r.reached)
 		res.Gaps = append(res.Gaps, Gap{Checkpoint: f.checkpoint, From: from, To: r.reached, Scanned: r.rows, Foreign: !stored.Held})
 		gapTime[f.checkpoint] = time.Since(began)
 	}
@@ -215,6 +218,6 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 		return WindowResult{}, fmt.Errorf("apply window: %w", err)
 	}
 	res.Stats.Add(d.stats)
-	res.Artists, res.Users = len(d.artistsDone), len(d.usersDone)
+	res.Artists, res.Users = d.derived(milestonesName), d.derived(commentsName)
 	return res, nil
 }

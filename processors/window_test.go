@@ -18,12 +18,12 @@ func (f *fixture) applyWindow(tracks, users []int64) processors.WindowResult {
 	maxPlay, maxBlock := f.maxima()
 	w := processors.Window{Keys: map[string]processors.Keys{
 		"milestones": {"tracks": tracks}, "comments": {"users": users},
-	}}
+	}, Legacy: checkpoints.Legacy{}}
 	if len(tracks) > 0 {
-		w.Legacy.LastPlayID, w.Legacy.HasPlayID = maxPlay, true
+		w.Legacy[checkpoints.PlaysCheckpoint] = maxPlay
 	}
 	if len(users) > 0 {
-		w.Legacy.LastCommentBlock, w.Legacy.HasCommentBlock = maxBlock, true
+		w.Legacy[checkpoints.CommentsCheckpoint] = maxBlock
 	}
 	var res processors.WindowResult
 	f.inTx(func(tx pgx.Tx) {
@@ -49,7 +49,7 @@ type pollingPair struct {
 func newPollingPair(t *testing.T) pollingPair {
 	p := pollingPair{side: setup(t), poll: setup(t)}
 	for _, f := range p.both() {
-		f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+		f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0})
 		f.history()
 	}
 	p.poll.catchUp(processors.CatchUpOptions{})
@@ -86,7 +86,7 @@ func TestApplyWindowCommentRuleReactivated(t *testing.T) {
 	for _, f := range p.both() {
 		f.setActive(false, "c")
 	}
-	held := p.side.legacy().LastCommentBlock
+	held := p.side.legacy()[checkpoints.CommentsCheckpoint]
 
 	res := p.step(func(f *fixture) {
 		f.comment(comment{id: 100, user: 3000, at: "2025-06-02", block: 300})
@@ -100,7 +100,7 @@ func TestApplyWindowCommentRuleReactivated(t *testing.T) {
 	res = p.step(func(f *fixture) {
 		f.comment(comment{id: 102, user: 3002, at: "2025-06-04", block: 303})
 	}, nil, []int64{3002})
-	require.Equal(t, held, p.side.legacy().LastCommentBlock, "an inactive family's checkpoint stays")
+	require.Equal(t, held, p.side.legacy()[checkpoints.CommentsCheckpoint], "an inactive family's checkpoint stays")
 	require.Equal(t, p.poll.legacy(), p.side.legacy())
 	require.NotContains(t, p.side.progressRows(), "c bb8:202523", "nothing derived while c is off")
 
@@ -113,7 +113,7 @@ func TestApplyWindowCommentRuleReactivated(t *testing.T) {
 	require.Empty(t, res.Held)
 	require.Len(t, res.Gaps, 1)
 	require.Equal(t, processors.Gap{Checkpoint: checkpoints.CommentsCheckpoint, From: held, To: 304, Scanned: res.Gaps[0].Scanned}, res.Gaps[0])
-	require.EqualValues(t, 304, p.side.legacy().LastCommentBlock)
+	require.EqualValues(t, 304, p.side.legacy()[checkpoints.CommentsCheckpoint])
 	p.requireEqual(t)
 	rows := p.side.progressRows()
 	for _, spec := range []string{"bb8:202523", "bb9:202523", "bba:202523", "bbb:202523", "7d1:202510"} {
@@ -135,7 +135,7 @@ func TestApplyWindowMilestonesReactivated(t *testing.T) {
 	for _, f := range p.both() {
 		f.setActive(false, "p1", "p2", "p3")
 	}
-	held := p.side.legacy().LastPlayID
+	held := p.side.legacy()[checkpoints.PlaysCheckpoint]
 
 	res := p.step(func(f *fixture) {
 		f.plays(10, 200, in2025) // 1000 completes p1
@@ -147,7 +147,7 @@ func TestApplyWindowMilestonesReactivated(t *testing.T) {
 		f.comment(comment{id: 100, user: 3000, at: "2025-06-02", block: 300})
 	}, nil, []int64{3000})
 	require.Equal(t, []string{checkpoints.PlaysCheckpoint}, res.Held)
-	require.Equal(t, held, p.side.legacy().LastPlayID)
+	require.Equal(t, held, p.side.legacy()[checkpoints.PlaysCheckpoint])
 	require.Equal(t, p.poll.legacy(), p.side.legacy())
 
 	// One tier back is enough for the family to run again.
@@ -173,21 +173,21 @@ func TestApplyWindowMilestonesReactivated(t *testing.T) {
 func TestCatchUpHoldsInactiveFamily(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0})
 	f.setActive(false, "c")
 	f.history()
 	res := f.catchUp(processors.CatchUpOptions{})
-	require.True(t, res.CommentsHeld)
-	require.False(t, res.PlaysHeld)
-	require.Zero(t, res.CommentsScanned)
-	require.Zero(t, f.legacy().LastCommentBlock)
+	require.True(t, res.Checkpoints[checkpoints.CommentsCheckpoint].Held)
+	require.False(t, res.Checkpoints[checkpoints.PlaysCheckpoint].Held)
+	require.Zero(t, res.Checkpoints[checkpoints.CommentsCheckpoint].Scanned)
+	require.Zero(t, f.legacy()[checkpoints.CommentsCheckpoint])
 
 	f.setActive(true, "c")
 	r := f.applyWindow([]int64{10}, nil)
 	require.Len(t, r.Gaps, 1)
 	require.Empty(t, f.verify())
 	_, maxBlock := f.maxima()
-	require.Equal(t, maxBlock, f.legacy().LastCommentBlock)
+	require.Equal(t, maxBlock, f.legacy()[checkpoints.CommentsCheckpoint])
 }
 
 // TestApplyWindowForeignWriter emulates the polling job running alongside the sidecar: it
@@ -196,7 +196,7 @@ func TestCatchUpHoldsInactiveFamily(t *testing.T) {
 func TestApplyWindowForeignWriter(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0})
 	f.history()
 	f.catchUp(processors.CatchUpOptions{})
 	res := f.applyWindow([]int64{10}, []int64{2000})
@@ -226,7 +226,7 @@ func TestApplyWindowCommonCase(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	require.NoError(t, hostdb.ActivateRules(f.ctx, f.db.Pool))
-	f.setLegacy(checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0})
 	f.history()
 	f.catchUp(processors.CatchUpOptions{})
 	res := f.applyWindow([]int64{10}, []int64{2000})
@@ -245,14 +245,14 @@ func TestApplyWindowCommonCase(t *testing.T) {
 func TestApplyWindowDroppedKeys(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.setLegacy(checkpoints.Legacy{HasPlayID: true, LastCommentBlock: 10, HasCommentBlock: true})
+	f.setLegacy(checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 10})
 	require.NoError(t, hostdb.ActivateRules(f.ctx, f.db.Pool))
 	f.applyWindow(nil, nil) // derives the full-rescan rules once: later windows are incremental
 
 	f.comment(comment{id: 1, user: 0x77, at: "2025-06-02", block: 11})
 	f.artist(0x78, true)
-	w := processors.Window{Keys: map[string]processors.Keys{}, Dropped: []string{"comments", "verified"}}
-	w.Legacy.LastCommentBlock, w.Legacy.HasCommentBlock = 11, true
+	w := processors.Window{Keys: map[string]processors.Keys{}, Dropped: []string{"comments", "verified"},
+		Legacy: checkpoints.Legacy{checkpoints.CommentsCheckpoint: 11}}
 	var res processors.WindowResult
 	f.inTx(func(tx pgx.Tx) {
 		var err error

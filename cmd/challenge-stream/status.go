@@ -132,11 +132,11 @@ func readStatus(ctx context.Context, conn *pgx.Conn, slot, publication string) (
 	if err != nil {
 		return r, err
 	}
-	if legacy.HasPlayID {
-		r.LegacyLastPlayID = &legacy.LastPlayID
+	if v, ok := legacy[checkpoints.PlaysCheckpoint]; ok {
+		r.LegacyLastPlayID = &v
 	}
-	if legacy.HasCommentBlock {
-		r.LegacyLastCommentBlock = &legacy.LastCommentBlock
+	if v, ok := legacy[checkpoints.CommentsCheckpoint]; ok {
+		r.LegacyLastCommentBlock = &v
 	}
 	if r.Migrated {
 		if r.Rules, err = processors.Statuses(ctx, conn); err != nil {

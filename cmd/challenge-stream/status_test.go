@@ -58,7 +58,7 @@ func TestStatusJSON(t *testing.T) {
 	t.Parallel()
 	d := setupDeployed(t)
 	require.NoError(t, checkpoints.AdvanceLegacy(context.Background(), d.db.Pool,
-		checkpoints.Legacy{LastPlayID: 42, HasPlayID: true, LastCommentBlock: 7, HasCommentBlock: true}))
+		checkpoints.Legacy{checkpoints.PlaysCheckpoint: 42, checkpoints.CommentsCheckpoint: 7}))
 
 	out, code, err := runCmd(t, statusCommand, "--database-url", d.db.URL, "--slot", d.db.Slot, "--publication", d.db.Publication, "--json")
 	require.NoError(t, err)

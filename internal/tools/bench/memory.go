@@ -132,7 +132,7 @@ func (b *bench) memory(ctx context.Context, rows int64) (memoryRun, error) {
 	}
 	stored := func() (bool, error) {
 		legacy, err := checkpoints.ReadLegacy(ctx, conn)
-		return legacy.HasPlayID && legacy.LastPlayID >= lastPlay, err
+		return legacy.Has(checkpoints.PlaysCheckpoint) && legacy[checkpoints.PlaysCheckpoint] >= lastPlay, err
 	}
 	if err := sc.waitFor(ctx, stored); err != nil {
 		return r, fmt.Errorf("sidecar: %w", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/internal/tools/pollingjob"
 	"github.com/challenge-stream/challenge-stream/internal/tools/workload"
 	"github.com/challenge-stream/challenge-stream/pipeline"
@@ -224,7 +225,7 @@ func (b *bench) polling(ctx context.Context, tag string, rate float64) (steadyRu
 	if err := jobConn.QueryRow(ctx, "SELECT COALESCE(MAX(id), 0) FROM plays").Scan(&maxID); err != nil {
 		return steadyRun{}, fmt.Errorf("read plays: %w", err)
 	}
-	behind := maxID - last.res.Legacy.LastPlayID
+	behind := maxID - last.res.Legacy[checkpoints.PlaysCheckpoint]
 	run.keepsUp = last.res.Complete
 	if run.keepsUp {
 		run.detail = fmt.Sprintf("tick %s after the load stopped reached the last play", seconds(last.Start.Sub(endedAt)))

@@ -28,7 +28,7 @@ const ProductionMaxRows = 5000
 type Result struct {
 	// PlaysScanned and CommentsScanned count the source rows read.
 	PlaysScanned, CommentsScanned int64
-	// Legacy holds the checkpoints as advanced (both Has* set).
+	// Legacy holds both checkpoints as advanced.
 	Legacy checkpoints.Legacy
 	// Complete is false when the budget stopped a scan before the last row visible to the
 	// tick; the next tick continues there.
@@ -56,9 +56,9 @@ func Tick(ctx context.Context, q processors.Querier, maxRows int64) (Result, err
 	if err != nil {
 		return Result{}, fmt.Errorf("polling tick: %w", err)
 	}
-	res := Result{Legacy: checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true}}
+	res := Result{Legacy: checkpoints.Legacy{}}
 
-	plays, err := readScan(ctx, q, playsSQL, prev.LastPlayID, prev.HasPlayID, limit)
+	plays, err := readScan(ctx, q, playsSQL, prev[checkpoints.PlaysCheckpoint], prev.Has(checkpoints.PlaysCheckpoint), limit)
 	if err != nil {
 		return Result{}, fmt.Errorf("polling tick: plays: %w", err)
 	}
@@ -70,7 +70,7 @@ func Tick(ctx context.Context, q processors.Querier, maxRows int64) (Result, err
 	if err != nil {
 		return Result{}, fmt.Errorf("polling tick: %w", err)
 	}
-	comments, err := readScan(ctx, q, commentsSQL, prev.LastCommentBlock, prev.HasCommentBlock, limit)
+	comments, err := readScan(ctx, q, commentsSQL, prev[checkpoints.CommentsCheckpoint], prev.Has(checkpoints.CommentsCheckpoint), limit)
 	if err != nil {
 		return Result{}, fmt.Errorf("polling tick: comments: %w", err)
 	}
@@ -83,8 +83,8 @@ func Tick(ctx context.Context, q processors.Querier, maxRows int64) (Result, err
 	}
 
 	res.PlaysScanned, res.CommentsScanned = plays.rows, comments.rows
-	res.Legacy.LastPlayID = max(prev.LastPlayID, plays.reached)
-	res.Legacy.LastCommentBlock = max(prev.LastCommentBlock, comments.reached)
+	res.Legacy[checkpoints.PlaysCheckpoint] = max(prev[checkpoints.PlaysCheckpoint], plays.reached)
+	res.Legacy[checkpoints.CommentsCheckpoint] = max(prev[checkpoints.CommentsCheckpoint], comments.reached)
 	res.Complete = !plays.more && !comments.more
 	if err := checkpoints.AdvanceLegacy(ctx, q, res.Legacy); err != nil {
 		return Result{}, fmt.Errorf("polling tick: %w", err)

@@ -25,7 +25,7 @@ func setup(t *testing.T) (context.Context, *pgtest.DB) {
 	ctx, db := migratedDB(t)
 	require.NoError(t, hostdb.AddUser(ctx, db.Pool, 400, true))
 	require.NoError(t, hostdb.AddTrack(ctx, db.Pool, 1, 400))
-	require.NoError(t, checkpoints.AdvanceLegacy(ctx, db.Pool, checkpoints.Legacy{HasPlayID: true, HasCommentBlock: true}))
+	require.NoError(t, checkpoints.AdvanceLegacy(ctx, db.Pool, checkpoints.Legacy{checkpoints.PlaysCheckpoint: 0, checkpoints.CommentsCheckpoint: 0}))
 	return ctx, db
 }
 
@@ -64,9 +64,9 @@ func TestTickBudget(t *testing.T) {
 	res := tick(t, ctx, db, 500)
 	require.False(t, res.Complete)
 	require.EqualValues(t, 500, res.PlaysScanned, "plays are cut at an exact row")
-	require.EqualValues(t, 500, db.QueryInt(t, `SELECT count(*) FROM plays WHERE id <= $1`, res.Legacy.LastPlayID))
+	require.EqualValues(t, 500, db.QueryInt(t, `SELECT count(*) FROM plays WHERE id <= $1`, res.Legacy[checkpoints.PlaysCheckpoint]))
 	require.EqualValues(t, 3, res.CommentsScanned)
-	require.EqualValues(t, 11, res.Legacy.LastCommentBlock)
+	require.EqualValues(t, 11, res.Legacy[checkpoints.CommentsCheckpoint])
 
 	ticks := 1
 	for !res.Complete {
@@ -75,7 +75,7 @@ func TestTickBudget(t *testing.T) {
 		ticks++
 	}
 	require.Equal(t, 3, ticks)
-	require.Equal(t, maxPlay, res.Legacy.LastPlayID)
+	require.Equal(t, maxPlay, res.Legacy[checkpoints.PlaysCheckpoint])
 	diffs, err := processors.Verify(ctx, db.Pool)
 	require.NoError(t, err)
 	require.Empty(t, diffs)
@@ -86,11 +86,11 @@ func TestTickBudget(t *testing.T) {
 	require.NoError(t, hostdb.InsertComment(ctx, db.Pool, 52, 507, in2025, 21))
 	res = tick(t, ctx, db, 1)
 	require.EqualValues(t, 2, res.CommentsScanned)
-	require.EqualValues(t, 20, res.Legacy.LastCommentBlock)
+	require.EqualValues(t, 20, res.Legacy[checkpoints.CommentsCheckpoint])
 	require.False(t, res.Complete)
 	res = tick(t, ctx, db, 1)
 	require.True(t, res.Complete)
-	require.EqualValues(t, 21, res.Legacy.LastCommentBlock)
+	require.EqualValues(t, 21, res.Legacy[checkpoints.CommentsCheckpoint])
 	diffs, err = processors.Verify(ctx, db.Pool)
 	require.NoError(t, err)
 	require.Empty(t, diffs)
@@ -107,7 +107,7 @@ func TestTickSeedsAbsentCheckpoints(t *testing.T) {
 	res := tick(t, ctx, db, 0)
 	require.True(t, res.Complete)
 	require.Zero(t, res.PlaysScanned+res.CommentsScanned)
-	want := checkpoints.Legacy{LastPlayID: db.QueryInt(t, `SELECT max(id) FROM plays`), HasPlayID: true, LastCommentBlock: 7, HasCommentBlock: true}
+	want := checkpoints.Legacy{checkpoints.PlaysCheckpoint: db.QueryInt(t, `SELECT max(id) FROM plays`), checkpoints.CommentsCheckpoint: 7}
 	require.Equal(t, want, res.Legacy)
 	require.Zero(t, db.QueryInt(t, `SELECT count(*) FROM user_challenges`), "nothing derived: the stream starts from now")
 }

@@ -99,9 +99,9 @@ func TestGenerate(t *testing.T) {
 	requireNoDifferences(t, b.conn)
 	legacy, err := checkpoints.ReadLegacy(context.Background(), b.conn)
 	require.NoError(t, err)
-	require.True(t, legacy.HasPlayID)
-	require.True(t, legacy.HasCommentBlock)
-	require.Equal(t, int64(500), legacy.LastCommentBlock)
+	require.True(t, legacy.Has(checkpoints.PlaysCheckpoint))
+	require.True(t, legacy.Has(checkpoints.CommentsCheckpoint))
+	require.Equal(t, int64(500), legacy[checkpoints.CommentsCheckpoint])
 }
 
 func TestGenerateIsReproducible(t *testing.T) {
