@@ -42,10 +42,13 @@ type CommentRule struct {
 	Amount int64
 }
 
-// BooleanRule is the catalog entry of a one-step challenge: the polling job writes its rows
-// with step 1 and progress 1 whatever step_count says.
-type BooleanRule struct {
+// Entry is the catalog row of an active challenge of the registry's other rules (not p1–p3
+// and c). The one-step challenges (v, t, cp, w, fp) are written with step 1 and progress 1
+// whatever step_count says, as the polling job writes them; a counted one (u) reads Step.
+type Entry struct {
 	Amount int64
+	// Step is step_count and StartingBlock starting_block, nil when NULL.
+	Step, StartingBlock *int64
 }
 
 // Catalog is the part of the challenges table the rules read. Load it inside the transaction
@@ -56,9 +59,9 @@ type Catalog struct {
 	Milestones []Tier
 	// Comments is the c challenge; inactive (or missing) means the rule does nothing.
 	Comments CommentRule
-	// Boolean are the active one-step challenges of the full-rescan rules (v, t, cp, w) by id;
-	// a missing or inactive one is absent and its rule does nothing.
-	Boolean map[string]BooleanRule
+	// Active are the other rules' active challenges by id; a missing or inactive one is absent
+	// and its rule does nothing.
+	Active map[string]Entry
 	// Oddities describe catalog rows the rules had to interpret (missing rows, amounts that
 	// are not integers, NULL step counts), for the caller to log once.
 	Oddities []string
@@ -75,9 +78,10 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 		amount *string
 		active *bool
 		step   *int64
+		start  *int64
 	}
 	rows, err := q.Query(ctx,
-		`SELECT id, amount, active, step_count FROM challenges WHERE id = ANY($1::text[])`, ChallengeIDs())
+		`SELECT id, amount, active, step_count, starting_block FROM challenges WHERE id = ANY($1::text[])`, ChallengeIDs())
 	if err != nil {
 		return Catalog{}, fmt.Errorf("load challenge catalog: %w", err)
 	}
@@ -88,7 +92,7 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 			id string
 			e  entry
 		)
-		if err := rows.Scan(&id, &e.amount, &e.active, &e.step); err != nil {
+		if err := rows.Scan(&id, &e.amount, &e.active, &e.step, &e.start); err != nil {
 			return Catalog{}, fmt.Errorf("load challenge catalog: %w", err)
 		}
 		found[id] = e
@@ -97,7 +101,7 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 		return Catalog{}, fmt.Errorf("load challenge catalog: %w", err)
 	}
 
-	cat := Catalog{Boolean: map[string]BooleanRule{}}
+	cat := Catalog{Active: map[string]Entry{}}
 	amountOf := func(id string, e entry) int64 {
 		a, plain := parseAmount(e.amount)
 		if !plain {
@@ -128,8 +132,8 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 		cat.Comments = CommentRule{Active: true, Amount: amountOf(ChallengeComment, e)}
 	}
 	for _, r := range Rules() {
-		if r.family != nil {
-			continue // p and c, above
+		if r.Name == milestonesName || r.Name == commentsName {
+			continue // above
 		}
 		for _, id := range r.Challenges {
 			e, ok := found[id]
@@ -137,7 +141,7 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 			case !ok:
 				cat.Oddities = append(cat.Oddities, fmt.Sprintf("challenge %q: no catalog row, rule skipped", id))
 			case e.active != nil && *e.active:
-				cat.Boolean[id] = BooleanRule{Amount: amountOf(id, e)}
+				cat.Active[id] = Entry{Amount: amountOf(id, e), Step: e.step, StartingBlock: e.start}
 			}
 		}
 	}

@@ -13,14 +13,14 @@ import (
 // (when backfilling) track ids and comment ids.
 const DefaultCatchUpBatchSize = 50_000
 
-// DefaultCommentBlockMargin is the CommentBlockMargin of recovery, cut-over and a rule's
-// re-activation. The skew it covers is the time between a comment transaction taking its block
-// number and committing: normally seconds, hours for a transaction left open. 100,000 blocks is
-// about a day of blocks at one a second; at production's comment rate (about 321,000 comments
-// in total) that re-reads a few thousand comments at most, through the blocknumber index, and
-// re-derives their users once each. Over-scanning only costs that time; a margin too small
-// loses rewards.
-const DefaultCommentBlockMargin = 100_000
+// DefaultBlockMargin is the BlockMargin of recovery, cut-over and a rule's re-activation. The
+// skew it covers is the time between a transaction taking its block number and committing:
+// normally seconds, hours for a transaction left open. 100,000 blocks is about a day of blocks
+// at one a second; at production's comment rate (about 321,000 comments in total) that re-reads
+// a few thousand comments at most, through the blocknumber index, and re-derives their users
+// once each; tracks and playlists change more slowly still. Over-scanning only costs that time;
+// a margin too small loses rewards.
+const DefaultBlockMargin = 100_000
 
 // CatchUpOptions tune CatchUp. The zero value catches up from the legacy checkpoints without a
 // row limit and without a margin.
@@ -38,11 +38,11 @@ type CatchUpOptions struct {
 	// may already be past rows that were still in flight. Re-deriving an artist is idempotent,
 	// so the overlap costs only reads.
 	PlayIDMargin int64
-	// CommentBlockMargin re-scans this many block numbers at and below the comments
-	// checkpoint. A comment's blocknumber is bumped by every edit and two blocks' transactions
-	// can commit out of order, so a checkpoint taken from the stream may already be past a
-	// block that committed later. Like PlayIDMargin the overlap costs only reads.
-	CommentBlockMargin int64
+	// BlockMargin re-scans this many block numbers at and below every blocknumber checkpoint
+	// (comments, tracks, playlists). A row's blocknumber is bumped by every edit and two blocks'
+	// transactions can commit out of order, so a checkpoint taken from the stream may already
+	// be past a block that committed later. Like PlayIDMargin the overlap costs only reads.
+	BlockMargin int64
 	// CommentNullBlocks also re-derives every user with a comment whose blocknumber is NULL:
 	// such a comment is invisible to any blocknumber scan, so after a lost slot nothing else
 	// would find it. The NULL pass reads all such rows on every call.
@@ -108,7 +108,7 @@ func (r CatchUpResult) Scanned() int64 {
 // before the slot's consistent point is applied here and everything after arrives on the
 // stream, with no gap and no overlap.
 func CatchUp(ctx context.Context, q Querier, opts CatchUpOptions) (CatchUpResult, error) {
-	if opts.BatchSize < 0 || opts.PlayIDMargin < 0 || opts.CommentBlockMargin < 0 {
+	if opts.BatchSize < 0 || opts.PlayIDMargin < 0 || opts.BlockMargin < 0 {
 		return CatchUpResult{}, errors.New("catch up: BatchSize and the margins must not be negative")
 	}
 	if opts.BatchSize == 0 {
@@ -298,7 +298,7 @@ func (d *deriver) scanPlays(ctx context.Context, from, to int64, opts CatchUpOpt
 }
 
 // scanComments derives the users of the comments with block numbers in
-// (from - CommentBlockMargin, to], and with opts.CommentNullBlocks those of every comment
+// (from - BlockMargin, to], and with opts.CommentNullBlocks those of every comment
 // without a block number.
 func (d *deriver) scanComments(ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {
 	var nulls int64
@@ -314,7 +314,7 @@ func (d *deriver) scanComments(ctx context.Context, from, to int64, opts CatchUp
 		}
 		nulls = n
 	}
-	r, err := commentBlockScan().run(ctx, d.q, from-opts.CommentBlockMargin, to, batchSize(opts), d.commenters(ctx))
+	r, err := commentBlockScan().run(ctx, d.q, from-opts.BlockMargin, to, batchSize(opts), d.commenters(ctx))
 	r.reached = max(r.reached, from)
 	r.rows += nulls
 	return r, err

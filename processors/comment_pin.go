@@ -67,7 +67,7 @@ func commentPinRule() Rule {
 // commentPinRows derives the cp rows of the dirty tracks and of the dirty owners' tracks. A
 // track reached both ways yields its row twice; Upsert keeps one.
 func commentPinRows(ctx context.Context, q Querier, cat Catalog, keys Keys) ([]Row, error) {
-	rule, ok := cat.Boolean[ChallengeCommentPin]
+	rule, ok := cat.Active[ChallengeCommentPin]
 	if !ok {
 		return nil, nil
 	}
@@ -87,7 +87,7 @@ func commentPinRows(ctx context.Context, q Querier, cat Catalog, keys Keys) ([]R
 
 // allCommentPinRows is the polling job's tick: every current pin, again.
 func allCommentPinRows(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
-	rule, ok := cat.Boolean[ChallengeCommentPin]
+	rule, ok := cat.Active[ChallengeCommentPin]
 	if !ok {
 		return nil, nil
 	}
@@ -95,7 +95,7 @@ func allCommentPinRows(ctx context.Context, q Querier, cat Catalog) ([]Row, erro
 }
 
 // queryPins turns a query of (commenter, track) pairs into their cp rows.
-func queryPins(ctx context.Context, q Querier, rule BooleanRule, sql string, args ...any) ([]Row, error) {
+func queryPins(ctx context.Context, q Querier, rule Entry, sql string, args ...any) ([]Row, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list pinned comments: %w", err)

@@ -68,9 +68,9 @@
 // Comments have the same problem with block numbers, worse: an edit bumps a comment's
 // blocknumber, and two blocks' transactions can commit out of order, so a comment can become
 // visible below the comments.blocknumber checkpoint; a comment whose blocknumber is NULL is
-// below every checkpoint. CommentBlockMargin re-scans that many blocks at and below the
+// below every checkpoint. BlockMargin re-scans that many blocks at and below the
 // checkpoint and CommentNullBlocks re-derives every user with a NULL-block comment. Recovery
-// and cut-over use both (DefaultCommentBlockMargin explains the default); the scans use the
+// and cut-over use both (DefaultBlockMargin explains the default); the scans use the
 // comments(blocknumber) index the migrations ensure, NULLs included.
 //
 // # Catalog amounts

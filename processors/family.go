@@ -3,6 +3,7 @@ package processors
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
@@ -119,4 +120,39 @@ func LegacyFrom(maxima map[string]int64) checkpoints.Legacy {
 		}
 	}
 	return l
+}
+
+// blockFamily is the legacy checkpoint of a rule the polling job ran incrementally on one
+// table's blocknumber (u, fp): the host bumps a row's blocknumber on every change, so the rows
+// above the checkpoint are what changed and their keyColumn values (users) are the dirty keys.
+// The scans range over the table's blocknumber index, which production has on every such
+// table; rows without a blocknumber are invisible to them, as to the polling job's scan.
+func blockFamily(rule, checkpoint, table, keyColumn string,
+	recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error),
+) *family {
+	blocks := rangeScan{
+		what: table,
+		next: `SELECT MIN(blocknumber) FROM ` + table + ` WHERE blocknumber > $1::bigint`,
+		collect: `SELECT ` + keyColumn + `, COUNT(*) FROM ` + table + `
+                  WHERE blocknumber > $1::bigint AND blocknumber <= $2::bigint GROUP BY 1`,
+	}
+	visit := func(d *deriver, ctx context.Context) func(ids []int64) error {
+		return d.derive(ctx, rule, recompute)
+	}
+	return &family{
+		checkpoint: checkpoint,
+		source:     Source{Table: table, Ops: Insert | Update, Column: "blocknumber"},
+		maxSQL:     `SELECT COALESCE(MAX(blocknumber), 0) FROM ` + table,
+		keys:       "users",
+		visit:      visit,
+		scan: func(d *deriver, ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {
+			r, err := blocks.run(ctx, d.q, from-opts.BlockMargin, to, batchSize(opts), visit(d, ctx))
+			r.reached = max(r.reached, from)
+			return r, err
+		},
+		backfill: func(d *deriver, ctx context.Context, batch int64) (scanResult, error) {
+			// blocknumber is an int4: below its range is below every row.
+			return blocks.run(ctx, d.q, math.MinInt32-1, math.MaxInt64, batch, visit(d, ctx))
+		},
+	}
 }

@@ -3,6 +3,7 @@ package processors_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -237,3 +238,36 @@ func (f *fixture) countWrites() func() int64 {
 
 // pgxTx keeps test closures short.
 type pgxTx = pgx.Tx
+
+// untouched are the incremental rules' checkpoints other than p's and c's (u, fp, …): the p
+// and c fixtures have no rows for them and their challenges start inactive, so a catch-up
+// seeds them at 0 and a flush holds them.
+func untouched() []string {
+	var names []string
+	for _, r := range processors.Rules() {
+		if c := r.Checkpoint(); c != "" && c != checkpoints.PlaysCheckpoint && c != checkpoints.CommentsCheckpoint {
+			names = append(names, c)
+		}
+	}
+	return names
+}
+
+// withUntouched is l with the untouched checkpoints at 0.
+func withUntouched(l checkpoints.Legacy) checkpoints.Legacy {
+	for _, name := range untouched() {
+		l[name] = 0
+	}
+	return l
+}
+
+// heldWith is the names a flush of the p and c fixtures holds: the given ones and the
+// untouched ones, in registry order.
+func heldWith(names ...string) []string {
+	var out []string
+	for _, r := range processors.Rules() {
+		if c := r.Checkpoint(); c != "" && (slices.Contains(names, c) || slices.Contains(untouched(), c)) {
+			out = append(out, c)
+		}
+	}
+	return out
+}

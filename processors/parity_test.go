@@ -15,12 +15,17 @@ import (
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 
-// The parity harness runs a full-rescan rule both ways over the same random history: the
-// stream's way (ApplyWindow with the dirty keys the registry's Sources make of each step's
-// changes) and the polling job's way (the upstream processor's tick, written out in the test
-// from the upstream source, after every step). Both databases must hold the same rows of the
-// rule's challenges after every step. A third database receives the whole history first and
-// derives the rule once from scratch, which must agree too.
+// The parity harness runs a rule both ways over the same random history: the stream's way
+// (ApplyWindow with the dirty keys the registry's Sources make of each step's changes) and the
+// polling job's way (the upstream processor's tick, written out in the test from the upstream
+// source, after every step). Both databases must hold the same rows of the rule's challenges
+// after every step. A third database receives the whole history first and derives the rule
+// once from scratch, which must agree too.
+//
+// An incremental rule's window also carries its checkpoint column's highest value, as the
+// stream's does, and its legacy checkpoint must equal upstream's after every step. Halfway
+// through, the stream hands the database over to the upstream tick, which must carry on from
+// the checkpoint the stream left with no gap: the cut-over back to the polling job.
 
 // change is one row change as the stream carries it: table, operation and the new row's
 // integer columns (those the rule's Sources may name).
@@ -50,8 +55,8 @@ type paritySpec struct {
 	// reference is the upstream processor's tick, in the caller's transaction.
 	reference func(ctx context.Context, tx pgx.Tx) error
 	// takesAway says the history takes a paid reward's conditions away again or changes the
-	// catalog amount: the rows the ticks accumulated must then be strictly more than what the
-	// final state earns (completion is sticky), and otherwise exactly that.
+	// catalog amount: the rows the ticks accumulated must then differ from what the final state
+	// earns (completion is sticky) while holding every row of it, and otherwise be exactly that.
 	takesAway bool
 }
 
@@ -89,6 +94,7 @@ func runParity(t *testing.T, spec paritySpec) {
 	}
 	rng := rand.New(rand.NewPCG(paritySeed(t, seedName), 1))
 
+	checkpoint := rule.Checkpoint()
 	var history []write
 	for step := range spec.steps {
 		writes := spec.gen(rng, step)
@@ -96,14 +102,23 @@ func runParity(t *testing.T, spec paritySpec) {
 		stream.runWrites(writes)
 		reference.runWrites(writes)
 
-		res := stream.applyKeys(rule.Name, dirtyKeys(rule, writes))
-		if step > 0 {
-			for _, r := range res.Rules {
-				require.False(t, r.FromScratch && r.Rule == rule.Name, "step %d: derived from scratch again", step)
+		handedOver := checkpoint != "" && step >= spec.steps/2
+		if handedOver {
+			stream.inTx(func(tx pgx.Tx) { require.NoError(t, spec.reference(stream.ctx, tx)) })
+		} else {
+			res := stream.applyWindowOf(rule, writes)
+			if step > 0 {
+				for _, r := range res.Rules {
+					require.False(t, r.FromScratch && r.Rule == rule.Name, "step %d: derived from scratch again", step)
+				}
 			}
 		}
 		reference.inTx(func(tx pgx.Tx) { require.NoError(t, spec.reference(reference.ctx, tx)) })
 		require.Equal(t, reference.ruleRows(rule), stream.ruleRows(rule), "step %d: stream and upstream differ", step)
+		if checkpoint != "" && !handedOver {
+			require.Equal(t, reference.legacy()[checkpoint], stream.legacy()[checkpoint],
+				"step %d: the legacy checkpoint is not where upstream has it", step)
+		}
 	}
 
 	// From scratch against one upstream tick over the whole history: a reward the history
@@ -111,17 +126,23 @@ func runParity(t *testing.T, spec paritySpec) {
 	// sticky) but no single derivation can produce it.
 	scratch.runWrites(history)
 	scratchReference.runWrites(history)
-	res := scratch.applyKeys(rule.Name, nil)
-	require.True(t, slices.ContainsFunc(res.Rules, func(r processors.RuleResult) bool {
-		return r.Rule == rule.Name && r.FromScratch
-	}), "the first window derives the rule from scratch")
+	if checkpoint != "" {
+		scratch.catchUp(processors.CatchUpOptions{FromScratch: true}) // the --backfill of a first run
+	} else {
+		res := scratch.applyKeys(rule.Name, nil)
+		require.True(t, slices.ContainsFunc(res.Rules, func(r processors.RuleResult) bool {
+			return r.Rule == rule.Name && r.FromScratch
+		}), "the first window derives the rule from scratch")
+	}
 	scratchReference.inTx(func(tx pgx.Tx) { require.NoError(t, spec.reference(scratchReference.ctx, tx)) })
 	final, kept := scratchReference.ruleRows(rule), reference.ruleRows(rule)
 	t.Logf("%d rows earned, %d of them still earned at the end", len(kept), len(final))
 	require.Equal(t, final, scratch.ruleRows(rule), "from scratch and upstream differ")
 	require.NotEmpty(t, kept, "the history earns nothing: the test cannot fail")
 	if spec.takesAway {
-		require.Greater(t, len(kept), len(final), "the history takes nothing away: stickiness is not tested")
+		// A reward taken away leaves a row no derivation produces, or a complete row whose
+		// count has gone down since.
+		require.NotEqual(t, final, kept, "the history takes nothing away: stickiness is not tested")
 		for k := range final {
 			require.Contains(t, kept, k)
 		}
@@ -164,6 +185,39 @@ func dirtyKeys(rule processors.Rule, writes []write) processors.Keys {
 		}
 	}
 	return keys
+}
+
+// applyWindowOf runs the flush's rule step for a window of the writes as the stream sees them:
+// the rule's dirty keys and, for an incremental rule, its checkpoint column's highest value.
+func (f *fixture) applyWindowOf(rule processors.Rule, writes []write) processors.WindowResult {
+	f.t.Helper()
+	w := processors.Window{Keys: map[string]processors.Keys{rule.Name: dirtyKeys(rule, writes)}}
+	if src, ok := rule.CheckpointSource(); ok {
+		maxima := map[string]int64{}
+		for _, wr := range writes {
+			c := wr.change
+			if v, has := c.col(src.Column); has && c.table == src.Table && c.op&src.Ops != 0 {
+				maxima[rule.Checkpoint()] = max(maxima[rule.Checkpoint()], v)
+			}
+		}
+		w.Legacy = processors.LegacyFrom(maxima)
+	}
+	var res processors.WindowResult
+	f.inTx(func(tx pgx.Tx) {
+		var err error
+		res, err = processors.ApplyWindow(f.ctx, tx, w, processors.WindowOptions{})
+		require.NoError(f.t, err)
+	})
+	return res
+}
+
+// col is a column of the change's new row; a write the stream does not carry has none.
+func (c *change) col(name string) (int64, bool) {
+	if c == nil {
+		return 0, false
+	}
+	v, ok := c.cols[name]
+	return v, ok
 }
 
 // runWrites runs the writes in one transaction, like one source transaction.

@@ -144,7 +144,7 @@ GROUP BY 1`
 // remixWinners runs the polling job's tick over the given contests (all of them when every is
 // set) and returns the rows it would mint.
 func remixWinners(ctx context.Context, q Querier, cat Catalog, contests []int64, every bool) ([]Row, error) {
-	rule, ok := cat.Boolean["w"]
+	rule, ok := cat.Active["w"]
 	if !ok {
 		return nil, nil
 	}

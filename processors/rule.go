@@ -38,7 +38,7 @@ type Keys map[string][]int64
 // stream keeps exactly their keys, and every flush, catch-up and verify walks the registry.
 //
 // A rule is one of two kinds:
-//   - incremental rules (p, c) carry the legacy checkpoint the polling job advanced (family):
+//   - incremental rules (p, c, u, fp) carry the legacy checkpoint the polling job advanced (family):
 //     the flush advances it, and re-activation or a foreign writer derives the gap from it;
 //   - full-rescan rules (v, t, cp, w): the polling job re-derived them from scratch every
 //     tick. The sidecar derives them from scratch once (the first flush that sees the rule,
@@ -55,9 +55,10 @@ type Rule struct {
 	// keys and writes nothing.
 	active func(Catalog) bool
 
-	// Full-rescan rules only. rows derives the rows of the dirty keys; all derives every row
-	// from scratch (the polling job's tick). Both run in the caller's transaction and only
-	// read; the caller upserts.
+	// rows derives the rows of the dirty keys (full-rescan rules only); all derives every row
+	// from scratch, the polling job's tick (full-rescan rules, and the incremental rules whose
+	// upstream once rescanned, for verify). Both run in the caller's transaction and only read;
+	// the caller upserts.
 	rows func(ctx context.Context, q Querier, cat Catalog, keys Keys) ([]Row, error)
 	all  func(ctx context.Context, q Querier, cat Catalog) ([]Row, error)
 
@@ -93,6 +94,8 @@ func Rules() []Rule {
 		tastemakerRule(),
 		commentPinRule(),
 		remixWinnerRule(),
+		trackUploadRule(),
+		firstPlaylistRule(),
 	}
 }
 
@@ -121,5 +124,5 @@ func ChallengeIDs() []string {
 
 // booleanActive is the catalog check of a full-rescan rule writing one boolean challenge.
 func booleanActive(id string) func(Catalog) bool {
-	return func(c Catalog) bool { _, ok := c.Boolean[id]; return ok }
+	return func(c Catalog) bool { _, ok := c.Active[id]; return ok }
 }

@@ -100,7 +100,7 @@ func tastemakerRule() Rule {
 // tastemakerRows derives the rows of the current top-10 tracks: all of them, or those among
 // tracks.
 func tastemakerRows(ctx context.Context, q Querier, cat Catalog, all bool, tracks []int64) ([]Row, error) {
-	rule, ok := cat.Boolean[challengeTastemaker]
+	rule, ok := cat.Active[challengeTastemaker]
 	if !ok {
 		return nil, nil
 	}

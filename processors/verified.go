@@ -30,7 +30,7 @@ func verifiedRule() Rule {
 
 // verifiedRows derives the v rows of the dirty users.
 func verifiedRows(ctx context.Context, q Querier, cat Catalog, keys Keys) ([]Row, error) {
-	rule, ok := cat.Boolean[ChallengeVerified]
+	rule, ok := cat.Active[ChallengeVerified]
 	if !ok {
 		return nil, nil
 	}
@@ -52,7 +52,7 @@ WHERE `+verifiedUser, batch)
 
 // allVerifiedRows is the polling job's tick: every verified user, again.
 func allVerifiedRows(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
-	rule, ok := cat.Boolean[ChallengeVerified]
+	rule, ok := cat.Active[ChallengeVerified]
 	if !ok {
 		return nil, nil
 	}
@@ -60,7 +60,7 @@ func allVerifiedRows(ctx context.Context, q Querier, cat Catalog) ([]Row, error)
 }
 
 // queryVerified turns a query of user ids into their v rows.
-func queryVerified(ctx context.Context, q Querier, rule BooleanRule, sql string, args ...any) ([]Row, error) {
+func queryVerified(ctx context.Context, q Querier, rule Entry, sql string, args ...any) ([]Row, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list verified users: %w", err)

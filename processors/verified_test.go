@@ -170,8 +170,8 @@ func TestVerifiedParitySticky(t *testing.T) {
 		reference: upstreamVerifiedTick, takesAway: true})
 }
 
-// ruleCase is one edge case of a full-rescan rule: host writes applied as consecutive windows
-// through the stream's path, and the rule's rows afterwards.
+// ruleCase is one edge case of a rule: host writes applied as consecutive windows through the
+// stream's path, and the rule's rows afterwards.
 type ruleCase struct {
 	name     string
 	inactive bool // leave the rule's challenge switched off
@@ -195,7 +195,7 @@ func runRuleCases(t *testing.T, ruleName string, cases []ruleCase) {
 			f.applyKeys(rule.Name, nil)
 			for _, step := range tc.steps {
 				f.runWrites(step)
-				f.applyKeys(rule.Name, dirtyKeys(rule, step))
+				f.applyWindowOf(rule, step)
 			}
 			want := tc.want
 			if want == nil {

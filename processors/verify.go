@@ -143,8 +143,8 @@ func Verify(ctx context.Context, q Querier) ([]Difference, error) {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	for _, r := range Rules() {
-		if r.family != nil || !r.active(cat) {
-			continue
+		if r.all == nil || !r.active(cat) {
+			continue // p and c: verifySQL above
 		}
 		d, err := verifyFullRescan(ctx, q, cat, r)
 		if err != nil {
@@ -155,10 +155,11 @@ func Verify(ctx context.Context, q Querier) ([]Difference, error) {
 	return diffs, nil
 }
 
-// verifyFullRescan compares a full-rescan rule's from-scratch derivation (what a polling tick
-// would write) with the stored rows. A stored row the derivation does not produce is never a
-// difference: completion is sticky, so a user who lost verification or a track that left the
-// ranking keeps the row the rule once wrote.
+// verifyFullRescan compares a rule's from-scratch derivation (what a polling tick would write)
+// with the stored rows. A stored row the derivation does not produce is never a difference:
+// completion is sticky, so a user who lost verification or a track that left the ranking keeps
+// the row the rule once wrote, and a user whose tracks or playlists are all deleted keeps the
+// row as it was.
 func verifyFullRescan(ctx context.Context, q Querier, cat Catalog, r Rule) ([]Difference, error) {
 	want, err := r.all(ctx, q, cat)
 	if err != nil {

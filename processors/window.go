@@ -39,10 +39,10 @@ type RuleResult struct {
 }
 
 // WindowOptions are the margins of a gap derivation (see ApplyWindow). Zero means the
-// default: DefaultPlayIDMargin and DefaultCommentBlockMargin.
+// default: DefaultPlayIDMargin and DefaultBlockMargin.
 type WindowOptions struct {
-	PlayIDMargin       int64
-	CommentBlockMargin int64
+	PlayIDMargin int64
+	BlockMargin  int64
 }
 
 // DefaultPlayIDMargin is the PlayIDMargin of a gap derivation when none is given.
@@ -99,8 +99,8 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 	if opts.PlayIDMargin <= 0 {
 		opts.PlayIDMargin = DefaultPlayIDMargin
 	}
-	if opts.CommentBlockMargin <= 0 {
-		opts.CommentBlockMargin = DefaultCommentBlockMargin
+	if opts.BlockMargin <= 0 {
+		opts.BlockMargin = DefaultBlockMargin
 	}
 	cat, err := LoadCatalog(ctx, q)
 	if err != nil {
@@ -118,7 +118,7 @@ func ApplyWindow(ctx context.Context, q Querier, w Window, opts WindowOptions) (
 		next = checkpoints.Legacy{}
 	}
 	scan := CatchUpOptions{
-		PlayIDMargin: opts.PlayIDMargin, CommentBlockMargin: opts.CommentBlockMargin, CommentNullBlocks: true,
+		PlayIDMargin: opts.PlayIDMargin, BlockMargin: opts.BlockMargin, CommentNullBlocks: true,
 	}
 	var m maxima // read once, only when a gap is derived
 	rules := Rules()

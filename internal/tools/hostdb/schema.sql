@@ -28,6 +28,8 @@ CREATE TABLE tracks (
     is_delete   boolean NOT NULL,
     owner_id    integer NOT NULL,
     pinned_comment_id integer,
+    is_unlisted boolean NOT NULL DEFAULT false,
+    stem_of     jsonb,
     blocknumber integer,
     created_at  timestamp NOT NULL DEFAULT now(),
     updated_at  timestamp NOT NULL DEFAULT now(),
@@ -35,6 +37,26 @@ CREATE TABLE tracks (
     PRIMARY KEY (track_id, txhash)
 );
 CREATE INDEX tracks_owner_id_idx ON tracks (owner_id);
+CREATE INDEX tracks_blocknumber_idx ON tracks (blocknumber);
+
+-- Playlists and albums, versioned like tracks (first playlist, fp).
+CREATE TABLE playlists (
+    blockhash         varchar,
+    blocknumber       integer,
+    playlist_id       integer NOT NULL,
+    playlist_owner_id integer NOT NULL,
+    is_album          boolean NOT NULL DEFAULT false,
+    is_private        boolean NOT NULL DEFAULT false,
+    playlist_name     varchar,
+    is_current        boolean NOT NULL,
+    is_delete         boolean NOT NULL,
+    created_at        timestamp NOT NULL DEFAULT now(),
+    updated_at        timestamp NOT NULL DEFAULT now(),
+    txhash            varchar NOT NULL DEFAULT '',
+    PRIMARY KEY (playlist_id, txhash)
+);
+CREATE INDEX playlists_owner_idx ON playlists (playlist_owner_id);
+CREATE INDEX playlists_blocknumber_idx ON playlists (blocknumber);
 
 -- Reposts and saves are versioned like tracks: a repost and its undo are rows with is_current
 -- moving to the latest.
@@ -193,6 +215,11 @@ INSERT INTO challenges (id, type, amount, active, step_count, cooldown_days) VAL
     ('t', 'boolean', '100', false, 1, 7),
     ('cp', 'boolean', '100', false, 1, 7),
     ('w', 'boolean', '1000', false, 1, 7);
+
+-- The rest of the loop's incremental rules (RULES.md), inactive like the ones above.
+INSERT INTO challenges (id, type, amount, active, step_count, starting_block, cooldown_days) VALUES
+    ('u', 'numeric', '1', false, 3, 0, 7),
+    ('fp', 'boolean', '2', false, 1, 0, 7);
 
 CREATE TABLE user_challenges (
     challenge_id          varchar NOT NULL REFERENCES challenges (id),
