@@ -209,7 +209,7 @@ func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn 
 		return nil
 	})
 	flusher := dbFlusher{conn: conn, slot: cfg.Slot, publication: cfg.Publication, now: cfg.Now, log: p.log, margins: processors.WindowOptions{
-		PlayIDMargin: cfg.PlayIDMargin, CommentBlockMargin: processors.DefaultCommentBlockMargin,
+		PlayIDMargin: cfg.PlayIDMargin, BlockMargin: processors.DefaultBlockMargin,
 	}}
 	l := newLoop(cfg, loopDeps{
 		src:          stream,

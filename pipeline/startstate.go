@@ -178,9 +178,9 @@ func (p *pipeline) prepare(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgC
 	}
 	misses := pub.Misses()
 	opts := processors.CatchUpOptions{
-		PlayIDMargin:       cfg.PlayIDMargin,
-		CommentBlockMargin: processors.DefaultCommentBlockMargin,
-		CommentNullBlocks:  true,
+		PlayIDMargin:      cfg.PlayIDMargin,
+		BlockMargin:       processors.DefaultBlockMargin,
+		CommentNullBlocks: true,
 	}
 	plan := decideStart(startState{slot: slot, stored: found, storedAhead: found && stored > walEnd,
 		confirmedAhead: found && slot.Exists && slot.ConfirmedFlush > stored, promoted: found && stored < timelineBegan,
