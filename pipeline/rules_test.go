@@ -170,3 +170,37 @@ func TestFullRescanRulesStream(t *testing.T) {
 	e.verified()
 	s.stop()
 }
+
+// TestIncrementalRulesStream: u and fp reach the stream through the registry alone, and their
+// legacy checkpoints follow tracks.blocknumber and playlists.blocknumber in the flush, so the
+// polling job could take over at any moment.
+func TestIncrementalRulesStream(t *testing.T) {
+	e := setup(t)
+	e.exec(`UPDATE challenges SET active = true WHERE id IN ('u', 'fp')`)
+	e.artist(1, false)
+	s := e.start()
+	s.waitStreaming()
+
+	for i, block := range []int{11, 12, 13, 14} {
+		e.exec(`INSERT INTO tracks (track_id, owner_id, blocknumber, is_current, is_delete) VALUES ($1, 1, $2, true, false)`,
+			100+i, block)
+	}
+	e.exec(`INSERT INTO tracks (track_id, owner_id, blocknumber, is_current, is_delete, is_unlisted)
+		VALUES (200, 2, 15, true, false, true)`) // unlisted: user 2 earns nothing
+	e.exec(`INSERT INTO playlists (playlist_id, playlist_owner_id, blocknumber, is_current, is_delete) VALUES (1, 3, 21, true, false)`)
+	e.caughtUp()
+	e.requireRow("u", "1", 3, true)
+	e.requireRow("fp", "3", 1, true)
+	_, _, found := e.row("u", "2")
+	require.False(t, found)
+	require.EqualValues(t, 15, e.legacy()["challenges:u:last_blocknumber"])
+	require.EqualValues(t, 21, e.legacy()["challenges:fp:last_blocknumber"])
+
+	// An edit in place: the unlisted track is listed at a later block.
+	e.exec(`UPDATE tracks SET is_unlisted = false, blocknumber = 16 WHERE track_id = 200`)
+	e.caughtUp()
+	e.requireRow("u", "2", 1, false)
+	require.EqualValues(t, 16, e.legacy()["challenges:u:last_blocknumber"])
+	e.verified()
+	s.stop()
+}

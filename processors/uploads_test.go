@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
 
+	"github.com/challenge-stream/challenge-stream/checkpoints"
 	"github.com/challenge-stream/challenge-stream/processors"
 )
 
@@ -189,4 +191,34 @@ func TestTrackUploadCases(t *testing.T) {
 			steps:    [][]write{{track(1, 100, 5, publicTrack)}},
 		},
 	})
+}
+
+// TestCatchUpFromTrackCheckpoint: after a lost slot the catch-up scans tracks from u's
+// checkpoint, less the block margin (a track can commit below a checkpoint already taken), and
+// advances the checkpoint to the highest block.
+func TestCatchUpFromTrackCheckpoint(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		margin int64
+		want   []string
+	}{
+		{margin: 0, want: []string{"u 65"}},
+		{margin: 100, want: []string{"u 64", "u 65"}},
+	} {
+		t.Run(fmt.Sprint("margin ", tc.margin), func(t *testing.T) {
+			t.Parallel()
+			f := setup(t)
+			f.exec(`UPDATE challenges SET active = true WHERE id = 'u'`)
+			f.runWrites([]write{track(1, 100, 30, publicTrack), track(2, 101, 50, publicTrack)})
+			f.setLegacy(checkpoints.Legacy{processors.TrackUploadCheckpoint: 40})
+			res := f.catchUp(processors.CatchUpOptions{BlockMargin: tc.margin})
+			require.EqualValues(t, 50, res.Legacy[processors.TrackUploadCheckpoint])
+			require.EqualValues(t, 50, f.legacy()[processors.TrackUploadCheckpoint])
+			var got []string
+			for k := range f.ruleRows(ruleNamed(t, "uploads")) {
+				got = append(got, k)
+			}
+			require.ElementsMatch(t, tc.want, got)
+		})
+	}
 }

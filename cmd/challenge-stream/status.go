@@ -200,7 +200,11 @@ func (r statusReport) print(w io.Writer) error {
 	row("legacy last play id", optInt(r.LegacyLastPlayID))
 	row("legacy last comment block", optInt(r.LegacyLastCommentBlock))
 	for _, rule := range r.Rules {
-		row("rule "+rule.Rule, fmt.Sprintf("%s (%s)", rule.State, strings.Join(rule.Challenges, ", ")))
+		text := fmt.Sprintf("%s (%s)", rule.State, strings.Join(rule.Challenges, ", "))
+		if rule.Checkpoint != "" {
+			text += fmt.Sprintf("; %s = %s", rule.Checkpoint, optInt(rule.CheckpointValue))
+		}
+		row("rule "+rule.Rule, text)
 	}
 	r.Publication.print(row)
 	if r.Decoding != nil {
