@@ -39,7 +39,8 @@ GRANT USAGE ON SCHEMA public TO challenge_stream_sidecar;
 -- The sources: the catch-up scans plays and comments; the rules read the rest.
 GRANT SELECT ON public.plays, public.comments, public.tracks, public.users,
     public.aggregate_monthly_plays, public.challenges,
-    public.reposts, public.saves, public.track_trending_scores, public.events, public.playlists
+    public.reposts, public.saves, public.track_trending_scores, public.events, public.playlists,
+    public.user_events
     TO challenge_stream_sidecar;
 
 -- The rewards and the legacy checkpoints. SELECT as well: the upserts (INSERT … ON CONFLICT DO
@@ -71,7 +72,8 @@ CREATE PUBLICATION challenge_stream FOR TABLE
     public.saves (user_id, save_item_id, save_type, txhash),
     public.track_trending_scores (track_id, type, version, time_range),
     public.events (event_id),
-    public.playlists (playlist_id, txhash, playlist_owner_id, blocknumber)
+    public.playlists (playlist_id, txhash, playlist_owner_id, blocknumber),
+    public.user_events (id, user_id, blocknumber)
     WITH (publish = 'insert, update');
 COMMENT ON PUBLICATION challenge_stream IS 'managed by challenge-stream';
 

@@ -204,3 +204,37 @@ func TestIncrementalRulesStream(t *testing.T) {
 	e.verified()
 	s.stop()
 }
+
+// TestUserEventsRulesStream: m, r, rv and rd stream from user_events, each following its own
+// checkpoint on user_events.blocknumber; a user's new version (the old row made historical, a
+// new current row) is what re-derives the referral rules.
+func TestUserEventsRulesStream(t *testing.T) {
+	e := setup(t)
+	e.exec(`UPDATE challenges SET active = true WHERE id IN ('m', 'r', 'rv', 'rd')`)
+	e.exec(`INSERT INTO users (user_id, is_current, is_verified, txhash) VALUES (7, true, false, 'a'), (8, true, true, 'a')`)
+	s := e.start()
+	s.waitStreaming()
+
+	e.exec(`INSERT INTO user_events (user_id, blocknumber, is_current, is_mobile_user, referrer) VALUES
+		(20, 31, true, true, NULL), (21, 32, true, false, 7), (22, 33, true, false, 8)`)
+	e.caughtUp()
+	e.requireRow("m", "14", 1, true)
+	e.requireRow("r", "7:15", 1, true)
+	e.requireRow("rd", "15:7", 1, true)
+	e.requireRow("rv", "8:16", 1, true)
+	e.requireRow("rd", "16:8", 1, true)
+	for _, id := range []string{"m", "r", "rv", "rd"} {
+		require.EqualValues(t, 33, e.legacy()["challenges:"+id+":last_blocknumber"], id)
+	}
+
+	// User 21 becomes mobile and changes referrer to the verified 8.
+	e.exec(`UPDATE user_events SET is_current = false WHERE user_id = 21`)
+	e.exec(`INSERT INTO user_events (user_id, blocknumber, is_current, is_mobile_user, referrer) VALUES (21, 34, true, true, 8)`)
+	e.caughtUp()
+	e.requireRow("m", "15", 1, true)
+	e.requireRow("rv", "8:15", 1, true)
+	e.requireRow("r", "7:15", 1, true) // completion is sticky
+	require.EqualValues(t, 34, e.legacy()["challenges:rv:last_blocknumber"])
+	e.verified()
+	s.stop()
+}

@@ -58,6 +58,10 @@ type paritySpec struct {
 	// catalog amount: the rows the ticks accumulated must then differ from what the final state
 	// earns (completion is sticky) while holding every row of it, and otherwise be exactly that.
 	takesAway bool
+	// checkpointAhead says upstream's dirty scan reads only the rows that can earn (m's mobile
+	// rows, the referral rules' rows with a referrer), so its checkpoint stops at the last of
+	// them while the stream's follows every change it applied: the stream's may be ahead.
+	checkpointAhead bool
 }
 
 // paritySeed is PARITY_SEED when set (to replay a failure), else a fixed seed per rule so that
@@ -116,8 +120,11 @@ func runParity(t *testing.T, spec paritySpec) {
 		reference.inTx(func(tx pgx.Tx) { require.NoError(t, spec.reference(reference.ctx, tx)) })
 		require.Equal(t, reference.ruleRows(rule), stream.ruleRows(rule), "step %d: stream and upstream differ", step)
 		if checkpoint != "" && !handedOver {
-			require.Equal(t, reference.legacy()[checkpoint], stream.legacy()[checkpoint],
-				"step %d: the legacy checkpoint is not where upstream has it", step)
+			want, got := reference.legacy()[checkpoint], stream.legacy()[checkpoint]
+			if spec.checkpointAhead && got > want {
+				want = got
+			}
+			require.Equal(t, want, got, "step %d: the legacy checkpoint is not where upstream has it", step)
 		}
 	}
 

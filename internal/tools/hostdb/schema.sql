@@ -58,6 +58,20 @@ CREATE TABLE playlists (
 CREATE INDEX playlists_owner_idx ON playlists (playlist_owner_id);
 CREATE INDEX playlists_blocknumber_idx ON playlists (blocknumber);
 
+-- The mobile flag and the referrer of a profile (m, r, rv, rd), versioned like users.
+CREATE TABLE user_events (
+    id             serial PRIMARY KEY,
+    blockhash      varchar,
+    blocknumber    integer,
+    is_current     boolean NOT NULL,
+    user_id        integer NOT NULL,
+    referrer       integer,
+    is_mobile_user boolean NOT NULL DEFAULT false,
+    slot           integer
+);
+CREATE INDEX user_events_user_id_idx ON user_events (user_id);
+CREATE INDEX user_events_blocknumber_idx ON user_events (blocknumber);
+
 -- Reposts and saves are versioned like tracks: a repost and its undo are rows with is_current
 -- moving to the latest.
 CREATE TYPE reposttype AS ENUM ('track', 'playlist', 'album');
@@ -219,7 +233,11 @@ INSERT INTO challenges (id, type, amount, active, step_count, cooldown_days) VAL
 -- The rest of the loop's incremental rules (RULES.md), inactive like the ones above.
 INSERT INTO challenges (id, type, amount, active, step_count, starting_block, cooldown_days) VALUES
     ('u', 'numeric', '1', false, 3, 0, 7),
-    ('fp', 'boolean', '2', false, 1, 0, 7);
+    ('fp', 'boolean', '2', false, 1, 0, 7),
+    ('m', 'boolean', '1', false, 1, NULL, 7),
+    ('r', 'boolean', '1', false, 1, NULL, 7),
+    ('rv', 'boolean', '1', false, 1, NULL, 7),
+    ('rd', 'boolean', '1', false, 1, NULL, 7);
 
 CREATE TABLE user_challenges (
     challenge_id          varchar NOT NULL REFERENCES challenges (id),
