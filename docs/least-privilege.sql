@@ -40,7 +40,7 @@ GRANT USAGE ON SCHEMA public TO challenge_stream_sidecar;
 GRANT SELECT ON public.plays, public.comments, public.tracks, public.users,
     public.aggregate_monthly_plays, public.challenges,
     public.reposts, public.saves, public.track_trending_scores, public.events, public.playlists,
-    public.user_events
+    public.user_events, public.sol_purchases, public.v_usdc_purchases
     TO challenge_stream_sidecar;
 
 -- The rewards and the legacy checkpoints. SELECT as well: the upserts (INSERT … ON CONFLICT DO
@@ -73,7 +73,8 @@ CREATE PUBLICATION challenge_stream FOR TABLE
     public.track_trending_scores (track_id, type, version, time_range),
     public.events (event_id),
     public.playlists (playlist_id, txhash, playlist_owner_id, blocknumber),
-    public.user_events (id, user_id, blocknumber)
+    public.user_events (id, user_id, blocknumber),
+    public.sol_purchases (signature, instruction_index, slot)
     WITH (publish = 'insert, update');
 COMMENT ON PUBLICATION challenge_stream IS 'managed by challenge-stream';
 

@@ -238,3 +238,30 @@ func TestUserEventsRulesStream(t *testing.T) {
 	e.verified()
 	s.stop()
 }
+
+// TestPurchaseRulesStream: b and s stream from sol_purchases through the host's view, follow
+// their slot checkpoints, and a purchase validated after a later one still earns.
+func TestPurchaseRulesStream(t *testing.T) {
+	e := setup(t)
+	e.exec(`UPDATE challenges SET active = true WHERE id IN ('b', 's')`)
+	e.artist(1, true) // verified
+	e.track(1, 1)
+	s := e.start()
+	s.waitStreaming()
+
+	e.exec(`INSERT INTO sol_purchases (signature, instruction_index, amount, slot, content_type, content_id, buyer_user_id, is_valid)
+		VALUES ('a', 0, 3000000, 900, 'track', 1, 40, NULL), ('b', 0, 2000000, 901, 'track', 1, 41, true)`)
+	e.caughtUp()
+	e.requireRow("b", "29:1", 1, true)
+	e.requireRow("s", "29:1", 1, true)
+	_, _, found := e.row("b", "28:1")
+	require.False(t, found, "an unvalidated purchase earns nothing")
+	require.EqualValues(t, 901, e.legacy()["challenges:b:last_slot"])
+
+	e.exec(`UPDATE sol_purchases SET is_valid = true WHERE signature = 'a'`)
+	e.caughtUp()
+	e.requireRow("b", "28:1", 1, true)
+	require.EqualValues(t, 901, e.legacy()["challenges:s:last_slot"])
+	e.verified()
+	s.stop()
+}

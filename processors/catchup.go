@@ -39,7 +39,8 @@ type CatchUpOptions struct {
 	// so the overlap costs only reads.
 	PlayIDMargin int64
 	// BlockMargin re-scans this many block numbers at and below every blocknumber checkpoint
-	// (comments, tracks, playlists). A row's blocknumber is bumped by every edit and two blocks'
+	// (comments, tracks, playlists, user_events), and as many slots below the sol_purchases
+	// ones. A row's blocknumber is bumped by every edit and two blocks'
 	// transactions can commit out of order, so a checkpoint taken from the stream may already
 	// be past a block that committed later. Like PlayIDMargin the overlap costs only reads.
 	BlockMargin int64

@@ -9,7 +9,7 @@ import (
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 )
 
-// family is the legacy checkpoint of an incremental rule (p, c, u, fp) as both the window
+// family is the legacy checkpoint of an incremental rule as both the window
 // flush (ApplyWindow) and the catch-up (CatchUp) see it. Everything that differs between
 // families is here, so neither of them names one.
 type family struct {
@@ -123,36 +123,48 @@ func LegacyFrom(maxima map[string]int64) checkpoints.Legacy {
 }
 
 // blockFamily is the legacy checkpoint of a rule the polling job ran incrementally on one
-// table's blocknumber (u, fp): the host bumps a row's blocknumber on every change, so the rows
-// above the checkpoint are what changed and their keyColumn values (users) are the dirty keys.
-// The scans range over the table's blocknumber index, which production has on every such
-// table; rows without a blocknumber are invisible to them, as to the polling job's scan.
+// table's blocknumber (u, fp, m, r, rv, rd): the host bumps a row's blocknumber on every
+// change, so the rows above the checkpoint are what changed and their keyColumn values (users)
+// are the dirty keys. Rows without a blocknumber are invisible to the scans, as to the polling
+// job's.
 func blockFamily(rule, checkpoint, table, keyColumn string,
 	recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error),
 ) *family {
-	blocks := rangeScan{
+	// blocknumber is an int4: below its range is below every row.
+	return columnFamily(rule, checkpoint, Source{Table: table, Ops: Insert | Update, Column: "blocknumber"},
+		keyColumn, "users", math.MinInt32-1, recompute)
+}
+
+// columnFamily is the legacy checkpoint of a rule the polling job ran incrementally on one
+// column of one table (the checkpoint source), with keyColumn's values as the dirty keys of
+// key set keys. The scans range over the checkpoint column's index, which production has on
+// every such table, from (checkpoint − BlockMargin); lowest is below every value of the column.
+func columnFamily(rule, checkpoint string, source Source, keyColumn, keys string, lowest int64,
+	recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error),
+) *family {
+	table, column := source.Table, source.Column
+	scan := rangeScan{
 		what: table,
-		next: `SELECT MIN(blocknumber) FROM ` + table + ` WHERE blocknumber > $1::bigint`,
+		next: `SELECT MIN(` + column + `) FROM ` + table + ` WHERE ` + column + ` > $1::bigint`,
 		collect: `SELECT ` + keyColumn + `, COUNT(*) FROM ` + table + `
-                  WHERE blocknumber > $1::bigint AND blocknumber <= $2::bigint GROUP BY 1`,
+                  WHERE ` + column + ` > $1::bigint AND ` + column + ` <= $2::bigint GROUP BY 1`,
 	}
 	visit := func(d *deriver, ctx context.Context) func(ids []int64) error {
 		return d.derive(ctx, rule, recompute)
 	}
 	return &family{
 		checkpoint: checkpoint,
-		source:     Source{Table: table, Ops: Insert | Update, Column: "blocknumber"},
-		maxSQL:     `SELECT COALESCE(MAX(blocknumber), 0) FROM ` + table,
-		keys:       "users",
+		source:     source,
+		maxSQL:     `SELECT COALESCE(MAX(` + column + `), 0) FROM ` + table,
+		keys:       keys,
 		visit:      visit,
 		scan: func(d *deriver, ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {
-			r, err := blocks.run(ctx, d.q, from-opts.BlockMargin, to, batchSize(opts), visit(d, ctx))
+			r, err := scan.run(ctx, d.q, from-opts.BlockMargin, to, batchSize(opts), visit(d, ctx))
 			r.reached = max(r.reached, from)
 			return r, err
 		},
 		backfill: func(d *deriver, ctx context.Context, batch int64) (scanResult, error) {
-			// blocknumber is an int4: below its range is below every row.
-			return blocks.run(ctx, d.q, math.MinInt32-1, math.MaxInt64, batch, visit(d, ctx))
+			return scan.run(ctx, d.q, lowest, math.MaxInt64, batch, visit(d, ctx))
 		},
 	}
 }

@@ -118,7 +118,7 @@ func newUserEventsHistory(sticky bool) *userEventsHistory {
 	return &userEventsHistory{
 		sticky:    sticky,
 		users:     []int64{300, 301, 302, 303, 304, 305, 0xabc},
-		referrers: []int64{400, 401, 402, 0x7ff}, // 0x7ff has no users row
+		referrers: []int64{400, 401, 402, 403, 0x7ff}, // 0x7ff has no users row
 		event:     map[int64]userEvent{},
 		verified:  map[int64]bool{},
 	}
@@ -167,16 +167,28 @@ func (h *userEventsHistory) gen(rng *rand.Rand, step int) []write {
 		case n < 7 && h.sticky:
 			e.referrer = nil
 		case n < 8 && h.sticky:
-			r := h.referrers[rng.IntN(len(h.referrers)-1)]
-			h.verified[r] = !h.verified[r]
-			h.txhash++
-			ws = append(ws, updateUser(r, userState{verified: h.verified[r]}, fmt.Sprint(h.txhash))...)
+			ws = append(ws, h.reverify(h.referrers[rng.IntN(len(h.referrers)-1)])...)
 			continue
 		case n < 9 && h.sticky:
 			ws = append(ws, setAmount([]string{"m", "r", "rv", "rd"}[rng.IntN(4)], int64(1+rng.IntN(9))))
 			continue
 		}
 		ws = append(ws, h.version(user, e)...) // a profile edit that changes neither is a new row too
+	}
+	return ws
+}
+
+// reverify flips a referrer's verification and then versions every user it referred (a profile
+// edit each): r and rv read the verification only when the referred user's row changes, on
+// both sides, so without the edits the final state would derive rows no tick paid.
+func (h *userEventsHistory) reverify(referrer int64) []write {
+	h.verified[referrer] = !h.verified[referrer]
+	h.txhash++
+	ws := updateUser(referrer, userState{verified: h.verified[referrer]}, fmt.Sprint(h.txhash))
+	for _, user := range h.users {
+		if e, ok := h.event[user]; ok && e.referrer != nil && *e.referrer == referrer {
+			ws = append(ws, h.version(user, e)...)
+		}
 	}
 	return ws
 }
@@ -199,7 +211,7 @@ func TestUserEventsParity(t *testing.T) {
 		for _, sticky := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/sticky=%v", tc.rule, sticky), func(t *testing.T) {
 				t.Parallel()
-				runParity(t, paritySpec{rule: tc.rule, steps: 30, gen: userEventsGen(sticky),
+				runParity(t, paritySpec{rule: tc.rule, steps: 40, gen: userEventsGen(sticky),
 					reference: tc.reference, takesAway: sticky, checkpointAhead: true})
 			})
 		}

@@ -72,6 +72,32 @@ CREATE TABLE user_events (
 CREATE INDEX user_events_user_id_idx ON user_events (user_id);
 CREATE INDEX user_events_blocknumber_idx ON user_events (blocknumber);
 
+-- USDC purchases (b, s): the indexer inserts a purchase and sets is_valid once the content's
+-- price is indexed; v_usdc_purchases is the host's view of the valid ones, with the content's
+-- current owner as seller (the production view carries more columns).
+CREATE TABLE sol_purchases (
+    signature         varchar NOT NULL,
+    instruction_index integer NOT NULL,
+    amount            bigint NOT NULL,
+    slot              bigint NOT NULL,
+    content_type      varchar NOT NULL,
+    content_id        integer NOT NULL,
+    buyer_user_id     integer NOT NULL,
+    is_valid          boolean,
+    created_at        timestamp NOT NULL DEFAULT now(),
+    PRIMARY KEY (signature, instruction_index)
+);
+CREATE INDEX sol_purchases_slot_idx ON sol_purchases (slot);
+CREATE VIEW v_usdc_purchases AS
+SELECT sp.signature, sp.slot, sp.buyer_user_id,
+       CASE sp.content_type WHEN 'track' THEN t.owner_id ELSE p.playlist_owner_id END AS seller_user_id,
+       sp.amount, sp.content_type, sp.content_id, sp.created_at
+FROM sol_purchases sp
+LEFT JOIN tracks t ON sp.content_type = 'track' AND t.track_id = sp.content_id AND t.is_current = true
+LEFT JOIN playlists p ON sp.content_type IN ('album', 'playlist') AND p.playlist_id = sp.content_id
+    AND p.is_current = true
+WHERE sp.is_valid IS TRUE;
+
 -- Reposts and saves are versioned like tracks: a repost and its undo are rows with is_current
 -- moving to the latest.
 CREATE TYPE reposttype AS ENUM ('track', 'playlist', 'album');
@@ -237,7 +263,9 @@ INSERT INTO challenges (id, type, amount, active, step_count, starting_block, co
     ('m', 'boolean', '1', false, 1, NULL, 7),
     ('r', 'boolean', '1', false, 1, NULL, 7),
     ('rv', 'boolean', '1', false, 1, NULL, 7),
-    ('rd', 'boolean', '1', false, 1, NULL, 7);
+    ('rd', 'boolean', '1', false, 1, NULL, 7),
+    ('b', 'boolean', '1', false, 1, NULL, 7),
+    ('s', 'boolean', '5', false, 1, NULL, 7);
 
 CREATE TABLE user_challenges (
     challenge_id          varchar NOT NULL REFERENCES challenges (id),
