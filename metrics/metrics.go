@@ -79,6 +79,9 @@ type Metrics struct {
 	decodedBytes   *prometheus.GaugeVec
 	decodedTxns    *prometheus.GaugeVec
 	decodingMem    prometheus.Gauge
+
+	challengeOwned *prometheus.GaugeVec
+	foreignWrites  *prometheus.CounterVec
 }
 
 // decodingHows label the server's decoding counters: spilled to disk before sending, streamed
@@ -187,6 +190,14 @@ func New(slot string) *Metrics {
 			Namespace: namespace, Name: "leader",
 			Help: "1 while this replica holds the slot's leader lock and does the work (catching up or streaming), else 0.",
 		}, []string{"slot"}),
+		challengeOwned: f.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "challenge_owned",
+			Help: "Per challenges row: 1 while a registered, active rule of the sidecar keeps it current; 0 while the polling job must (no rule) or nobody does (inactive). Read with the slot.",
+		}, []string{"challenge"}),
+		foreignWrites: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "foreign_checkpoint_writes_total",
+			Help: "Flushes that found a legacy checkpoint written by someone else since the sidecar last wrote it: the polling job still runs that processor.",
+		}, []string{"checkpoint"}),
 
 		slotExists: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "slot_exists",
@@ -231,6 +242,12 @@ func New(slot string) *Metrics {
 	}
 	for _, r := range processors.Rules() {
 		m.ruleScratch.WithLabelValues(r.Name)
+		if c := r.Checkpoint(); c != "" {
+			m.foreignWrites.WithLabelValues(c)
+		}
+		for _, c := range r.Challenges {
+			m.challengeOwned.WithLabelValues(c) // 0 until the poller reads the catalog
+		}
 	}
 	for _, r := range slotRecreatedReasons {
 		m.slotRecreated.WithLabelValues(r)
@@ -354,6 +371,16 @@ func (m *Metrics) flushed(r pipeline.Flushed) {
 		m.lastFlush.Set(float64(r.CommittedAt.UnixNano()) / 1e9)
 	}
 	m.storedLSN.Set(lsnFloat(r.LSN))
+	for _, c := range r.ForeignCheckpoints {
+		m.foreignWrites.WithLabelValues(c).Inc()
+	}
+}
+
+// OwnersPolled exports who keeps each challenge current (processors.Owners).
+func (m *Metrics) OwnersPolled(owners []processors.Ownership) {
+	for _, o := range owners {
+		m.challengeOwned.WithLabelValues(o.Challenge).Set(boolFloat(o.Owner == processors.OwnedBySidecar))
+	}
 }
 
 // lagBytes is how far applied trails the server's WAL end; zero when the WAL end is not known

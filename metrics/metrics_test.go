@@ -97,6 +97,9 @@ func TestHandlerExposesFamilies(t *testing.T) {
 	}
 	for _, r := range processors.Rules() {
 		require.Contains(t, values, fmt.Sprintf(`challenge_stream_rule_from_scratch_total{rule=%q}`, r.Name))
+		if c := r.Checkpoint(); c != "" {
+			require.Contains(t, values, fmt.Sprintf(`challenge_stream_foreign_checkpoint_writes_total{checkpoint=%q}`, c))
+		}
 	}
 	require.Contains(t, values, `challenge_stream_slot_recreated_total{reason="lost"}`)
 	require.Contains(t, values, `challenge_stream_slot_recreated_total{reason="missing"}`)
@@ -149,9 +152,10 @@ func TestObserverMovesCounters(t *testing.T) {
 			"p1": {Inserted: 2, Updated: 1},
 			"c":  {Unchanged: 5},
 		},
-		Duration:    250 * time.Millisecond,
-		FirstCommit: committed.Add(-1500 * time.Millisecond),
-		CommittedAt: committed,
+		Duration:           250 * time.Millisecond,
+		FirstCommit:        committed.Add(-1500 * time.Millisecond),
+		CommittedAt:        committed,
+		ForeignCheckpoints: []string{"challenges:u:last_blocknumber"},
 	})
 	m.Observe(pipeline.StatusSent{Received: 0x2000, Applied: 0x1000, ServerWALEnd: 0x1800})
 	m.Observe(pipeline.Reconnecting{Err: nil})
@@ -159,47 +163,56 @@ func TestObserverMovesCounters(t *testing.T) {
 	m.SlotPolled(replication.SlotInfo{Exists: true, Active: true, WALStatus: "extended", RetainedBytes: 4096, LagBytes: 100})
 	m.DecodingPolled(replication.DecodingStats{Found: true, SpilledTxns: 1, SpilledBytes: 2048, StreamedTxns: 3, StreamedBytes: 1 << 20, TotalTxns: 40, TotalBytes: 5 << 20})
 	m.DecodingWorkMem(16 << 20)
+	m.OwnersPolled([]processors.Ownership{
+		{Challenge: "u", Rule: "uploads", Owner: processors.OwnedBySidecar},
+		{Challenge: "e", Owner: processors.OwnedByPollingJob},
+		{Challenge: "fp", Rule: "first_playlist", Owner: processors.OwnedByNobody},
+	})
 
 	_, v := scrape(t, m)
 	for series, want := range map[string]float64{
-		`challenge_stream_state{state="streaming"}`:                           1,
-		`challenge_stream_state{state="starting"}`:                            0,
-		`challenge_stream_transactions_total`:                                 2,
-		`challenge_stream_events_total{table="plays"}`:                        4,
-		`challenge_stream_events_total{table="comments"}`:                     2,
-		`challenge_stream_rule_flush_duration_seconds_sum{rule="milestones"}`: 0.2,
-		`challenge_stream_rule_dirty_keys_sum{rule="verified"}`:               2,
-		`challenge_stream_rule_from_scratch_total{rule="verified"}`:           1,
-		`challenge_stream_rule_from_scratch_total{rule="milestones"}`:         0,
-		`challenge_stream_truncates_total`:                                    1,
-		`challenge_stream_flushes_total`:                                      1,
-		`challenge_stream_flush_duration_seconds_count`:                       1,
-		`challenge_stream_flush_duration_seconds_sum`:                         0.25,
-		`challenge_stream_dirty_set_size_sum`:                                 6,
-		`challenge_stream_upserts_total{challenge="p1",outcome="inserted"}`:   2,
-		`challenge_stream_upserts_total{challenge="p1",outcome="updated"}`:    1,
-		`challenge_stream_upserts_total{challenge="c",outcome="unchanged"}`:   5,
-		`challenge_stream_commit_to_flush_seconds_count`:                      1,
-		`challenge_stream_commit_to_flush_seconds_sum`:                        1.5,
-		`challenge_stream_last_flush_timestamp_seconds`:                       float64(committed.Unix()),
-		`challenge_stream_stored_lsn`:                                         float64(0x1_0000_0010),
-		`challenge_stream_received_lsn`:                                       0x2000,
-		`challenge_stream_confirmed_lsn`:                                      0x1000,
-		`challenge_stream_replication_lag_bytes`:                              0x800,
-		`challenge_stream_status_updates_total`:                               1,
-		`challenge_stream_reconnects_total`:                                   1,
-		`challenge_stream_slot_recreated_total{reason="lost"}`:                1,
-		`challenge_stream_slot_recreated_total{reason="missing"}`:             0,
-		`challenge_stream_slot_exists`:                                        1,
-		`challenge_stream_slot_active`:                                        1,
-		`challenge_stream_slot_wal_status{status="extended"}`:                 1,
-		`challenge_stream_slot_wal_status{status="reserved"}`:                 0,
-		`challenge_stream_slot_wal_retained_bytes`:                            4096,
-		`challenge_stream_slot_lag_bytes`:                                     100,
-		`challenge_stream_slot_decoded_bytes{how="spilled"}`:                  2048,
-		`challenge_stream_slot_decoded_bytes{how="streamed"}`:                 1 << 20,
-		`challenge_stream_slot_decoded_transactions{how="total"}`:             40,
-		`challenge_stream_decoding_work_mem_bytes`:                            16 << 20,
+		`challenge_stream_state{state="streaming"}`:                                                    1,
+		`challenge_stream_state{state="starting"}`:                                                     0,
+		`challenge_stream_transactions_total`:                                                          2,
+		`challenge_stream_events_total{table="plays"}`:                                                 4,
+		`challenge_stream_events_total{table="comments"}`:                                              2,
+		`challenge_stream_rule_flush_duration_seconds_sum{rule="milestones"}`:                          0.2,
+		`challenge_stream_rule_dirty_keys_sum{rule="verified"}`:                                        2,
+		`challenge_stream_rule_from_scratch_total{rule="verified"}`:                                    1,
+		`challenge_stream_rule_from_scratch_total{rule="milestones"}`:                                  0,
+		`challenge_stream_truncates_total`:                                                             1,
+		`challenge_stream_flushes_total`:                                                               1,
+		`challenge_stream_flush_duration_seconds_count`:                                                1,
+		`challenge_stream_flush_duration_seconds_sum`:                                                  0.25,
+		`challenge_stream_dirty_set_size_sum`:                                                          6,
+		`challenge_stream_upserts_total{challenge="p1",outcome="inserted"}`:                            2,
+		`challenge_stream_upserts_total{challenge="p1",outcome="updated"}`:                             1,
+		`challenge_stream_upserts_total{challenge="c",outcome="unchanged"}`:                            5,
+		`challenge_stream_commit_to_flush_seconds_count`:                                               1,
+		`challenge_stream_commit_to_flush_seconds_sum`:                                                 1.5,
+		`challenge_stream_last_flush_timestamp_seconds`:                                                float64(committed.Unix()),
+		`challenge_stream_stored_lsn`:                                                                  float64(0x1_0000_0010),
+		`challenge_stream_received_lsn`:                                                                0x2000,
+		`challenge_stream_confirmed_lsn`:                                                               0x1000,
+		`challenge_stream_replication_lag_bytes`:                                                       0x800,
+		`challenge_stream_status_updates_total`:                                                        1,
+		`challenge_stream_reconnects_total`:                                                            1,
+		`challenge_stream_slot_recreated_total{reason="lost"}`:                                         1,
+		`challenge_stream_slot_recreated_total{reason="missing"}`:                                      0,
+		`challenge_stream_slot_exists`:                                                                 1,
+		`challenge_stream_slot_active`:                                                                 1,
+		`challenge_stream_slot_wal_status{status="extended"}`:                                          1,
+		`challenge_stream_slot_wal_status{status="reserved"}`:                                          0,
+		`challenge_stream_slot_wal_retained_bytes`:                                                     4096,
+		`challenge_stream_slot_lag_bytes`:                                                              100,
+		`challenge_stream_slot_decoded_bytes{how="spilled"}`:                                           2048,
+		`challenge_stream_slot_decoded_bytes{how="streamed"}`:                                          1 << 20,
+		`challenge_stream_slot_decoded_transactions{how="total"}`:                                      40,
+		`challenge_stream_decoding_work_mem_bytes`:                                                     16 << 20,
+		`challenge_stream_challenge_owned{challenge="u"}`:                                              1,
+		`challenge_stream_challenge_owned{challenge="e"}`:                                              0,
+		`challenge_stream_challenge_owned{challenge="fp"}`:                                             0,
+		`challenge_stream_foreign_checkpoint_writes_total{checkpoint="challenges:u:last_blocknumber"}`: 1,
 	} {
 		require.Contains(t, v, series)
 		require.InDelta(t, want, v[series], 1e-9, series)

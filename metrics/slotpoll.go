@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/challenge-stream/challenge-stream/internal/redact"
+	"github.com/challenge-stream/challenge-stream/processors"
 	"github.com/challenge-stream/challenge-stream/replication"
 )
 
@@ -18,7 +19,8 @@ const DefaultSlotPollInterval = 15 * time.Second
 // slotPollTimeout bounds one poll: connecting and reading the slot's row.
 const slotPollTimeout = 10 * time.Second
 
-// SlotPoller periodically reads the slot's row from pg_replication_slots and exports it. It
+// SlotPoller periodically reads the slot's row from pg_replication_slots, the server's decoding
+// counters for it and the challenges' owners (processors.Owners), and exports them. It
 // opens a short-lived connection per poll: idle between polls, and a database that is down
 // costs a failed poll, never the process.
 type SlotPoller struct {
@@ -100,6 +102,11 @@ func (p *SlotPoller) Poll(ctx context.Context) error {
 		return err
 	}
 	p.m.DecodingPolled(stats)
+	owners, err := processors.Owners(ctx, conn)
+	if err != nil {
+		return err
+	}
+	p.m.OwnersPolled(owners)
 	return nil
 }
 

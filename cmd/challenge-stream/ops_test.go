@@ -64,7 +64,8 @@ func TestOpsServesMetricsAndProbes(t *testing.T) {
 	require.Contains(t, body, `challenge_stream_leader{slot="`+db.Slot+`"} 1`)
 	require.Contains(t, body, "challenge_stream_build_info{")
 
-	// The poller reads the slot at once, then every 15 s.
+	// The poller reads the slot and the challenges' owners at once, then every 15 s (p1 is
+	// active in the test catalog, v not).
 	require.Eventually(t, func() bool {
 		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 		resp, err := client.Get(base + "/metrics")
@@ -74,7 +75,9 @@ func TestOpsServesMetricsAndProbes(t *testing.T) {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		return bytes.Contains(b, []byte("challenge_stream_slot_exists 1\n")) &&
-			bytes.Contains(b, []byte(`challenge_stream_slot_wal_status{status="reserved"} 1`))
+			bytes.Contains(b, []byte(`challenge_stream_slot_wal_status{status="reserved"} 1`)) &&
+			bytes.Contains(b, []byte(`challenge_stream_challenge_owned{challenge="p1"} 1`)) &&
+			bytes.Contains(b, []byte(`challenge_stream_challenge_owned{challenge="v"} 0`))
 	}, 20*time.Second, 50*time.Millisecond)
 
 	o.close()

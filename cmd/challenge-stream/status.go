@@ -50,6 +50,10 @@ type statusReport struct {
 	// the migrations ran). Per-rule flush times and dirty keys are metrics of the running
 	// process: challenge_stream_rule_flush_duration_seconds and challenge_stream_rule_dirty_keys.
 	Rules []processors.RuleStatus `json:"rules"`
+	// Owners says, per challenges row, whether the sidecar keeps it current, the polling job
+	// must, or nobody does (inactive): the cut-over's checklist (README: Cut-over). Also
+	// exported as challenge_stream_challenge_owned.
+	Owners []processors.Ownership `json:"owners"`
 
 	// Publication is what the publication sends of each source table: its columns (null:
 	// whole rows), what the rules need, and whether it is wider than that. Error is set
@@ -143,6 +147,9 @@ func readStatus(ctx context.Context, conn *pgx.Conn, slot, publication string) (
 			return r, err
 		}
 	}
+	if r.Owners, err = processors.Owners(ctx, conn); err != nil {
+		return r, err
+	}
 	pub, err := replication.DescribePublication(ctx, conn, publication, pipeline.StreamPlan(), false)
 	if err != nil {
 		r.Publication.Error = err.Error()
@@ -205,6 +212,13 @@ func (r statusReport) print(w io.Writer) error {
 			text += fmt.Sprintf("; %s = %s", rule.Checkpoint, optInt(rule.CheckpointValue))
 		}
 		row("rule "+rule.Rule, text)
+	}
+	for _, o := range r.Owners {
+		text := o.Owner
+		if o.Rule != "" {
+			text += " (rule " + o.Rule + ")"
+		}
+		row("challenge "+o.Challenge, text)
 	}
 	r.Publication.print(row)
 	if r.Decoding != nil {

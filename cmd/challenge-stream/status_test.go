@@ -59,6 +59,9 @@ func TestStatusJSON(t *testing.T) {
 	d := setupDeployed(t)
 	require.NoError(t, checkpoints.AdvanceLegacy(context.Background(), d.db.Pool,
 		checkpoints.Legacy{checkpoints.PlaysCheckpoint: 42, checkpoints.CommentsCheckpoint: 7}))
+	// A processor the sidecar has no rule for (the listen streak), active, and p2 switched off.
+	d.db.Exec(t, `INSERT INTO challenges (id, type, amount, active, step_count) VALUES ('e', 'numeric', '1', true, 7)`)
+	d.db.Exec(t, `UPDATE challenges SET active = false WHERE id = 'p2'`)
 
 	out, code, err := runCmd(t, statusCommand, "--database-url", d.db.URL, "--slot", d.db.Slot, "--publication", d.db.Publication, "--json")
 	require.NoError(t, err)
@@ -89,6 +92,16 @@ func TestStatusJSON(t *testing.T) {
 	}
 	require.Equal(t, "streaming", states["milestones"])
 	require.Equal(t, "held", states["verified"], "inactive in the test catalog")
+	owners := map[string]string{}
+	for _, o := range r.Owners {
+		owners[o.Challenge] = o.Owner
+	}
+	require.Len(t, owners, int(d.db.QueryInt(t, `SELECT count(*) FROM challenges`)), "every challenges row")
+	require.Equal(t, processors.OwnedBySidecar, owners["p1"])
+	require.Equal(t, processors.OwnedByNobody, owners["p2"], "a tier switched off, its rule still running")
+	require.Equal(t, processors.OwnedBySidecar, owners["c"])
+	require.Equal(t, processors.OwnedByNobody, owners["v"])
+	require.Equal(t, processors.OwnedByPollingJob, owners["e"], "no rule")
 	require.True(t, r.Publication.Exists)
 	require.True(t, r.Publication.Managed, "made by EnsurePublication")
 	require.Len(t, r.Publication.Tables, len(processors.Tables()))
@@ -106,7 +119,7 @@ func TestStatusJSON(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &raw))
 	for _, key := range []string{"slot", "slot_exists", "active", "active_pid", "wal_status", "confirmed_flush_lsn",
 		"lag_bytes", "retained_wal_bytes", "stored_lsn", "stored_lsn_age_seconds", "last_flush",
-		"legacy_last_play_id", "legacy_last_comment_block", "rules", "publication", "decoding", "server_logical_decoding_work_mem"} {
+		"legacy_last_play_id", "legacy_last_comment_block", "rules", "owners", "publication", "decoding", "server_logical_decoding_work_mem"} {
 		require.Contains(t, raw, key)
 	}
 }
@@ -127,6 +140,8 @@ func TestStatusTable(t *testing.T) {
 	require.Regexp(t, `(?m)^active +no$`, out)
 	require.Regexp(t, `(?m)^stored LSN +`+d.lsn.String()+` \(written \S+ ago\)$`, out)
 	require.Regexp(t, `(?m)^legacy last play id +\(none\)$`, out)
+	require.Regexp(t, `(?m)^challenge p1 +sidecar \(rule milestones\)$`, out)
+	require.Regexp(t, `(?m)^challenge fp +inactive \(rule first_playlist\)$`, out)
 }
 
 func TestStatusWithoutSlotOrMigrations(t *testing.T) {
