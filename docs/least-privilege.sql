@@ -47,6 +47,8 @@ GRANT SELECT ON public.plays, public.comments, public.tracks, public.users,
 -- UPDATE) read the stored row, and the start-up reads the checkpoints. No DELETE.
 GRANT SELECT, INSERT, UPDATE ON public.user_challenges, public.indexing_checkpoints
     TO challenge_stream_sidecar;
+-- The listen streak's state (e): read and written in the flush with the rows.
+GRANT SELECT, INSERT, UPDATE ON public.challenge_listen_streak TO challenge_stream_sidecar;
 
 -- The host's trigger on user_challenges (on_user_challenge) runs with the rights of whoever
 -- writes the row, and it inserts a notification for every completed row. If your host's

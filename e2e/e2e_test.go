@@ -223,6 +223,34 @@ func TestCrashAfterFlushCommit(t *testing.T) {
 	e.verified()
 }
 
+// TestListenStreakCrashAfterFlushCommit: e keeps state (challenge_listen_streak) beside its
+// rows. The process dies after the flush of the first listens committed, before the confirm;
+// the restart receives them again and counts none of them twice.
+func TestListenStreakCrashAfterFlushCommit(t *testing.T) {
+	e := setup(t)
+	e.db.Exec(t, `UPDATE challenges SET active = true WHERE id = 'e'`)
+	day := func(n int) time.Time { return in2025.Add(time.Duration(n) * 24 * time.Hour) }
+	listen := func(n int) {
+		e.db.Exec(t, `INSERT INTO plays (user_id, play_item_id, created_at) VALUES (700, 1, $1)`, day(n))
+	}
+	p := e.run([]string{"CHALLENGE_STREAM_FAILPOINT=after-flush-commit:1"}, "--window", "100ms")
+	e.waitStreaming(p)
+	e.db.Exec(t, `INSERT INTO plays (user_id, play_item_id, created_at) VALUES (700, 1, $1), (700, 1, $2)`, day(0), day(1))
+	require.NotEqual(t, 0, p.exited(90*time.Second), "killed at the failpoint")
+	require.EqualValues(t, 2, e.count(`SELECT listen_streak FROM challenge_listen_streak WHERE user_id = 700`))
+
+	p = e.run(nil, "--window", "100ms")
+	e.waitStreaming(p)
+	listen(2)
+	listen(3)
+	e.caughtUp()
+	require.EqualValues(t, 4, e.count(`SELECT listen_streak FROM challenge_listen_streak WHERE user_id = 700`),
+		"four days, each counted once")
+	require.EqualValues(t, 4, e.count(`SELECT count(*) FROM user_challenges WHERE challenge_id = 'e'`))
+	require.EqualValues(t, 4, e.count(`SELECT max(current_step_count) FROM user_challenges WHERE challenge_id = 'e'`))
+	e.verified()
+}
+
 // TestSIGTERMFlushesOpenWindow: SIGTERM applies the open window, confirms it and exits 0 within
 // 10 s.
 func TestSIGTERMFlushesOpenWindow(t *testing.T) {

@@ -130,41 +130,57 @@ func LegacyFrom(maxima map[string]int64) checkpoints.Legacy {
 func blockFamily(rule, checkpoint, table, keyColumn string,
 	recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error),
 ) *family {
-	// blocknumber is an int4: below its range is below every row.
-	return columnFamily(rule, checkpoint, Source{Table: table, Ops: Insert | Update, Column: "blocknumber"},
-		keyColumn, "users", math.MinInt32-1, recompute)
+	return columnFamily(columnSpec{
+		rule: rule, checkpoint: checkpoint,
+		source:    Source{Table: table, Ops: Insert | Update, Column: "blocknumber"},
+		keyColumn: keyColumn, keys: "users",
+		lowest:    math.MinInt32 - 1, // blocknumber is an int4: below its range is below every row
+		margin:    func(o CatchUpOptions) int64 { return o.BlockMargin },
+		recompute: recompute,
+	})
 }
 
-// columnFamily is the legacy checkpoint of a rule the polling job ran incrementally on one
-// column of one table (the checkpoint source), with keyColumn's values as the dirty keys of
-// key set keys. The scans range over the checkpoint column's index, which production has on
-// every such table, from (checkpoint − BlockMargin); lowest is below every value of the column.
-func columnFamily(rule, checkpoint string, source Source, keyColumn, keys string, lowest int64,
-	recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error),
-) *family {
-	table, column := source.Table, source.Column
+// columnSpec describes the legacy checkpoint of a rule the polling job ran incrementally on one
+// column of one table.
+type columnSpec struct {
+	rule, checkpoint string
+	// source is the checkpoint's column; keyColumn's values in the rows the scans read are the
+	// dirty keys of key set keys.
+	source          Source
+	keyColumn, keys string
+	// lowest is below every value of the column (where a backfill starts), and margin how far
+	// below the checkpoint a catch-up re-scans.
+	lowest    int64
+	margin    func(CatchUpOptions) int64
+	recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error)
+}
+
+// columnFamily is the family of a columnSpec. The scans range over the checkpoint column's
+// index, which production has on every such table.
+func columnFamily(spec columnSpec) *family {
+	table, column := spec.source.Table, spec.source.Column
 	scan := rangeScan{
 		what: table,
 		next: `SELECT MIN(` + column + `) FROM ` + table + ` WHERE ` + column + ` > $1::bigint`,
-		collect: `SELECT ` + keyColumn + `, COUNT(*) FROM ` + table + `
+		collect: `SELECT ` + spec.keyColumn + `, COUNT(*) FROM ` + table + `
                   WHERE ` + column + ` > $1::bigint AND ` + column + ` <= $2::bigint GROUP BY 1`,
 	}
 	visit := func(d *deriver, ctx context.Context) func(ids []int64) error {
-		return d.derive(ctx, rule, recompute)
+		return d.derive(ctx, spec.rule, spec.recompute)
 	}
 	return &family{
-		checkpoint: checkpoint,
-		source:     source,
+		checkpoint: spec.checkpoint,
+		source:     spec.source,
 		maxSQL:     `SELECT COALESCE(MAX(` + column + `), 0) FROM ` + table,
-		keys:       keys,
+		keys:       spec.keys,
 		visit:      visit,
 		scan: func(d *deriver, ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {
-			r, err := scan.run(ctx, d.q, from-opts.BlockMargin, to, batchSize(opts), visit(d, ctx))
+			r, err := scan.run(ctx, d.q, from-spec.margin(opts), to, batchSize(opts), visit(d, ctx))
 			r.reached = max(r.reached, from)
 			return r, err
 		},
 		backfill: func(d *deriver, ctx context.Context, batch int64) (scanResult, error) {
-			return scan.run(ctx, d.q, lowest, math.MaxInt64, batch, visit(d, ctx))
+			return scan.run(ctx, d.q, spec.lowest, math.MaxInt64, batch, visit(d, ctx))
 		},
 	}
 }

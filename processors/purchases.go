@@ -41,15 +41,20 @@ func purchaseRule(challenge string, seller bool) Rule {
 		all: func(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
 			return purchaseRows(ctx, q, cat, challenge, seller, nil)
 		},
-		family: columnFamily(name, "challenges:"+challenge+":last_slot",
-			Source{Table: "sol_purchases", Ops: Insert | Update, Column: "slot"}, "slot", "slots", -1,
-			func(ctx context.Context, q Querier, cat Catalog, slots []int64) (Stats, error) {
+		family: columnFamily(columnSpec{
+			rule: name, checkpoint: "challenges:" + challenge + ":last_slot",
+			source:    Source{Table: "sol_purchases", Ops: Insert | Update, Column: "slot"},
+			keyColumn: "slot", keys: "slots",
+			lowest: -1, // slots count from 0
+			margin: func(o CatchUpOptions) int64 { return o.BlockMargin },
+			recompute: func(ctx context.Context, q Querier, cat Catalog, slots []int64) (Stats, error) {
 				stats, err := recompute(ctx, q, cat, slots, rows)
 				if err != nil {
 					return nil, fmt.Errorf("recompute %s: %w", name, err)
 				}
 				return stats, nil
-			}),
+			},
+		}),
 	}
 }
 

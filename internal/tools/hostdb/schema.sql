@@ -186,6 +186,13 @@ CREATE TABLE plays (
 );
 CREATE INDEX plays_item_idx ON plays (play_item_id);
 
+-- The listen streak's state (e), one row per user with a counted listen.
+CREATE TABLE challenge_listen_streak (
+    user_id          integer PRIMARY KEY,
+    last_listen_date timestamp,
+    listen_streak    integer NOT NULL
+);
+
 CREATE TABLE aggregate_plays (
     play_item_id integer PRIMARY KEY,
     count        bigint NOT NULL
@@ -265,7 +272,8 @@ INSERT INTO challenges (id, type, amount, active, step_count, starting_block, co
     ('rv', 'boolean', '1', false, 1, NULL, 7),
     ('rd', 'boolean', '1', false, 1, NULL, 7),
     ('b', 'boolean', '1', false, 1, NULL, 7),
-    ('s', 'boolean', '5', false, 1, NULL, 7);
+    ('s', 'boolean', '5', false, 1, NULL, 7),
+    ('e', 'numeric', '1', false, 7, NULL, 0);
 
 CREATE TABLE user_challenges (
     challenge_id          varchar NOT NULL REFERENCES challenges (id),
