@@ -40,7 +40,7 @@ GRANT USAGE ON SCHEMA public TO challenge_stream_sidecar;
 GRANT SELECT ON public.plays, public.comments, public.tracks, public.users,
     public.aggregate_monthly_plays, public.challenges,
     public.reposts, public.saves, public.track_trending_scores, public.events, public.playlists,
-    public.user_events, public.sol_purchases, public.v_usdc_purchases
+    public.user_events, public.sol_purchases, public.v_usdc_purchases, public.remixes
     TO challenge_stream_sidecar;
 
 -- The rewards and the legacy checkpoints. SELECT as well: the upserts (INSERT … ON CONFLICT DO
@@ -70,8 +70,8 @@ CREATE PUBLICATION challenge_stream FOR TABLE
     public.comments (comment_id, user_id, entity_id, blocknumber),
     public.users (user_id, txhash),
     public.tracks (track_id, txhash, owner_id, blocknumber),
-    public.reposts (user_id, repost_item_id, repost_type, txhash),
-    public.saves (user_id, save_item_id, save_type, txhash),
+    public.reposts (user_id, repost_item_id, repost_type, txhash, blocknumber),
+    public.saves (user_id, save_item_id, save_type, txhash, blocknumber),
     public.track_trending_scores (track_id, type, version, time_range),
     public.events (event_id),
     public.playlists (playlist_id, txhash, playlist_owner_id, blocknumber),

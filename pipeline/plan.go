@@ -49,10 +49,13 @@ func newRulePlan(rules []processors.Rule) rulePlan {
 				set = len(p.sets)
 				p.sets = append(p.sets, rk)
 			}
-			column(s).Set = set
+			c := column(s)
+			c.Set, c.Optional = set, s.Optional
 		}
-		if s, ok := r.CheckpointSource(); ok {
-			column(s).Max = len(p.maxima)
+		if sources := r.CheckpointSources(); len(sources) > 0 {
+			for _, s := range sources {
+				column(s).Max = len(p.maxima)
+			}
 			p.maxima = append(p.maxima, r.Checkpoint())
 		}
 	}

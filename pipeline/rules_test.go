@@ -265,3 +265,31 @@ func TestPurchaseRulesStream(t *testing.T) {
 	e.verified()
 	s.stop()
 }
+
+// TestCosignStream: an artist's repost of a remix of their track pays the remixer, the
+// checkpoint follows the highest block of reposts and saves, and a save of the same remix pays
+// nothing more.
+func TestCosignStream(t *testing.T) {
+	e := setup(t)
+	e.exec(`UPDATE challenges SET active = true WHERE id = 'cs'`)
+	e.artist(1, true)
+	e.artist(2, false)
+	e.track(10, 1)
+	e.track(20, 2)
+	e.exec(`INSERT INTO remixes (parent_track_id, child_track_id) VALUES (10, 20)`)
+	s := e.start()
+	s.waitStreaming()
+
+	e.exec(`INSERT INTO reposts (user_id, repost_item_id, repost_type, blocknumber, is_current, is_delete, created_at)
+		VALUES (1, 20, 'track', 50, true, false, now())`)
+	e.caughtUp()
+	e.requireRow("cs", "1:14", 1, true)
+	require.EqualValues(t, 50, e.legacy()["challenges:cs:last_blocknumber"])
+	e.exec(`INSERT INTO saves (user_id, save_item_id, save_type, blocknumber, is_current, is_delete, created_at)
+		VALUES (1, 20, 'track', 52, true, false, now())`)
+	e.caughtUp()
+	require.EqualValues(t, 52, e.legacy()["challenges:cs:last_blocknumber"])
+	require.EqualValues(t, 1, e.count(`SELECT count(*) FROM user_challenges WHERE challenge_id = 'cs'`))
+	e.verified()
+	s.stop()
+}

@@ -103,8 +103,11 @@ func TestCatchUpMatchesVerify(t *testing.T) {
 		"p3": {Updated: 1},                            // 1002 completes
 		"c":  {Inserted: 2, Unchanged: 1},             // 2000's week 19, 2004; 2000's week 2 again
 	}, res.Stats)
+	seeded := maxPlay
 	maxPlay, maxBlock = f.maxima()
-	require.Equal(t, withUntouched(checkpoints.Legacy{checkpoints.PlaysCheckpoint: maxPlay, checkpoints.CommentsCheckpoint: 201}), f.legacy())
+	want = withUntouched(checkpoints.Legacy{checkpoints.PlaysCheckpoint: maxPlay, checkpoints.CommentsCheckpoint: 201})
+	want[processors.ListenStreakCheckpoint] = seeded // e is inactive: held where the first catch-up seeded it
+	require.Equal(t, want, f.legacy())
 	require.EqualValues(t, 201, maxBlock)
 
 	// Nothing new: nothing scanned, nothing written.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/challenge-stream/challenge-stream/checkpoints"
 )
@@ -15,8 +16,8 @@ import (
 type family struct {
 	// checkpoint is the legacy checkpoint's name in indexing_checkpoints.
 	checkpoint string
-	// source is the column the checkpoint follows: the window keeps its highest value.
-	source Source
+	// sources are the columns the checkpoint follows: the window keeps their highest value.
+	sources []Source
 	// maxSQL is a scalar query of the source column's current maximum, 0 on an empty table.
 	maxSQL string
 	// keys is the rule's key set a window makes dirty, and visit derives those keys.
@@ -45,7 +46,7 @@ func milestonesRule() Rule {
 		active:     func(c Catalog) bool { return len(c.Milestones) > 0 },
 		family: &family{
 			checkpoint: checkpoints.PlaysCheckpoint,
-			source:     Source{Table: "plays", Ops: Insert, Column: "id"},
+			sources:    []Source{{Table: "plays", Ops: Insert, Column: "id"}},
 			maxSQL:     `SELECT COALESCE(MAX(id), 0) FROM plays`,
 			keys:       "tracks",
 			visit:      (*deriver).tracks,
@@ -71,7 +72,7 @@ func weeklyCommentRule() Rule {
 		active:     func(c Catalog) bool { return c.Comments.Active },
 		family: &family{
 			checkpoint: checkpoints.CommentsCheckpoint,
-			source:     Source{Table: "comments", Ops: Insert | Update, Column: "blocknumber"},
+			sources:    []Source{{Table: "comments", Ops: Insert | Update, Column: "blocknumber"}},
 			maxSQL:     `SELECT COALESCE(MAX(blocknumber), 0) FROM comments`,
 			keys:       "users",
 			visit:      (*deriver).commenters,
@@ -132,7 +133,7 @@ func blockFamily(rule, checkpoint, table, keyColumn string,
 ) *family {
 	return columnFamily(columnSpec{
 		rule: rule, checkpoint: checkpoint,
-		source:    Source{Table: table, Ops: Insert | Update, Column: "blocknumber"},
+		sources:   []Source{{Table: table, Ops: Insert | Update, Column: "blocknumber"}},
 		keyColumn: keyColumn, keys: "users",
 		lowest:    math.MinInt32 - 1, // blocknumber is an int4: below its range is below every row
 		margin:    func(o CatchUpOptions) int64 { return o.BlockMargin },
@@ -141,12 +142,12 @@ func blockFamily(rule, checkpoint, table, keyColumn string,
 }
 
 // columnSpec describes the legacy checkpoint of a rule the polling job ran incrementally on one
-// column of one table.
+// column of its source tables (one table for most rules; reposts and saves for cs).
 type columnSpec struct {
 	rule, checkpoint string
-	// source is the checkpoint's column; keyColumn's values in the rows the scans read are the
-	// dirty keys of key set keys.
-	source          Source
+	// sources are the checkpoint's columns, one name in every table; keyColumn's values in the
+	// rows the scans read are the dirty keys of key set keys.
+	sources         []Source
 	keyColumn, keys string
 	// lowest is below every value of the column (where a backfill starts), and margin how far
 	// below the checkpoint a catch-up re-scans.
@@ -158,20 +159,27 @@ type columnSpec struct {
 // columnFamily is the family of a columnSpec. The scans range over the checkpoint column's
 // index, which production has on every such table.
 func columnFamily(spec columnSpec) *family {
-	table, column := spec.source.Table, spec.source.Column
+	column := spec.sources[0].Column
+	var next, collect, maxima, tables []string
+	for _, s := range spec.sources {
+		next = append(next, `(SELECT MIN(`+column+`) FROM `+s.Table+` WHERE `+column+` > $1::bigint)`)
+		collect = append(collect, `SELECT `+spec.keyColumn+` AS k FROM `+s.Table+`
+                  WHERE `+column+` > $1::bigint AND `+column+` <= $2::bigint`)
+		maxima = append(maxima, `COALESCE((SELECT MAX(`+column+`) FROM `+s.Table+`), 0)`)
+		tables = append(tables, s.Table)
+	}
 	scan := rangeScan{
-		what: table,
-		next: `SELECT MIN(` + column + `) FROM ` + table + ` WHERE ` + column + ` > $1::bigint`,
-		collect: `SELECT ` + spec.keyColumn + `, COUNT(*) FROM ` + table + `
-                  WHERE ` + column + ` > $1::bigint AND ` + column + ` <= $2::bigint GROUP BY 1`,
+		what:    strings.Join(tables, " and "),
+		next:    `SELECT LEAST(` + strings.Join(next, ", ") + `)`,
+		collect: `SELECT k, COUNT(*) FROM (` + strings.Join(collect, " UNION ALL ") + `) x GROUP BY 1`,
 	}
 	visit := func(d *deriver, ctx context.Context) func(ids []int64) error {
 		return d.derive(ctx, spec.rule, spec.recompute)
 	}
 	return &family{
 		checkpoint: spec.checkpoint,
-		source:     spec.source,
-		maxSQL:     `SELECT COALESCE(MAX(` + column + `), 0) FROM ` + table,
+		sources:    spec.sources,
+		maxSQL:     `SELECT GREATEST(` + strings.Join(maxima, ", ") + `)`,
 		keys:       spec.keys,
 		visit:      visit,
 		scan: func(d *deriver, ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {

@@ -252,10 +252,16 @@ func untouched() []string {
 	return names
 }
 
-// withUntouched is l with the untouched checkpoints at 0.
+// withUntouched is l with the untouched checkpoints at 0, or, for one that follows plays.id as
+// p's does (e's), at p's value: a catch-up seeds it from the same plays.
 func withUntouched(l checkpoints.Legacy) checkpoints.Legacy {
-	for _, name := range untouched() {
-		l[name] = 0
+	for _, r := range processors.Rules() {
+		if c := r.Checkpoint(); slices.Contains(untouched(), c) {
+			l[c] = 0
+			if r.CheckpointSources()[0] == (processors.Source{Table: "plays", Ops: processors.Insert, Column: "id"}) {
+				l[c] = l[checkpoints.PlaysCheckpoint]
+			}
+		}
 	}
 	return l
 }

@@ -49,7 +49,7 @@ func listenStreakRule() Rule {
 		active:     booleanActive(ChallengeListenStreak),
 		family: columnFamily(columnSpec{
 			rule: "listen_streak", checkpoint: ListenStreakCheckpoint,
-			source:    Source{Table: "plays", Ops: Insert, Column: "id"},
+			sources:   []Source{{Table: "plays", Ops: Insert, Column: "id"}},
 			keyColumn: "id", keys: "plays",
 			lowest:    0, // serial ids start at 1
 			margin:    func(o CatchUpOptions) int64 { return o.PlayIDMargin },

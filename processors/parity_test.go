@@ -199,12 +199,14 @@ func dirtyKeys(rule processors.Rule, writes []write) processors.Keys {
 func (f *fixture) applyWindowOf(rule processors.Rule, writes []write) processors.WindowResult {
 	f.t.Helper()
 	w := processors.Window{Keys: map[string]processors.Keys{rule.Name: dirtyKeys(rule, writes)}}
-	if src, ok := rule.CheckpointSource(); ok {
+	if sources := rule.CheckpointSources(); len(sources) > 0 {
 		maxima := map[string]int64{}
 		for _, wr := range writes {
 			c := wr.change
-			if v, has := c.col(src.Column); has && c.table == src.Table && c.op&src.Ops != 0 {
-				maxima[rule.Checkpoint()] = max(maxima[rule.Checkpoint()], v)
+			for _, src := range sources {
+				if v, has := c.col(src.Column); has && c.table == src.Table && c.op&src.Ops != 0 {
+					maxima[rule.Checkpoint()] = max(maxima[rule.Checkpoint()], v)
+				}
 			}
 		}
 		w.Legacy = processors.LegacyFrom(maxima)

@@ -43,7 +43,7 @@ func purchaseRule(challenge string, seller bool) Rule {
 		},
 		family: columnFamily(columnSpec{
 			rule: name, checkpoint: "challenges:" + challenge + ":last_slot",
-			source:    Source{Table: "sol_purchases", Ops: Insert | Update, Column: "slot"},
+			sources:   []Source{{Table: "sol_purchases", Ops: Insert | Update, Column: "slot"}},
 			keyColumn: "slot", keys: "slots",
 			lowest: -1, // slots count from 0
 			margin: func(o CatchUpOptions) int64 { return o.BlockMargin },

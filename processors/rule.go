@@ -28,6 +28,9 @@ type Source struct {
 	Ops    Op
 	Column string
 	Keys   string
+	// Optional lets the column be NULL: the row then makes no key. Otherwise a NULL key is a
+	// row the stream cannot interpret, and it stops.
+	Optional bool
 }
 
 // Keys are the dirty keys of one rule by key set name (Source.Keys).
@@ -38,7 +41,7 @@ type Keys map[string][]int64
 // stream keeps exactly their keys, and every flush, catch-up and verify walks the registry.
 //
 // A rule is one of two kinds:
-//   - incremental rules (p, c, u, fp, m, r, rv, rd, b, s, e) carry the legacy checkpoint the polling job advanced (family):
+//   - incremental rules (p, c, u, fp, m, r, rv, rd, b, s, e, cs) carry the legacy checkpoint the polling job advanced (family):
 //     the flush advances it, and re-activation or a foreign writer derives the gap from it;
 //   - full-rescan rules (v, t, cp, w): the polling job re-derived them from scratch every
 //     tick. The sidecar derives them from scratch once (the first flush that sees the rule,
@@ -74,13 +77,14 @@ func (r Rule) Checkpoint() string {
 	return r.family.checkpoint
 }
 
-// CheckpointSource is the column the rule's legacy checkpoint follows (the window keeps its
-// highest value); false for a full-rescan rule.
-func (r Rule) CheckpointSource() (Source, bool) {
+// CheckpointSources are the columns the rule's legacy checkpoint follows (the window keeps
+// their highest value): one for most rules, reposts' and saves' blocknumber for cs; none for a
+// full-rescan rule.
+func (r Rule) CheckpointSources() []Source {
 	if r.family == nil {
-		return Source{}, false
+		return nil
 	}
-	return r.family.source, true
+	return r.family.sources
 }
 
 // Rules is the registry: every rule, in the order a flush applies them. A flush takes reward
@@ -103,6 +107,7 @@ func Rules() []Rule {
 		purchaseRule(ChallengePurchaseBuyer, false),
 		purchaseRule(ChallengePurchaseSeller, true),
 		listenStreakRule(),
+		cosignRule(),
 	}
 }
 

@@ -31,11 +31,15 @@ type PlanTable struct {
 }
 
 // PlanColumn routes one integer column of a change of one of Ops: the new row's value joins
-// key set Set (a key must not be NULL) and raises maximum Max (NULL is skipped); -1 is none.
+// key set Set (a key must not be NULL, unless Optional) and raises maximum Max (NULL is
+// skipped); -1 is none.
 type PlanColumn struct {
 	Name     string
 	Ops      Op
 	Set, Max int
+	// Optional lets the key be NULL: such a row joins no key set. For a key the host may leave
+	// NULL and the rule's upstream never reads when it is (a blocknumber its scans range over).
+	Optional bool
 }
 
 // maxValues bounds the distinct columns read from one table: an event carries them in a
@@ -89,7 +93,7 @@ func compilePlan(p Plan) (*compiledPlan, error) {
 				ct.columns = append(ct.columns, col.Name)
 				ct.keyOps = append(ct.keyOps, 0)
 			}
-			if col.Set >= 0 {
+			if col.Set >= 0 && !col.Optional {
 				ct.keyOps[i] |= col.Ops
 			}
 			ct.ops |= col.Ops

@@ -93,3 +93,31 @@ func TestPlanRoutesOneColumnTwice(t *testing.T) {
 	require.Equal(t, map[int64]struct{}{8: {}}, tx.Sets[1], "only updates")
 	require.Equal(t, []int{2}, tx.Rows)
 }
+
+// TestOptionalKey: a NULL in a key column stops the stream (the row cannot be interpreted)
+// unless the column is Optional, when the row makes no key: cs's blocknumber keys.
+func TestOptionalKey(t *testing.T) {
+	t.Parallel()
+	for _, optional := range []bool{false, true} {
+		p, err := compilePlan(Plan{
+			Tables: []PlanTable{{Name: "comments", Columns: []PlanColumn{
+				{Name: "blocknumber", Ops: OpInsert, Set: 0, Max: -1, Optional: optional},
+			}}},
+			Sets: 1,
+		})
+		require.NoError(t, err)
+		d := newDecoder(p)
+		_, err = d.decode(pgoRelation(pgoCommentsRelID, "public", "comments", pgoCommentsColumns()...))
+		require.NoError(t, err)
+		ev, err := d.decode(pgoInsert(pgoCommentsRelID, pgoCommentsRow("700", pgoNull())...))
+		if !optional {
+			require.ErrorIs(t, err, ErrBadTuple)
+			continue
+		}
+		require.NoError(t, err)
+		tx := newTransaction(p.plan)
+		tx.add(p, ev)
+		require.Empty(t, tx.Sets[0], "a NULL key joins no set")
+		require.Equal(t, 1, tx.Changes)
+	}
+}

@@ -134,6 +134,15 @@ CREATE TABLE saves (
     PRIMARY KEY (user_id, save_item_id, save_type, txhash)
 );
 CREATE INDEX save_item_id_idx ON saves (save_item_id, save_type);
+CREATE INDEX reposts_blocknumber_idx ON reposts (blocknumber);
+CREATE INDEX saves_blocknumber_idx ON saves (blocknumber);
+
+-- A remix's parent tracks (cs).
+CREATE TABLE remixes (
+    parent_track_id integer NOT NULL,
+    child_track_id  integer NOT NULL,
+    PRIMARY KEY (parent_track_id, child_track_id)
+);
 
 -- Written by the platform's trending job: hourly upserts guarded by score IS DISTINCT, and
 -- deletes of dropped rows.
@@ -273,7 +282,8 @@ INSERT INTO challenges (id, type, amount, active, step_count, starting_block, co
     ('rd', 'boolean', '1', false, 1, NULL, 7),
     ('b', 'boolean', '1', false, 1, NULL, 7),
     ('s', 'boolean', '5', false, 1, NULL, 7),
-    ('e', 'numeric', '1', false, 7, NULL, 0);
+    ('e', 'numeric', '1', false, 7, NULL, 0),
+    ('cs', 'boolean', '1', false, 1, NULL, 7);
 
 CREATE TABLE user_challenges (
     challenge_id          varchar NOT NULL REFERENCES challenges (id),
