@@ -40,15 +40,17 @@ GRANT USAGE ON SCHEMA public TO challenge_stream_sidecar;
 GRANT SELECT ON public.plays, public.comments, public.tracks, public.users,
     public.aggregate_monthly_plays, public.challenges,
     public.reposts, public.saves, public.track_trending_scores, public.events, public.playlists,
-    public.user_events, public.sol_purchases, public.v_usdc_purchases, public.remixes
+    public.user_events, public.sol_purchases, public.v_usdc_purchases, public.remixes, public.follows
     TO challenge_stream_sidecar;
 
 -- The rewards and the legacy checkpoints. SELECT as well: the upserts (INSERT … ON CONFLICT DO
 -- UPDATE) read the stored row, and the start-up reads the checkpoints. No DELETE.
 GRANT SELECT, INSERT, UPDATE ON public.user_challenges, public.indexing_checkpoints
     TO challenge_stream_sidecar;
--- The listen streak's state (e): read and written in the flush with the rows.
-GRANT SELECT, INSERT, UPDATE ON public.challenge_listen_streak TO challenge_stream_sidecar;
+-- The state of the listen streak (e) and the profile completion (p): read and written in the
+-- flush with the rows.
+GRANT SELECT, INSERT, UPDATE ON public.challenge_listen_streak, public.challenge_profile_completion
+    TO challenge_stream_sidecar;
 
 -- The host's trigger on user_challenges (on_user_challenge) runs with the rights of whoever
 -- writes the row, and it inserts a notification for every completed row. If your host's
@@ -68,7 +70,7 @@ GRANT USAGE ON SEQUENCE public.notification_id_seq TO challenge_stream_sidecar;
 CREATE PUBLICATION challenge_stream FOR TABLE
     public.plays (id, play_item_id),
     public.comments (comment_id, user_id, entity_id, blocknumber),
-    public.users (user_id, txhash),
+    public.users (user_id, txhash, blocknumber),
     public.tracks (track_id, txhash, owner_id, blocknumber),
     public.reposts (user_id, repost_item_id, repost_type, txhash, blocknumber),
     public.saves (user_id, save_item_id, save_type, txhash, blocknumber),
@@ -76,7 +78,8 @@ CREATE PUBLICATION challenge_stream FOR TABLE
     public.events (event_id),
     public.playlists (playlist_id, txhash, playlist_owner_id, blocknumber),
     public.user_events (id, user_id, blocknumber),
-    public.sol_purchases (signature, instruction_index, slot)
+    public.sol_purchases (signature, instruction_index, slot),
+    public.follows (follower_user_id, followee_user_id, txhash, blocknumber)
     WITH (publish = 'insert, update');
 COMMENT ON PUBLICATION challenge_stream IS 'managed by challenge-stream';
 

@@ -293,3 +293,29 @@ func TestCosignStream(t *testing.T) {
 	e.verified()
 	s.stop()
 }
+
+// TestProfileCompletionStream: p's steps come from four tables and its checkpoint follows the
+// highest blocknumber of all four.
+func TestProfileCompletionStream(t *testing.T) {
+	e := setup(t)
+	e.exec(`UPDATE challenges SET active = true WHERE id = 'p'`)
+	s := e.start()
+	s.waitStreaming()
+
+	e.exec(`INSERT INTO users (user_id, handle, handle_lc, bio, name, is_current, blocknumber, txhash)
+		VALUES (5, 'h', 'h', 'bio', 'name', true, 60, 'a')`)
+	e.caughtUp()
+	e.requireRow("p", "5", 2, false)
+	for i := range 5 {
+		e.exec(`INSERT INTO follows (follower_user_id, followee_user_id, blocknumber, is_current, is_delete)
+			VALUES (5, $1, $2, true, false)`, 10+i, 61+i)
+	}
+	e.exec(`INSERT INTO saves (user_id, save_item_id, save_type, blocknumber, is_current, is_delete, created_at)
+		VALUES (5, 1, 'track', 70, true, false, now())`)
+	e.caughtUp()
+	e.requireRow("p", "5", 4, false)
+	require.EqualValues(t, 70, e.legacy()["challenges:p:last_blocknumber"])
+	require.EqualValues(t, 1, e.count(`SELECT count(*) FROM challenge_profile_completion WHERE user_id = 5 AND follows AND favorites`))
+	e.verified()
+	s.stop()
+}

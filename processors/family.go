@@ -146,9 +146,11 @@ func blockFamily(rule, checkpoint, table, keyColumn string,
 type columnSpec struct {
 	rule, checkpoint string
 	// sources are the checkpoint's columns, one name in every table; keyColumn's values in the
-	// rows the scans read are the dirty keys of key set keys.
+	// rows the scans read are the dirty keys of key set keys (keyColumns[table] where the key's
+	// column differs by table).
 	sources         []Source
 	keyColumn, keys string
+	keyColumns      map[string]string
 	// lowest is below every value of the column (where a backfill starts), and margin how far
 	// below the checkpoint a catch-up re-scans.
 	lowest    int64
@@ -163,7 +165,11 @@ func columnFamily(spec columnSpec) *family {
 	var next, collect, maxima, tables []string
 	for _, s := range spec.sources {
 		next = append(next, `(SELECT MIN(`+column+`) FROM `+s.Table+` WHERE `+column+` > $1::bigint)`)
-		collect = append(collect, `SELECT `+spec.keyColumn+` AS k FROM `+s.Table+`
+		key := spec.keyColumn
+		if k, ok := spec.keyColumns[s.Table]; ok {
+			key = k
+		}
+		collect = append(collect, `SELECT `+key+` AS k FROM `+s.Table+`
                   WHERE `+column+` > $1::bigint AND `+column+` <= $2::bigint`)
 		maxima = append(maxima, `COALESCE((SELECT MAX(`+column+`) FROM `+s.Table+`), 0)`)
 		tables = append(tables, s.Table)

@@ -108,6 +108,7 @@ func Rules() []Rule {
 		purchaseRule(ChallengePurchaseSeller, true),
 		listenStreakRule(),
 		cosignRule(),
+		profileCompletionRule(),
 	}
 }
 

@@ -8,7 +8,14 @@ CREATE TABLE users (
     blockhash      varchar,
     user_id        integer NOT NULL,
     handle         varchar,
+    handle_lc      varchar,
     wallet         varchar,
+    name           text,
+    bio            varchar,
+    profile_picture       varchar,
+    profile_picture_sizes varchar,
+    cover_photo           varchar,
+    cover_photo_sizes     varchar,
     is_current     boolean NOT NULL,
     is_verified    boolean NOT NULL DEFAULT false,
     is_deactivated boolean NOT NULL DEFAULT false,
@@ -17,6 +24,34 @@ CREATE TABLE users (
     updated_at     timestamp NOT NULL DEFAULT now(),
     txhash         varchar NOT NULL DEFAULT '',
     PRIMARY KEY (user_id, txhash)
+);
+
+-- Follows are versioned like reposts (p reads the follower's count).
+CREATE TABLE follows (
+    blockhash        varchar,
+    blocknumber      integer,
+    follower_user_id integer NOT NULL,
+    followee_user_id integer NOT NULL,
+    is_current       boolean NOT NULL,
+    is_delete        boolean NOT NULL,
+    created_at       timestamp NOT NULL DEFAULT now(),
+    txhash           varchar NOT NULL DEFAULT '',
+    slot             integer,
+    PRIMARY KEY (follower_user_id, followee_user_id, txhash)
+);
+CREATE INDEX follows_blocknumber_idx ON follows (blocknumber);
+CREATE INDEX users_blocknumber_idx ON users (blocknumber);
+
+-- The profile completion's seven steps per user (p), derived from the profile and its activity.
+CREATE TABLE challenge_profile_completion (
+    user_id             integer PRIMARY KEY,
+    profile_description boolean NOT NULL,
+    profile_name        boolean NOT NULL,
+    profile_picture     boolean NOT NULL,
+    profile_cover_photo boolean NOT NULL,
+    follows             boolean NOT NULL,
+    reposts             boolean NOT NULL,
+    favorites           boolean NOT NULL
 );
 
 CREATE TABLE tracks (
@@ -283,7 +318,8 @@ INSERT INTO challenges (id, type, amount, active, step_count, starting_block, co
     ('b', 'boolean', '1', false, 1, NULL, 7),
     ('s', 'boolean', '5', false, 1, NULL, 7),
     ('e', 'numeric', '1', false, 7, NULL, 0),
-    ('cs', 'boolean', '1', false, 1, NULL, 7);
+    ('cs', 'boolean', '1', false, 1, NULL, 7),
+    ('p', 'numeric', '1', false, 7, NULL, 7);
 
 CREATE TABLE user_challenges (
     challenge_id          varchar NOT NULL REFERENCES challenges (id),
