@@ -40,7 +40,8 @@ GRANT USAGE ON SCHEMA public TO challenge_stream_sidecar;
 GRANT SELECT ON public.plays, public.comments, public.tracks, public.users,
     public.aggregate_monthly_plays, public.challenges,
     public.reposts, public.saves, public.track_trending_scores, public.events, public.playlists,
-    public.user_events, public.sol_purchases, public.v_usdc_purchases, public.remixes, public.follows
+    public.user_events, public.sol_purchases, public.v_usdc_purchases, public.remixes, public.follows,
+    public.playlist_trending_scores, public.aggregate_user
     TO challenge_stream_sidecar;
 
 -- The rewards and the legacy checkpoints. SELECT as well: the upserts (INSERT … ON CONFLICT DO
@@ -51,6 +52,8 @@ GRANT SELECT, INSERT, UPDATE ON public.user_challenges, public.indexing_checkpoi
 -- flush with the rows.
 GRANT SELECT, INSERT, UPDATE ON public.challenge_listen_streak, public.challenge_profile_completion
     TO challenge_stream_sidecar;
+-- The weekly trending payouts' record of paid weeks (tt, tut, tp).
+GRANT SELECT, INSERT ON public.trending_results TO challenge_stream_sidecar;
 
 -- The host's trigger on user_challenges (on_user_challenge) runs with the rights of whoever
 -- writes the row, and it inserts a notification for every completed row. If your host's

@@ -81,7 +81,8 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 		start  *int64
 	}
 	rows, err := q.Query(ctx,
-		`SELECT id, amount, active, step_count, starting_block FROM challenges WHERE id = ANY($1::text[])`, ChallengeIDs())
+		`SELECT id, amount, active, step_count, starting_block FROM challenges WHERE id = ANY($1::text[])`,
+		append(ChallengeIDs(), trendingIDs()...))
 	if err != nil {
 		return Catalog{}, fmt.Errorf("load challenge catalog: %w", err)
 	}
@@ -143,6 +144,12 @@ func LoadCatalog(ctx context.Context, q Querier) (Catalog, error) {
 			case e.active != nil && *e.active:
 				cat.Active[id] = Entry{Amount: amountOf(id, e), Step: e.step, StartingBlock: e.start}
 			}
+		}
+	}
+	// The weekly payouts read only whether they are on: the amounts are by rank.
+	for _, id := range trendingIDs() {
+		if e, ok := found[id]; ok && e.active != nil && *e.active {
+			cat.Active[id] = Entry{Step: e.step, StartingBlock: e.start}
 		}
 	}
 	return cat, nil

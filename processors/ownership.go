@@ -55,6 +55,12 @@ func Owners(ctx context.Context, q Querier) ([]Ownership, error) {
 				o.Owner = OwnedBySidecar
 			}
 		}
+		if slices.ContainsFunc(trendingKinds(), func(k trendingKind) bool { return k.challenge == id }) {
+			o.Rule, o.Owner = WeeklyTrendingPayouts, OwnedByNobody
+			if active {
+				o.Owner = OwnedBySidecar
+			}
+		}
 		out = append(out, o)
 		return nil
 	})

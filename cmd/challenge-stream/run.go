@@ -3,11 +3,14 @@ package main
 import (
 	"cmp"
 	"context"
+	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/challenge-stream/challenge-stream/internal/buildinfo"
 	"github.com/challenge-stream/challenge-stream/internal/redact"
+	"github.com/challenge-stream/challenge-stream/payouts"
 	"github.com/challenge-stream/challenge-stream/pipeline"
 )
 
@@ -21,6 +24,7 @@ type runFlags struct {
 	// Flags whose pipeline setting has another type or sense; validate carries them over.
 	idleConfirmBytes int64
 	decodingWorkMem  int64
+	payoutRetry      time.Duration
 	publishColumns   string
 	failoverSlot     bool
 }
@@ -49,6 +53,8 @@ func parseRunFlags(e env) (runFlags, error) {
 		"what a publication the sidecar manages sends of each table: rules (the columns the rules read and the replica identity) or all (whole rows: before a host migration retypes or drops one of those columns)")
 	f.bytes(&rf.decodingWorkMem, "decoding-work-mem", "CHALLENGE_STREAM_DECODING_WORK_MEM", pipeline.DefaultDecodingWorkMem,
 		"the walsender's logical_decoding_work_mem: larger transactions are streamed while they run (bounds the wait after a large COMMIT)")
+	f.duration(&rf.payoutRetry, "payout-retry", "CHALLENGE_STREAM_PAYOUT_RETRY", payouts.DefaultRetry,
+		"how often, on Fridays (UTC), the leader tries the weekly trending payouts until each active one is recorded")
 	if err := f.parse(e.args); err != nil {
 		return rf, err
 	}
@@ -82,6 +88,15 @@ func runCommand(ctx context.Context, e env) error {
 		return err
 	}
 	defer ops.close()
-	cfg.Observe = ops.observe
+	sched := payouts.New(rf.database, rf.payoutRetry, log.Named("payouts"))
+	cfg.Observe = func(e pipeline.Event) {
+		ops.observe(e)
+		sched.Observe(e)
+	}
+	ctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { sched.Run(ctx) })
+	defer wg.Wait()
+	defer stop()
 	return pipeline.Run(ctx, cfg)
 }

@@ -59,8 +59,10 @@ func TestStatusJSON(t *testing.T) {
 	d := setupDeployed(t)
 	require.NoError(t, checkpoints.AdvanceLegacy(context.Background(), d.db.Pool,
 		checkpoints.Legacy{checkpoints.PlaysCheckpoint: 42, checkpoints.CommentsCheckpoint: 7}))
-	// A processor the sidecar has no rule for (the weekly trending payout), active, and p2 switched off.
-	d.db.Exec(t, `INSERT INTO challenges (id, type, amount, active, step_count) VALUES ('tt', 'boolean', '1', true, 1)`)
+	// A challenge the sidecar has no rule for (a one-shot reward of the platform's), active; a
+	// weekly payout switched on; and p2 switched off.
+	d.db.Exec(t, `INSERT INTO challenges (id, type, amount, active, step_count) VALUES ('o', 'boolean', '1', true, 1)`)
+	d.db.Exec(t, `UPDATE challenges SET active = true WHERE id = 'tt'`)
 	d.db.Exec(t, `UPDATE challenges SET active = false WHERE id = 'p2'`)
 
 	out, code, err := runCmd(t, statusCommand, "--database-url", d.db.URL, "--slot", d.db.Slot, "--publication", d.db.Publication, "--json")
@@ -101,7 +103,9 @@ func TestStatusJSON(t *testing.T) {
 	require.Equal(t, processors.OwnedByNobody, owners["p2"], "a tier switched off, its rule still running")
 	require.Equal(t, processors.OwnedBySidecar, owners["c"])
 	require.Equal(t, processors.OwnedByNobody, owners["v"])
-	require.Equal(t, processors.OwnedByPollingJob, owners["tt"], "no rule")
+	require.Equal(t, processors.OwnedByPollingJob, owners["o"], "no rule")
+	require.Equal(t, processors.OwnedBySidecar, owners["tt"], "the payouts run in the sidecar")
+	require.Equal(t, processors.OwnedByNobody, owners["tp"])
 	require.True(t, r.Publication.Exists)
 	require.True(t, r.Publication.Managed, "made by EnsurePublication")
 	require.Len(t, r.Publication.Tables, len(processors.Tables()))

@@ -50,3 +50,19 @@ func Hit(name string) {
 		time.Now().UTC().Format("2006-01-02T15:04:05.000Z0700"), name)
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 }
+
+// ClockEnvVar sets the clock of a failpoints build: an RFC 3339 time the process starts at,
+// from which its clock runs on (the weekly payouts' tests start on a Friday).
+const ClockEnvVar = "CHALLENGE_STREAM_CLOCK"
+
+var started = sync.OnceValue(func() func() time.Time {
+	at, err := time.Parse(time.RFC3339, os.Getenv(ClockEnvVar))
+	if err != nil {
+		return time.Now
+	}
+	origin := time.Now()
+	return func() time.Time { return at.Add(time.Since(origin)) }
+})
+
+// Now is the clock set by CHALLENGE_STREAM_CLOCK, else the wall clock.
+func Now() time.Time { return started()() }

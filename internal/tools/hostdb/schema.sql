@@ -64,6 +64,7 @@ CREATE TABLE tracks (
     owner_id    integer NOT NULL,
     pinned_comment_id integer,
     is_unlisted boolean NOT NULL DEFAULT false,
+    is_available boolean NOT NULL DEFAULT true,
     stem_of     jsonb,
     blocknumber integer,
     created_at  timestamp NOT NULL DEFAULT now(),
@@ -181,6 +182,32 @@ CREATE TABLE remixes (
 
 -- Written by the platform's trending job: hourly upserts guarded by score IS DISTINCT, and
 -- deletes of dropped rows.
+-- The playlists' ranking and the follower counts the weekly payouts read (tt, tut, tp), and
+-- their record of paid weeks.
+CREATE TABLE playlist_trending_scores (
+    playlist_id integer NOT NULL,
+    type        varchar NOT NULL,
+    version     varchar NOT NULL,
+    time_range  varchar NOT NULL,
+    score       double precision NOT NULL,
+    created_at  timestamp NOT NULL DEFAULT now(),
+    PRIMARY KEY (playlist_id, type, version, time_range)
+);
+CREATE TABLE aggregate_user (
+    user_id         integer PRIMARY KEY,
+    follower_count  bigint NOT NULL DEFAULT 0,
+    following_count bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE trending_results (
+    user_id integer NOT NULL,
+    id      varchar,
+    rank    integer NOT NULL,
+    type    varchar NOT NULL,
+    version varchar NOT NULL,
+    week    date NOT NULL,
+    PRIMARY KEY (rank, type, version, week)
+);
+
 CREATE TABLE track_trending_scores (
     track_id   integer NOT NULL,
     type       varchar NOT NULL,
@@ -319,7 +346,10 @@ INSERT INTO challenges (id, type, amount, active, step_count, starting_block, co
     ('s', 'boolean', '5', false, 1, NULL, 7),
     ('e', 'numeric', '1', false, 7, NULL, 0),
     ('cs', 'boolean', '1', false, 1, NULL, 7),
-    ('p', 'numeric', '1', false, 7, NULL, 7);
+    ('p', 'numeric', '1', false, 7, NULL, 7),
+    ('tt', 'trending', '1000', false, 1, NULL, 0),
+    ('tut', 'trending', '1000', false, 1, NULL, 0),
+    ('tp', 'trending', '100', false, 1, NULL, 0);
 
 CREATE TABLE user_challenges (
     challenge_id          varchar NOT NULL REFERENCES challenges (id),

@@ -28,5 +28,5 @@ func TestSecondDB(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	require.EqualValues(t, 0, db.QueryInt(t, `SELECT count(*) FROM plays`))
-	require.EqualValues(t, 19, db.QueryInt(t, `SELECT count(*) FROM challenges`))
+	require.EqualValues(t, 22, db.QueryInt(t, `SELECT count(*) FROM challenges`))
 }
