@@ -27,6 +27,8 @@ type source interface {
 	SendStatus(flushed pglogrepl.LSN, replyRequested bool) error
 	InTransaction() bool
 	Received() pglogrepl.LSN
+	// SkipSets stops keeping the plan's key sets marked (those of the rules switched off).
+	SkipSets(skip []bool)
 }
 
 // flusher applies a window in one database transaction and stores its end LSN with it.
@@ -117,6 +119,8 @@ type loopDeps struct {
 	// serverWALEnd reads the server's WAL end on the flush connection; the loop calls it only
 	// while the flusher is idle. Nil leaves windows to their other rules.
 	serverWALEnd func(context.Context) (pglogrepl.LSN, error)
+	// inactive are the rules the catalog has switched off at the start.
+	inactive []string
 }
 
 func newLoop(cfg Config, d loopDeps) *loop {
@@ -124,6 +128,7 @@ func newLoop(cfg Config, d loopDeps) *loop {
 	if d.oddities == nil {
 		d.oddities = &oddityLog{log: cfg.Log}
 	}
+	d.src.SkipSets(skippedSets(registryPlan(), d.inactive))
 	return &loop{
 		cfg:          cfg,
 		log:          cfg.Log.Named("pipeline"),
@@ -131,7 +136,8 @@ func newLoop(cfg Config, d loopDeps) *loop {
 		flusher:      d.flusher,
 		now:          cfg.Now,
 		after:        time.After,
-		window:       newWindow(registryPlan(), nil),
+		inactive:     d.inactive,
+		window:       newWindow(registryPlan(), d.inactive),
 		rule:         newWindowRule(cfg),
 		stored:       d.stored,
 		work:         make(chan *window),
@@ -402,6 +408,9 @@ func (l *loop) finish(o flushOutcome) error {
 		failpoint.Hit("after-flush-commit")
 		l.oddities.note(o.res.Oddities)
 		l.rule.lastFlush = o.res.Duration
+		if !slices.Equal(l.inactive, o.res.Inactive) {
+			l.src.SkipSets(skippedSets(registryPlan(), o.res.Inactive))
+		}
 		l.inactive = o.res.Inactive
 	}
 	if len(o.res.ForeignCheckpoints) > 0 {

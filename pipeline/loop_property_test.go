@@ -663,6 +663,8 @@ func (d *drivenSource) after(dur time.Duration) <-chan time.Time {
 
 func (d *drivenSource) Interrupt() { wake(d.woken) }
 
+func (d *drivenSource) SkipSets([]bool) {}
+
 func (d *drivenSource) SendStatus(flushed pglogrepl.LSN, replyRequested bool) error {
 	d.log.add(entry{kind: statusSent, lsn: flushed})
 	return d.src.SendStatus(flushed, replyRequested)

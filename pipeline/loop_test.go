@@ -89,6 +89,8 @@ func (s *fakeSource) Next(deadline time.Time) (replication.Message, error) {
 
 func (s *fakeSource) Interrupt() {}
 
+func (s *fakeSource) SkipSets([]bool) {}
+
 func (s *fakeSource) SendStatus(flushed pglogrepl.LSN, replyRequested bool) error {
 	s.sent = append(s.sent, status{flushed, replyRequested, s.clock.t})
 	return nil

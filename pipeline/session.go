@@ -201,6 +201,12 @@ func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn 
 	if err != nil {
 		return err
 	}
+	// The rules switched off keep no keys from the first change on (a large first transaction
+	// would otherwise gather them all).
+	inactive, err := processors.InactiveRules(ctx, conn)
+	if err != nil {
+		return err
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	stopping := make(chan struct{})
 	var g errgroup.Group
@@ -212,6 +218,7 @@ func (p *pipeline) stream(ctx context.Context, stream *replication.Stream, conn 
 		PlayIDMargin: cfg.PlayIDMargin, BlockMargin: processors.DefaultBlockMargin,
 	}}
 	l := newLoop(cfg, loopDeps{
+		inactive:     inactive,
 		src:          stream,
 		flusher:      flusher,
 		serverWALEnd: flusher.serverWALEnd,

@@ -34,6 +34,15 @@ type window struct {
 	firstCommit time.Time
 }
 
+// skippedSets marks the plan's key sets of the inactive rules, for the stream to keep none.
+func skippedSets(plan *rulePlan, inactive []string) []bool {
+	skip := make([]bool, len(plan.sets))
+	for i, rk := range plan.sets {
+		skip[i] = slices.Contains(inactive, rk.rule)
+	}
+	return skip
+}
+
 // newWindow returns an empty window keeping no keys of the inactive rules.
 func newWindow(plan *rulePlan, inactive []string) *window {
 	w := &window{plan: plan, sets: make([]map[int64]struct{}, len(plan.sets)),

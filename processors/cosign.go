@@ -49,6 +49,7 @@ func cosignRule() Rule {
 			lowest:    math.MinInt32 - 1,
 			margin:    func(o CatchUpOptions) int64 { return o.BlockMargin },
 			recompute: walkCosigns,
+			events:    true,
 		}),
 	}
 }

@@ -156,6 +156,10 @@ type columnSpec struct {
 	lowest    int64
 	margin    func(CatchUpOptions) int64
 	recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error)
+	// events says the keys are the source rows themselves (plays, blocks, slots), walked
+	// rather than re-derived, and walking one twice changes nothing: the deriver does not
+	// remember them, which for a catch-up over all plays would mean one entry per play.
+	events bool
 }
 
 // columnFamily is the family of a columnSpec. The scans range over the checkpoint column's
@@ -180,6 +184,13 @@ func columnFamily(spec columnSpec) *family {
 		collect: `SELECT k, COUNT(*) FROM (` + strings.Join(collect, " UNION ALL ") + `) x GROUP BY 1`,
 	}
 	visit := func(d *deriver, ctx context.Context) func(ids []int64) error {
+		if spec.events {
+			return func(ids []int64) error {
+				s, err := spec.recompute(ctx, d.q, d.cat, ids)
+				d.stats.Add(s)
+				return err
+			}
+		}
 		return d.derive(ctx, spec.rule, spec.recompute)
 	}
 	return &family{

@@ -54,6 +54,7 @@ func listenStreakRule() Rule {
 			lowest:    0, // serial ids start at 1
 			margin:    func(o CatchUpOptions) int64 { return o.PlayIDMargin },
 			recompute: walkListens,
+			events:    true,
 		}),
 	}
 }

@@ -48,12 +48,13 @@ func purchaseRule(challenge string, seller bool) Rule {
 			lowest: -1, // slots count from 0
 			margin: func(o CatchUpOptions) int64 { return o.BlockMargin },
 			recompute: func(ctx context.Context, q Querier, cat Catalog, slots []int64) (Stats, error) {
-				stats, err := recompute(ctx, q, cat, slots, rows)
+				stats, err := recompute(ctx, q, cat, sortedKeys(slots), rows) // slot order: the first purchase is paid first
 				if err != nil {
 					return nil, fmt.Errorf("recompute %s: %w", name, err)
 				}
 				return stats, nil
 			},
+			events: true,
 		}),
 	}
 }

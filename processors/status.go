@@ -56,3 +56,19 @@ func Statuses(ctx context.Context, q Querier) ([]RuleStatus, error) {
 	}
 	return out, nil
 }
+
+// InactiveRules names the registered rules the catalog has switched off: the stream keeps no
+// keys for them until a flush finds them on again (and derives what they missed).
+func InactiveRules(ctx context.Context, q Querier) ([]string, error) {
+	cat, err := LoadCatalog(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("inactive rules: %w", err)
+	}
+	var out []string
+	for _, r := range Rules() {
+		if !r.active(cat) {
+			out = append(out, r.Name)
+		}
+	}
+	return out, nil
+}

@@ -53,6 +53,8 @@ var errPlan = errors.New("invalid replication plan")
 type compiledPlan struct {
 	plan   Plan
 	tables []compiledTable
+	// skipped[i] says key set i is not kept (its rule is switched off): see Stream.SkipSets.
+	skipped []bool
 }
 
 type compiledTable struct {
@@ -74,7 +76,7 @@ type route struct {
 }
 
 func compilePlan(p Plan) (*compiledPlan, error) {
-	c := &compiledPlan{plan: p}
+	c := &compiledPlan{plan: p, skipped: make([]bool, p.Sets)}
 	for _, t := range p.Tables {
 		if slices.ContainsFunc(c.tables, func(ct compiledTable) bool { return ct.name == t.Name }) {
 			return nil, fmt.Errorf("%w: table %s twice", errPlan, t.Name)

@@ -121,3 +121,35 @@ func TestOptionalKey(t *testing.T) {
 		require.Equal(t, 1, tx.Changes)
 	}
 }
+
+// TestSkippedSet: a skipped key set (its rule switched off) keeps no keys, and the maximum of
+// the same column is still raised.
+func TestSkippedSet(t *testing.T) {
+	t.Parallel()
+	p, err := compilePlan(Plan{
+		Tables: []PlanTable{{Name: "plays", Columns: []PlanColumn{
+			{Name: "id", Ops: OpInsert, Set: 0, Max: -1},
+			{Name: "id", Ops: OpInsert, Set: -1, Max: 0},
+			{Name: "play_item_id", Ops: OpInsert, Set: 1, Max: -1},
+		}}},
+		Sets: 2, Maxima: 1,
+	})
+	require.NoError(t, err)
+	play := func(id, track int64) event {
+		ev := event{Kind: eventChange, Table: 0, Op: OpInsert}
+		ev.Values[0], ev.Present[0] = id, true // the plan's columns in order: id, play_item_id
+		ev.Values[1], ev.Present[1] = track, true
+		return ev
+	}
+	s := &Stream{plan: p}
+	s.SkipSets([]bool{true})
+	tx := newTransaction(p.plan)
+	tx.add(p, play(7, 42))
+	require.Empty(t, tx.Sets[0], "skipped")
+	require.Contains(t, tx.Sets[1], int64(42), "kept")
+	require.True(t, tx.HasMax[0])
+	require.EqualValues(t, 7, tx.Max[0])
+	s.SkipSets(nil)
+	tx.add(p, play(8, 42))
+	require.Contains(t, tx.Sets[0], int64(8), "kept again")
+}

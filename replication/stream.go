@@ -69,7 +69,7 @@ func (tx *Transaction) add(plan *compiledPlan, ev event) {
 			continue
 		}
 		v := ev.Values[r.value]
-		if r.set >= 0 {
+		if r.set >= 0 && !plan.skipped[r.set] {
 			tx.Sets[r.set][v] = struct{}{}
 		}
 		if r.max >= 0 && (!tx.HasMax[r.max] || v > tx.Max[r.max]) {
@@ -180,6 +180,16 @@ func Start(ctx context.Context, conn *pgconn.PgConn, slot, publication string, p
 		streamed: map[uint32]*streamedTx{},
 		received: startLSN,
 	}, nil
+}
+
+// SkipSets sets which of the plan's key sets the stream keeps no keys of (skip[i] for set i;
+// shorter means the rest are kept), from the next change on: the sets of rules switched off,
+// whose keys would only be dropped later, so that a large transaction costs them nothing.
+// Maxima are kept whatever the sets.
+func (s *Stream) SkipSets(skip []bool) {
+	for i := range s.plan.skipped {
+		s.plan.skipped[i] = i < len(skip) && skip[i]
+	}
 }
 
 // InTransaction reports whether a transaction has begun and not yet committed, or a stream
