@@ -9,6 +9,7 @@ package metrics
 import (
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,6 +83,7 @@ type Metrics struct {
 
 	challengeOwned *prometheus.GaugeVec
 	foreignWrites  *prometheus.CounterVec
+	trendingWeek   prometheus.Gauge
 }
 
 // decodingHows label the server's decoding counters: spilled to disk before sending, streamed
@@ -194,6 +196,10 @@ func New(slot string) *Metrics {
 			Namespace: namespace, Name: "challenge_owned",
 			Help: "Per challenges row: 1 while a registered, active rule of the sidecar keeps it current; 0 while the polling job must (no rule) or nobody does (inactive). Read with the slot.",
 		}, []string{"challenge"}),
+		trendingWeek: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "trending_settled_week_timestamp_seconds",
+			Help: "The last Friday (00:00 UTC, Unix time) on which this replica found every active weekly trending payout recorded in trending_results (or none switched on); 0 until this replica's first Friday try.",
+		}),
 		foreignWrites: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "foreign_checkpoint_writes_total",
 			Help: "Flushes that found a legacy checkpoint written by someone else since the sidecar last wrote it: the polling job still runs that processor.",
@@ -374,6 +380,11 @@ func (m *Metrics) flushed(r pipeline.Flushed) {
 	for _, c := range r.ForeignCheckpoints {
 		m.foreignWrites.WithLabelValues(c).Inc()
 	}
+}
+
+// TrendingSettled exports the last week whose weekly payouts are all recorded.
+func (m *Metrics) TrendingSettled(week time.Time) {
+	m.trendingWeek.Set(float64(week.Unix()))
 }
 
 // OwnersPolled exports who keeps each challenge current (processors.Owners).

@@ -163,6 +163,7 @@ func TestObserverMovesCounters(t *testing.T) {
 	m.SlotPolled(replication.SlotInfo{Exists: true, Active: true, WALStatus: "extended", RetainedBytes: 4096, LagBytes: 100})
 	m.DecodingPolled(replication.DecodingStats{Found: true, SpilledTxns: 1, SpilledBytes: 2048, StreamedTxns: 3, StreamedBytes: 1 << 20, TotalTxns: 40, TotalBytes: 5 << 20})
 	m.DecodingWorkMem(16 << 20)
+	m.TrendingSettled(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC))
 	m.OwnersPolled([]processors.Ownership{
 		{Challenge: "u", Rule: "uploads", Owner: processors.OwnedBySidecar},
 		{Challenge: "e", Owner: processors.OwnedByPollingJob},
@@ -209,6 +210,7 @@ func TestObserverMovesCounters(t *testing.T) {
 		`challenge_stream_slot_decoded_bytes{how="streamed"}`:                                          1 << 20,
 		`challenge_stream_slot_decoded_transactions{how="total"}`:                                      40,
 		`challenge_stream_decoding_work_mem_bytes`:                                                     16 << 20,
+		`challenge_stream_trending_settled_week_timestamp_seconds`:                                     float64(time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC).Unix()),
 		`challenge_stream_challenge_owned{challenge="u"}`:                                              1,
 		`challenge_stream_challenge_owned{challenge="e"}`:                                              0,
 		`challenge_stream_challenge_owned{challenge="fp"}`:                                             0,

@@ -43,6 +43,9 @@ type Scheduler struct {
 	wake chan struct{}
 	// paid is the last week (a Friday) every active payout was recorded for.
 	paid time.Time
+	// Settled, when set, is told each Friday's week once every active payout is recorded (or
+	// none is switched on): the metric an alert on a late payout reads.
+	Settled func(week time.Time)
 }
 
 // New prepares a scheduler paying on the database (its settings are copied); retry 0 means
@@ -116,6 +119,9 @@ func (s *Scheduler) step(ctx context.Context) time.Duration {
 	}
 	s.log.Debug("tried the weekly trending payouts", zap.String("week", p.Week.Format(time.DateOnly)),
 		zap.Strings("recorded", p.Done), zap.Int("active", p.Active))
+	if p.Complete() && s.Settled != nil {
+		s.Settled(week)
+	}
 	switch {
 	case p.Active == 0:
 		return inactiveRetries * s.retry // one may be switched on later in the day

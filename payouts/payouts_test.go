@@ -58,9 +58,14 @@ func TestSchedulerPaysOnFridayAsLeader(t *testing.T) {
 			VALUES ($1, 'TRACKS', 'pnagD', 'week', $2)`, i, float64(i))
 	}
 	friday := time.Date(2026, 12, 4, 0, 0, 5, 0, time.UTC)
+	var (
+		mu      sync.Mutex
+		settled []time.Time
+	)
 	run := func(leading bool, d time.Duration) {
 		s := payouts.New(db.ConnConfig(t), 20*time.Millisecond, zaptest.NewLogger(t))
 		s.SetClock(func() time.Time { return friday })
+		s.Settled = func(week time.Time) { mu.Lock(); settled = append(settled, week); mu.Unlock() }
 		state := pipeline.StateStandby
 		if leading {
 			state = pipeline.StateStreaming
@@ -74,7 +79,9 @@ func TestSchedulerPaysOnFridayAsLeader(t *testing.T) {
 	}
 	run(false, 300*time.Millisecond)
 	require.EqualValues(t, 0, db.QueryInt(t, `SELECT count(*) FROM user_challenges`), "a standby pays nothing")
+	require.Empty(t, settled, "a standby settles nothing")
 	run(true, 300*time.Millisecond)
+	require.Equal(t, []time.Time{time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)}, settled, "settled once: the week is then done")
 	require.EqualValues(t, 10, db.QueryInt(t, `SELECT count(*) FROM user_challenges WHERE challenge_id = 'tt'`))
 	require.EqualValues(t, 12, db.QueryInt(t, `SELECT min(user_id) FROM user_challenges WHERE specifier = '2026-12-04:1'`))
 	db.Exec(t, `UPDATE track_trending_scores SET score = -score`)

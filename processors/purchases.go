@@ -33,14 +33,20 @@ func purchaseRule(challenge string, seller bool) Rule {
 	rows := func(ctx context.Context, q Querier, cat Catalog, slots []int64) ([]Row, error) {
 		return purchaseRows(ctx, q, cat, challenge, seller, slots)
 	}
+	// verify checks b against every purchase, not s: a seller verified after a purchase is
+	// owed nothing for it, so a from-scratch derivation of s is not what either side pays.
+	var all func(ctx context.Context, q Querier, cat Catalog) ([]Row, error)
+	if !seller {
+		all = func(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
+			return purchaseRows(ctx, q, cat, challenge, seller, nil)
+		}
+	}
 	return Rule{
 		Name:       name,
 		Challenges: []string{challenge},
 		Sources:    []Source{{Table: "sol_purchases", Ops: Insert | Update, Column: "slot", Keys: "slots"}},
 		active:     booleanActive(challenge),
-		all: func(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
-			return purchaseRows(ctx, q, cat, challenge, seller, nil)
-		},
+		all:        all,
 		family: columnFamily(columnSpec{
 			rule: name, checkpoint: "challenges:" + challenge + ":last_slot",
 			sources:   []Source{{Table: "sol_purchases", Ops: Insert | Update, Column: "slot"}},

@@ -84,6 +84,8 @@ const (
 type ops struct {
 	// observe is to be passed to the pipeline: it feeds the metrics and the probes.
 	observe func(pipeline.Event)
+	// trendingSettled is to be passed to the payouts scheduler (payouts.Scheduler.Settled).
+	trendingSettled func(time.Time)
 	// addr is where the listener is bound, empty when it is off.
 	addr string
 	// debugAddr is where the pprof listener is bound, empty when it is off.
@@ -101,7 +103,7 @@ func startOps(ctx context.Context, cfg opsConfig, log *zap.Logger) (ops, error) 
 	m := metrics.New(cfg.slot)
 	m.DecodingWorkMem(cfg.decodingWorkMem)
 	h := health.New(health.Options{Now: cfg.now})
-	o := ops{observe: func(e pipeline.Event) { m.Observe(e); h.Observe(e) }, close: func() {}}
+	o := ops{observe: func(e pipeline.Event) { m.Observe(e); h.Observe(e) }, trendingSettled: m.TrendingSettled, close: func() {}}
 
 	var servers []*http.Server
 	var listeners []net.Listener

@@ -89,6 +89,7 @@ func runCommand(ctx context.Context, e env) error {
 	}
 	defer ops.close()
 	sched := payouts.New(rf.database, rf.payoutRetry, log.Named("payouts"))
+	sched.Settled = ops.trendingSettled
 	cfg.Observe = func(e pipeline.Event) {
 		ops.observe(e)
 		sched.Observe(e)

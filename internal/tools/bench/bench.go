@@ -80,7 +80,7 @@ type Config struct {
 	Windows []time.Duration
 	// BlockInterval is the time between the load's blocks. Default 500ms.
 	BlockInterval time.Duration
-	// RuleInterval is the time between the latency runs' transactions for v, t, cp and w
+	// RuleInterval is the time between the latency runs' transactions for v, t, cp, w, m, rd, b and fp
 	// (workload.RuleLoad), beside the plays and comments. Default 100ms; negative means none.
 	RuleInterval time.Duration
 

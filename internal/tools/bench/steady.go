@@ -32,7 +32,7 @@ type steadyRun struct {
 }
 
 // ruleChallenges are the challenges of the rule load, in report order.
-var ruleChallenges = []string{"v", "t", "cp", "w"}
+var ruleChallenges = []string{"v", "t", "cp", "w", "m", "rd", "b", "fp"}
 
 // traffic is the steady load: comments at a 25th of the plays, blocks every BlockInterval.
 func (b *bench) traffic(rate float64) workload.Traffic {

@@ -10,10 +10,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// RuleLoad is a steady rate of the changes the full-rescan rules read, beside the plays and
-// comments of Drive: each tick commits one transaction that earns one reward of v, t, cp or w
-// (in turn), plus changes that earn nothing — a users update, a save of some track, a trending
-// score moving below the top 10 — so every flush has keys for every rule.
+// RuleLoad is a steady rate of the changes the other rules read, beside the plays and
+// comments of Drive: each tick commits one transaction that earns one reward of v, t, cp, w,
+// m, rd, b or fp (in turn), plus changes that earn nothing — a users update, a save of some
+// track, a trending score moving below the top 10 — so every flush has keys for every rule.
 type RuleLoad struct {
 	// Interval is the time between two transactions. Default 100ms (2.5 rewards/s per rule).
 	Interval time.Duration
@@ -28,8 +28,9 @@ type ruleSetup struct {
 	candidates     int
 	// listeners are users who repost, save and get renamed.
 	listeners []int64
-	// next ids: users, comments (far above the ids Drive's model hands out), events.
-	user, comment, event int64
+	// next ids: users, comments (far above the ids Drive's model hands out), events,
+	// playlists, and the next user_events and playlists block and sol_purchases slot.
+	user, comment, event, playlist, block, slot int64
 }
 
 // DriveRules runs the rule load until duration has passed or ctx is cancelled (both a normal
@@ -102,7 +103,9 @@ WHERE t.is_current AND NOT t.is_delete ORDER BY t.track_id LIMIT $1`, 4*maxCandi
 	s.candidates = min(maxCandidates, len(s.tracks)/2)
 	err = conn.QueryRow(ctx, `SELECT
 		(SELECT max(user_id) + 1 FROM users), (SELECT COALESCE(max(comment_id), 0) + 100000000 FROM comments),
-		(SELECT COALESCE(max(event_id), 0) + 1 FROM events)`).Scan(&s.user, &s.comment, &s.event)
+		(SELECT COALESCE(max(event_id), 0) + 1 FROM events), (SELECT COALESCE(max(playlist_id), 0) + 1 FROM playlists),
+		GREATEST((SELECT COALESCE(max(blocknumber), 0) FROM user_events), (SELECT COALESCE(max(blocknumber), 0) FROM playlists)) + 1,
+		(SELECT COALESCE(max(slot), 0) + 1 FROM sol_purchases)`).Scan(&s.user, &s.comment, &s.event, &s.playlist, &s.block, &s.slot)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +162,7 @@ func (s *ruleSetup) step(ctx context.Context, tx pgx.Tx, rng *rand.Rand, i int) 
 		}
 	}
 	var out []Crossing
-	switch i % 4 {
+	switch i % 8 {
 	case 0: // v: a newly verified user
 		s.user++
 		if err := exec(`INSERT INTO users (user_id, is_current, is_verified, txhash, handle) VALUES ($1, true, true, 'rl', 'v')`,
@@ -215,6 +218,42 @@ func (s *ruleSetup) step(ctx context.Context, tx pgx.Tx, rng *rand.Rand, i int) 
 			return nil, err
 		}
 		out = append(out, Crossing{ChallengeID: "w", Specifier: fmt.Sprintf("%x:%x", s.event, s.owners[k]), ArtistID: s.owners[k]})
+	case 4, 5, 6, 7:
+		c, err := s.oneStep(exec, rng, listener, i%8)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
 	}
 	return out, nil
+}
+
+// oneStep writes a new user and the one row that earns it m (a mobile profile), rd (a
+// referrer), b (a purchase of a track of a verified artist) or fp (a first playlist).
+func (s *ruleSetup) oneStep(exec func(string, ...any) error, rng *rand.Rand, listener int64, turn int) (Crossing, error) {
+	s.user++
+	s.block++
+	u := s.user
+	if err := exec(`INSERT INTO users (user_id, is_current, is_verified, txhash, handle) VALUES ($1, true, false, 'rl', 'new')`, u); err != nil {
+		return Crossing{}, err
+	}
+	switch turn {
+	case 4:
+		err := exec(`INSERT INTO user_events (user_id, blocknumber, is_current, is_mobile_user) VALUES ($1, $2, true, true)`, u, s.block)
+		return Crossing{ChallengeID: "m", Specifier: fmt.Sprintf("%x", u), ArtistID: u}, err
+	case 5:
+		err := exec(`INSERT INTO user_events (user_id, blocknumber, is_current, referrer) VALUES ($1, $2, true, $3)`, u, s.block, listener)
+		return Crossing{ChallengeID: "rd", Specifier: fmt.Sprintf("%x:%x", u, listener), ArtistID: u}, err
+	case 6:
+		s.slot++
+		track := s.tracks[rng.IntN(len(s.tracks))]
+		err := exec(`INSERT INTO sol_purchases (signature, instruction_index, amount, slot, content_type, content_id, buyer_user_id, is_valid)
+			VALUES ($1, 0, 2000000, $2, 'track', $3, $4, true)`, fmt.Sprint("rl", s.slot), s.slot, track, u)
+		return Crossing{ChallengeID: "b", Specifier: fmt.Sprintf("%x:%x", u, track), ArtistID: u}, err
+	default:
+		s.playlist++
+		err := exec(`INSERT INTO playlists (playlist_id, playlist_owner_id, blocknumber, is_current, is_delete) VALUES ($1, $2, $3, true, false)`,
+			s.playlist, u, s.block)
+		return Crossing{ChallengeID: "fp", Specifier: fmt.Sprintf("%x", u), ArtistID: u}, err
+	}
 }
