@@ -163,7 +163,10 @@ func (k trendingKind) pay(ctx context.Context, tx pgx.Tx, week time.Time, stats 
 		return 0, err
 	}
 	day := week.Format("2006-01-02")
-	var out []Row
+	var (
+		users, amounts []int64
+		specs          []string
+	)
 	for i, w := range winners {
 		rank := i + 1
 		_, err := tx.Exec(ctx, `INSERT INTO trending_results (user_id, id, rank, type, version, week)
@@ -176,21 +179,26 @@ func (k trendingKind) pay(ctx context.Context, tx pgx.Tx, week time.Time, stats 
 		if rank > 5 {
 			amount = k.amounts[1]
 		}
-		out = append(out, Row{ChallengeID: k.challenge, Specifier: fmt.Sprintf("%s:%d", day, rank), UserID: w.Owner,
-			Current: 1, Step: 1, Amount: amount})
+		users, amounts, specs = append(users, w.Owner), append(amounts, amount), append(specs, fmt.Sprintf("%s:%d", day, rank))
 	}
-	s, err := Upsert(ctx, tx, out)
+	// One write per winner, complete, stamped with the current indexed block: the disburser
+	// pages rewards by completed_blocknumber, so a NULL one is never swept. (Upstream upserts,
+	// then stamps with an UPDATE, and the host's trigger on user_challenges fires twice.) A row
+	// the week already has is left as it is: the week is unrecorded, so only a payer that wrote
+	// the rows without trending_results could have made it.
+	tag, err := tx.Exec(ctx, `
+INSERT INTO user_challenges (challenge_id, user_id, specifier, is_complete, current_step_count, amount,
+    completed_at, completed_blocknumber)
+SELECT $1, w.user_id, w.specifier, true, 1, w.amount, now()::timestamp,
+       GREATEST(COALESCE((SELECT max(blocknumber) FROM tracks), 0), COALESCE((SELECT max(blocknumber) FROM playlists), 0))
+FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS w(user_id, specifier, amount)
+ON CONFLICT (challenge_id, specifier) DO NOTHING`, k.challenge, users, specs, amounts)
 	if err != nil {
 		return 0, err
 	}
-	stats.Add(s)
-	// The disburser pages rewards by completed_blocknumber: stamp the current indexed block,
-	// as upstream does, or the week's winners are never swept.
-	_, err = tx.Exec(ctx, `UPDATE user_challenges SET completed_blocknumber = GREATEST(
-			COALESCE((SELECT max(blocknumber) FROM tracks), 0), COALESCE((SELECT max(blocknumber) FROM playlists), 0))
-		WHERE challenge_id = $1 AND specifier LIKE $2 AND completed_blocknumber IS NULL`, k.challenge, day+":%")
-	if err != nil {
-		return 0, err
-	}
+	c := stats[k.challenge]
+	c.Inserted += int(tag.RowsAffected())
+	c.Unchanged += len(winners) - int(tag.RowsAffected())
+	stats[k.challenge] = c
 	return len(winners), nil
 }
