@@ -3,7 +3,6 @@ package processors
 import (
 	"context"
 	"fmt"
-	"math"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -32,26 +31,18 @@ const (
 // cosigner's last 30 days allow it by then. A remix recorded after the artist's action is not
 // a cosign on either side (remixes is not a source).
 func cosignRule() Rule {
+	spec := blockSpec(CosignCheckpoint, walkCosigns)
+	spec.events = true
 	// A NULL blocknumber is an action upstream's range scan never reads: no key.
-	sources := []Source{
-		{Table: "reposts", Ops: Insert | Update, Column: "blocknumber", Keys: "blocks", Optional: true},
-		{Table: "saves", Ops: Insert | Update, Column: "blocknumber", Keys: "blocks", Optional: true},
-	}
-	return Rule{
+	return incremental(Rule{
 		Name:       "cosign",
 		Challenges: []string{ChallengeCosign},
-		Sources:    sources,
-		active:     booleanActive(ChallengeCosign),
-		family: columnFamily(columnSpec{
-			rule: "cosign", checkpoint: CosignCheckpoint,
-			sources:   []Source{{Table: "reposts", Ops: Insert | Update, Column: "blocknumber"}, {Table: "saves", Ops: Insert | Update, Column: "blocknumber"}},
-			keyColumn: "blocknumber", keys: "blocks",
-			lowest:    math.MinInt32 - 1,
-			margin:    func(o CatchUpOptions) int64 { return o.BlockMargin },
-			recompute: walkCosigns,
-			events:    true,
-		}),
-	}
+		Sources: []Source{
+			{Table: "reposts", Ops: Insert | Update, Column: "blocknumber", Keys: "blocks", Optional: true},
+			{Table: "saves", Ops: Insert | Update, Column: "blocknumber", Keys: "blocks", Optional: true},
+		},
+		active: booleanActive(ChallengeCosign),
+	}, spec)
 }
 
 // cosign is an action that cosigns a remix: the artist (cosigner) and the remix's owner and

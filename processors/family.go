@@ -123,34 +123,12 @@ func LegacyFrom(maxima map[string]int64) checkpoints.Legacy {
 	return l
 }
 
-// blockFamily is the legacy checkpoint of a rule the polling job ran incrementally on one
-// table's blocknumber (u, fp, m, r, rv, rd): the host bumps a row's blocknumber on every
-// change, so the rows above the checkpoint are what changed and their keyColumn values (users)
-// are the dirty keys. Rows without a blocknumber are invisible to the scans, as to the polling
-// job's.
-func blockFamily(rule, checkpoint, table, keyColumn string,
-	recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error),
-) *family {
-	return columnFamily(columnSpec{
-		rule: rule, checkpoint: checkpoint,
-		sources:   []Source{{Table: table, Ops: Insert | Update, Column: "blocknumber"}},
-		keyColumn: keyColumn, keys: "users",
-		lowest:    math.MinInt32 - 1, // blocknumber is an int4: below its range is below every row
-		margin:    func(o CatchUpOptions) int64 { return o.BlockMargin },
-		recompute: recompute,
-	})
-}
-
 // columnSpec describes the legacy checkpoint of a rule the polling job ran incrementally on one
-// column of its source tables (one table for most rules; reposts and saves for cs).
+// column of the rule's source tables.
 type columnSpec struct {
-	rule, checkpoint string
-	// sources are the checkpoint's columns, one name in every table; keyColumn's values in the
-	// rows the scans read are the dirty keys of key set keys (keyColumns[table] where the key's
-	// column differs by table).
-	sources         []Source
-	keyColumn, keys string
-	keyColumns      map[string]string
+	checkpoint string
+	// column is the checkpoint's column, in every table of the rule's Sources.
+	column string
 	// lowest is below every value of the column (where a backfill starts), and margin how far
 	// below the checkpoint a catch-up re-scans.
 	lowest    int64
@@ -162,18 +140,32 @@ type columnSpec struct {
 	events bool
 }
 
-// columnFamily is the family of a columnSpec. The scans range over the checkpoint column's
+// blockSpec is the legacy checkpoint of a rule the polling job ran incrementally on its
+// tables' blocknumber (u, fp, m, r, rv, rd, cs, p): the host bumps a row's blocknumber on every
+// change, so the rows above the checkpoint are what changed. Rows without a blocknumber are
+// invisible to the scans, as to the polling job's.
+func blockSpec(checkpoint string, recompute func(ctx context.Context, q Querier, cat Catalog, ids []int64) (Stats, error)) columnSpec {
+	return columnSpec{
+		checkpoint: checkpoint,
+		column:     "blocknumber",
+		lowest:     math.MinInt32 - 1, // blocknumber is an int4: below its range is below every row
+		margin:     func(o CatchUpOptions) int64 { return o.BlockMargin },
+		recompute:  recompute,
+	}
+}
+
+// incremental is r with the legacy checkpoint of spec. The checkpoint follows spec's column in
+// each of r's source tables, and the catch-up's scans take their dirty keys from r's Sources,
+// the very columns the stream takes them from. The scans range over the checkpoint column's
 // index, which production has on every such table.
-func columnFamily(spec columnSpec) *family {
-	column := spec.sources[0].Column
+func incremental(r Rule, spec columnSpec) Rule {
+	column := spec.column
 	var next, collect, maxima, tables []string
-	for _, s := range spec.sources {
+	var sources []Source
+	for _, s := range r.Sources {
+		sources = append(sources, Source{Table: s.Table, Ops: s.Ops, Column: column})
 		next = append(next, `(SELECT MIN(`+column+`) FROM `+s.Table+` WHERE `+column+` > $1::bigint)`)
-		key := spec.keyColumn
-		if k, ok := spec.keyColumns[s.Table]; ok {
-			key = k
-		}
-		collect = append(collect, `SELECT `+key+` AS k FROM `+s.Table+`
+		collect = append(collect, `SELECT `+s.Column+` AS k FROM `+s.Table+`
                   WHERE `+column+` > $1::bigint AND `+column+` <= $2::bigint`)
 		maxima = append(maxima, `COALESCE((SELECT MAX(`+column+`) FROM `+s.Table+`), 0)`)
 		tables = append(tables, s.Table)
@@ -191,13 +183,13 @@ func columnFamily(spec columnSpec) *family {
 				return err
 			}
 		}
-		return d.derive(ctx, spec.rule, spec.recompute)
+		return d.derive(ctx, r.Name, spec.recompute)
 	}
-	return &family{
+	r.family = &family{
 		checkpoint: spec.checkpoint,
-		sources:    spec.sources,
+		sources:    sources,
 		maxSQL:     `SELECT GREATEST(` + strings.Join(maxima, ", ") + `)`,
-		keys:       spec.keys,
+		keys:       r.Sources[0].Keys,
 		visit:      visit,
 		scan: func(d *deriver, ctx context.Context, from, to int64, opts CatchUpOptions) (scanResult, error) {
 			r, err := scan.run(ctx, d.q, from-spec.margin(opts), to, batchSize(opts), visit(d, ctx))
@@ -208,4 +200,5 @@ func columnFamily(spec columnSpec) *family {
 			return scan.run(ctx, d.q, spec.lowest, math.MaxInt64, batch, visit(d, ctx))
 		},
 	}
+	return r
 }

@@ -22,15 +22,13 @@ const ownedPlaylist = `pl.is_current = true AND pl.is_delete = false AND pl.bloc
 // firstPlaylistRule is fp. Upstream (first_playlist.go) recomputes the owners of the playlists
 // whose blocknumber passed its checkpoint; a playlists change here makes its owner dirty.
 func firstPlaylistRule() Rule {
-	return Rule{
+	return incremental(Rule{
 		Name:       "first_playlist",
 		Challenges: []string{ChallengeFirstPlaylist},
 		Sources:    []Source{{Table: "playlists", Ops: Insert | Update, Column: "playlist_owner_id", Keys: "users"}},
 		active:     booleanActive(ChallengeFirstPlaylist),
 		all:        allFirstPlaylistRows,
-		family: blockFamily("first_playlist", FirstPlaylistCheckpoint, "playlists", "playlist_owner_id",
-			recomputeFirstPlaylists),
-	}
+	}, blockSpec(FirstPlaylistCheckpoint, recomputeFirstPlaylists))
 }
 
 func recomputeFirstPlaylists(ctx context.Context, q Querier, cat Catalog, users []int64) (Stats, error) {

@@ -46,21 +46,19 @@ const (
 // transaction of a million plays holds a million ids until its commit (while e is switched
 // off, as in the production catalog today, it keeps none).
 func listenStreakRule() Rule {
-	return Rule{
+	return incremental(Rule{
 		Name:       "listen_streak",
 		Challenges: []string{ChallengeListenStreak},
 		Sources:    []Source{{Table: "plays", Ops: Insert, Column: "id", Keys: "plays"}},
 		active:     booleanActive(ChallengeListenStreak),
-		family: columnFamily(columnSpec{
-			rule: "listen_streak", checkpoint: ListenStreakCheckpoint,
-			sources:   []Source{{Table: "plays", Ops: Insert, Column: "id"}},
-			keyColumn: "id", keys: "plays",
-			lowest:    0, // serial ids start at 1
-			margin:    func(o CatchUpOptions) int64 { return o.PlayIDMargin },
-			recompute: walkListens,
-			events:    true,
-		}),
-	}
+	}, columnSpec{
+		checkpoint: ListenStreakCheckpoint,
+		column:     "id",
+		lowest:     0, // serial ids start at 1
+		margin:     func(o CatchUpOptions) int64 { return o.PlayIDMargin },
+		recompute:  walkListens,
+		events:     true,
+	})
 }
 
 // listen is a play as the streak reads it.

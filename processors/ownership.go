@@ -55,7 +55,7 @@ func Owners(ctx context.Context, q Querier) ([]Ownership, error) {
 				o.Owner = OwnedBySidecar
 			}
 		}
-		if slices.ContainsFunc(trendingKinds(), func(k trendingKind) bool { return k.challenge == id }) {
+		if slices.Contains(trendingIDs(), id) {
 			o.Rule, o.Owner = WeeklyTrendingPayouts, OwnedByNobody
 			if active {
 				o.Owner = OwnedBySidecar

@@ -3,7 +3,6 @@ package processors
 import (
 	"context"
 	"fmt"
-	"math"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -24,13 +23,7 @@ const profileFollows = 5
 // state row and the reward row are both written only when they change. A step lost (a bio
 // cleared, an unfollow) lowers an incomplete row's count; a complete row stays complete.
 func profileCompletionRule() Rule {
-	sources := []Source{
-		{Table: "users", Ops: Insert | Update, Column: "blocknumber"},
-		{Table: "follows", Ops: Insert | Update, Column: "blocknumber"},
-		{Table: "reposts", Ops: Insert | Update, Column: "blocknumber"},
-		{Table: "saves", Ops: Insert | Update, Column: "blocknumber"},
-	}
-	return Rule{
+	return incremental(Rule{
 		Name:       "profile_completion",
 		Challenges: []string{ChallengeProfileCompletion},
 		Sources: []Source{
@@ -44,15 +37,7 @@ func profileCompletionRule() Rule {
 			rows, _, err := profileRows(ctx, q, cat, nil)
 			return rows, err
 		},
-		family: columnFamily(columnSpec{
-			rule: "profile_completion", checkpoint: ProfileCompletionCheckpoint,
-			sources: sources, keyColumn: "user_id", keys: "users",
-			keyColumns: map[string]string{"follows": "follower_user_id"},
-			lowest:     math.MinInt32 - 1,
-			margin:     func(o CatchUpOptions) int64 { return o.BlockMargin },
-			recompute:  recomputeProfiles,
-		}),
-	}
+	}, blockSpec(ProfileCompletionCheckpoint, recomputeProfiles))
 }
 
 // profileEntry is p's catalog row when the rule runs: upstream does nothing without a step.

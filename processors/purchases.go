@@ -41,28 +41,26 @@ func purchaseRule(challenge string, seller bool) Rule {
 			return purchaseRows(ctx, q, cat, challenge, seller, nil)
 		}
 	}
-	return Rule{
+	return incremental(Rule{
 		Name:       name,
 		Challenges: []string{challenge},
 		Sources:    []Source{{Table: "sol_purchases", Ops: Insert | Update, Column: "slot", Keys: "slots"}},
 		active:     booleanActive(challenge),
 		all:        all,
-		family: columnFamily(columnSpec{
-			rule: name, checkpoint: "challenges:" + challenge + ":last_slot",
-			sources:   []Source{{Table: "sol_purchases", Ops: Insert | Update, Column: "slot"}},
-			keyColumn: "slot", keys: "slots",
-			lowest: -1, // slots count from 0
-			margin: func(o CatchUpOptions) int64 { return o.BlockMargin },
-			recompute: func(ctx context.Context, q Querier, cat Catalog, slots []int64) (Stats, error) {
-				stats, err := recompute(ctx, q, cat, sortedKeys(slots), rows) // slot order: the first purchase is paid first
-				if err != nil {
-					return nil, fmt.Errorf("recompute %s: %w", name, err)
-				}
-				return stats, nil
-			},
-			events: true,
-		}),
-	}
+	}, columnSpec{
+		checkpoint: "challenges:" + challenge + ":last_slot",
+		column:     "slot",
+		lowest:     -1, // slots count from 0
+		margin:     func(o CatchUpOptions) int64 { return o.BlockMargin },
+		recompute: func(ctx context.Context, q Querier, cat Catalog, slots []int64) (Stats, error) {
+			stats, err := recompute(ctx, q, cat, sortedKeys(slots), rows) // slot order: the first purchase is paid first
+			if err != nil {
+				return nil, fmt.Errorf("recompute %s: %w", name, err)
+			}
+			return stats, nil
+		},
+		events: true,
+	})
 }
 
 // purchaseRows derives b or s from the purchases of the given slots (every slot when slots is

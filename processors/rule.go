@@ -41,8 +41,9 @@ type Keys map[string][]int64
 // stream keeps exactly their keys, and every flush, catch-up and verify walks the registry.
 //
 // A rule is one of two kinds:
-//   - incremental rules (p, c, u, fp, m, r, rv, rd, b, s, e, cs) carry the legacy checkpoint the polling job advanced (family):
-//     the flush advances it, and re-activation or a foreign writer derives the gap from it;
+//   - incremental rules (p1–p3, c, p, u, fp, m, r, rv, rd, b, s, e, cs) carry the legacy
+//     checkpoint the polling job advanced (family): the flush advances it, and re-activation
+//     or a foreign writer derives the gap from it;
 //   - full-rescan rules (v, t, cp, w): the polling job re-derived them from scratch every
 //     tick. The sidecar derives them from scratch once (the first flush that sees the rule,
 //     and the first after it is re-activated) and from its dirty keys after that.

@@ -24,14 +24,13 @@ const uploadedTrack = `t.is_current = true AND t.is_delete = false AND t.is_unli
 // tracks are all gone keeps the row as it was (no row is written for a count of 0), and a
 // complete one stays complete.
 func trackUploadRule() Rule {
-	return Rule{
+	return incremental(Rule{
 		Name:       "uploads",
 		Challenges: []string{ChallengeTrackUpload},
 		Sources:    []Source{{Table: "tracks", Ops: Insert | Update, Column: "owner_id", Keys: "users"}},
 		active:     func(c Catalog) bool { _, ok := uploadEntry(c); return ok },
 		all:        allTrackUploadRows,
-		family:     blockFamily("uploads", TrackUploadCheckpoint, "tracks", "owner_id", recomputeTrackUploads),
-	}
+	}, blockSpec(TrackUploadCheckpoint, recomputeTrackUploads))
 }
 
 // uploadEntry is u's catalog row when the rule runs: upstream does nothing while step_count or

@@ -29,32 +29,30 @@ const (
 // it applied. Both mean "every row up to here is applied", so either side can take over from
 // the other. Like upstream, a referrer's verification changing later is seen when the referred
 // user's user_events row next changes.
-func userEventsRule(name, challenge string, rows rowsFunc, all func(ctx context.Context, q Querier, cat Catalog) ([]Row, error)) Rule {
-	return Rule{
+//
+// rows derives the rule's rows of the given users, or of every user when users is nil.
+func userEventsRule(name, challenge string,
+	rows func(ctx context.Context, q Querier, cat Catalog, users []int64) ([]Row, error)) Rule {
+	return incremental(Rule{
 		Name:       name,
 		Challenges: []string{challenge},
 		Sources:    []Source{{Table: "user_events", Ops: Insert | Update, Column: "user_id", Keys: "users"}},
 		active:     booleanActive(challenge),
-		all:        all,
-		family: blockFamily(name, "challenges:"+challenge+":last_blocknumber", "user_events", "user_id",
-			func(ctx context.Context, q Querier, cat Catalog, users []int64) (Stats, error) {
-				stats, err := recompute(ctx, q, cat, users, rows)
-				if err != nil {
-					return nil, fmt.Errorf("recompute %s: %w", name, err)
-				}
-				return stats, nil
-			}),
-	}
+		all: func(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
+			return rows(ctx, q, cat, nil)
+		},
+	}, blockSpec("challenges:"+challenge+":last_blocknumber",
+		func(ctx context.Context, q Querier, cat Catalog, users []int64) (Stats, error) {
+			stats, err := recompute(ctx, q, cat, users, rows)
+			if err != nil {
+				return nil, fmt.Errorf("recompute %s: %w", name, err)
+			}
+			return stats, nil
+		}))
 }
 
 func mobileInstallRule() Rule {
-	return userEventsRule("mobile_install", ChallengeMobileInstall,
-		func(ctx context.Context, q Querier, cat Catalog, users []int64) ([]Row, error) {
-			return mobileRows(ctx, q, cat, `AND ue.user_id = ANY(@users::bigint[])`, users)
-		},
-		func(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
-			return mobileRows(ctx, q, cat, "", nil)
-		})
+	return userEventsRule("mobile_install", ChallengeMobileInstall, mobileRows)
 }
 
 func referralRule(challenge string, verified bool) Rule {
@@ -62,33 +60,33 @@ func referralRule(challenge string, verified bool) Rule {
 	if verified {
 		name = "verified_referral"
 	}
-	return userEventsRule(name, challenge,
-		func(ctx context.Context, q Querier, cat Catalog, users []int64) ([]Row, error) {
-			return referralRows(ctx, q, cat, challenge, verified, `AND ue.user_id = ANY(@users::bigint[])`, users)
-		},
-		func(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
-			return referralRows(ctx, q, cat, challenge, verified, "", nil)
-		})
+	return userEventsRule(name, challenge, func(ctx context.Context, q Querier, cat Catalog, users []int64) ([]Row, error) {
+		return referralRows(ctx, q, cat, challenge, verified, users)
+	})
 }
 
 func referredRule() Rule {
-	return userEventsRule("referred", ChallengeReferred,
-		func(ctx context.Context, q Querier, cat Catalog, users []int64) ([]Row, error) {
-			return referralRows(ctx, q, cat, ChallengeReferred, false, `AND ue.user_id = ANY(@users::bigint[])`, users)
-		},
-		func(ctx context.Context, q Querier, cat Catalog) ([]Row, error) {
-			return referralRows(ctx, q, cat, ChallengeReferred, false, "", nil)
-		})
+	return userEventsRule("referred", ChallengeReferred, func(ctx context.Context, q Querier, cat Catalog, users []int64) ([]Row, error) {
+		return referralRows(ctx, q, cat, ChallengeReferred, false, users)
+	})
 }
 
-// mobileRows derives m for the users with a current mobile row (filter narrows them).
-func mobileRows(ctx context.Context, q Querier, cat Catalog, filter string, users []int64) ([]Row, error) {
+// usersFilter narrows a user_events query to the users, unless users is nil (every user).
+func usersFilter(users []int64) string {
+	if users == nil {
+		return ""
+	}
+	return `AND ue.user_id = ANY(@users::bigint[])`
+}
+
+// mobileRows derives m for the users (every user when nil) with a current mobile row.
+func mobileRows(ctx context.Context, q Querier, cat Catalog, users []int64) ([]Row, error) {
 	e, ok := cat.Active[ChallengeMobileInstall]
-	if !ok || (filter != "" && len(users) == 0) {
+	if !ok || (users != nil && len(users) == 0) {
 		return nil, nil
 	}
 	rows, err := q.Query(ctx, `SELECT DISTINCT ue.user_id FROM user_events ue
-		WHERE ue.is_current = true AND ue.is_mobile_user = true `+filter,
+		WHERE ue.is_current = true AND ue.is_mobile_user = true `+usersFilter(users),
 		pgx.NamedArgs{"users": sortedKeys(users)})
 	if err != nil {
 		return nil, fmt.Errorf("list mobile users: %w", err)
@@ -111,11 +109,10 @@ func mobileRows(ctx context.Context, q Querier, cat Catalog, filter string, user
 // referralRows derives r or rv (the referrer's row "<referrer>:<referred>", gated on the
 // referrer's current users row being verified or not) or rd (the referred user's row
 // "<referred>:<referrer>", whatever the referrer) from the current user_events rows with a
-// referrer (filter narrows the referred users).
-func referralRows(ctx context.Context, q Querier, cat Catalog, challenge string, verified bool,
-	filter string, users []int64) ([]Row, error) {
+// referrer, of the given referred users (every user when nil).
+func referralRows(ctx context.Context, q Querier, cat Catalog, challenge string, verified bool, users []int64) ([]Row, error) {
 	e, ok := cat.Active[challenge]
-	if !ok || (filter != "" && len(users) == 0) {
+	if !ok || (users != nil && len(users) == 0) {
 		return nil, nil
 	}
 	gate := `JOIN users u ON u.user_id = ue.referrer AND u.is_current = true
@@ -124,7 +121,7 @@ func referralRows(ctx context.Context, q Querier, cat Catalog, challenge string,
 		gate = ""
 	}
 	rows, err := q.Query(ctx, `SELECT DISTINCT ue.user_id, ue.referrer FROM user_events ue `+gate+`
-		WHERE ue.is_current = true AND ue.referrer IS NOT NULL `+filter,
+		WHERE ue.is_current = true AND ue.referrer IS NOT NULL `+usersFilter(users),
 		pgx.NamedArgs{"users": sortedKeys(users), "verified": verified})
 	if err != nil {
 		return nil, fmt.Errorf("list referrals: %w", err)
