@@ -2,7 +2,6 @@ package processors_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -22,9 +21,8 @@ func upstreamCosignTick(ctx context.Context, tx pgx.Tx) error {
 	if err != nil || !ok {
 		return err
 	}
-	var prev int64
-	err = tx.QueryRow(ctx, `SELECT last_checkpoint FROM indexing_checkpoints WHERE tablename = $1`, processors.CosignCheckpoint).Scan(&prev)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	prev, err := upstreamReadCheckpoint(ctx, tx, processors.CosignCheckpoint)
+	if err != nil {
 		return err
 	}
 	rows, err := tx.Query(ctx, `
@@ -86,9 +84,7 @@ ORDER BY da.blocknumber ASC, da.actor_id, r.child_track_id LIMIT $2`, prev, 5000
 	if next <= prev {
 		return nil
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO indexing_checkpoints (tablename, last_checkpoint) VALUES ($1, $2)
-		ON CONFLICT (tablename) DO UPDATE SET last_checkpoint = EXCLUDED.last_checkpoint`, processors.CosignCheckpoint, next)
-	return err
+	return upstreamWriteCheckpoint(ctx, tx, processors.CosignCheckpoint, next)
 }
 
 // cosignHistory: verified artists 800 (three parent tracks with many remixes: its cosigns run

@@ -17,9 +17,8 @@ import (
 func upstreamIncremental(ctx context.Context, tx pgx.Tx, checkpoint, dirtySQL string,
 	recompute func(users []int64) error) error {
 	const batch = 5000
-	var prev int64
-	err := tx.QueryRow(ctx, `SELECT last_checkpoint FROM indexing_checkpoints WHERE tablename = $1`, checkpoint).Scan(&prev)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	prev, err := upstreamReadCheckpoint(ctx, tx, checkpoint)
+	if err != nil {
 		return err
 	}
 	rows, err := tx.Query(ctx, dirtySQL, prev, batch)
@@ -55,8 +54,23 @@ func upstreamIncremental(ctx context.Context, tx pgx.Tx, checkpoint, dirtySQL st
 	if next <= prev {
 		return nil
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO indexing_checkpoints (tablename, last_checkpoint) VALUES ($1, $2)
-		ON CONFLICT (tablename) DO UPDATE SET last_checkpoint = EXCLUDED.last_checkpoint`, checkpoint, next)
+	return upstreamWriteCheckpoint(ctx, tx, checkpoint, next)
+}
+
+// upstreamReadCheckpoint and upstreamWriteCheckpoint are upstream's readCheckpointInt and
+// writeCheckpointInt: a named checkpoint of indexing_checkpoints, 0 when absent.
+func upstreamReadCheckpoint(ctx context.Context, tx pgx.Tx, name string) (int64, error) {
+	var v int64
+	err := tx.QueryRow(ctx, `SELECT last_checkpoint FROM indexing_checkpoints WHERE tablename = $1`, name).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return v, err
+}
+
+func upstreamWriteCheckpoint(ctx context.Context, tx pgx.Tx, name string, value int64) error {
+	_, err := tx.Exec(ctx, `INSERT INTO indexing_checkpoints (tablename, last_checkpoint) VALUES ($1, $2)
+		ON CONFLICT (tablename) DO UPDATE SET last_checkpoint = EXCLUDED.last_checkpoint`, name, value)
 	return err
 }
 

@@ -23,9 +23,7 @@ func upstreamListenStreakTick(ctx context.Context, tx pgx.Tx) error {
 	if err != nil || !ok {
 		return err
 	}
-	var prev int64
-	err = tx.QueryRow(ctx, `SELECT COALESCE(MAX(last_checkpoint), 0) FROM indexing_checkpoints WHERE tablename = $1`,
-		processors.ListenStreakCheckpoint).Scan(&prev)
+	prev, err := upstreamReadCheckpoint(ctx, tx, processors.ListenStreakCheckpoint)
 	if err != nil {
 		return err
 	}
@@ -101,10 +99,7 @@ func upstreamListenStreakTick(ctx context.Context, tx pgx.Tx) error {
 			return err
 		}
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO indexing_checkpoints (tablename, last_checkpoint) VALUES ($1, $2)
-		ON CONFLICT (tablename) DO UPDATE SET last_checkpoint = EXCLUDED.last_checkpoint`,
-		processors.ListenStreakCheckpoint, plays[len(plays)-1].ID)
-	return err
+	return upstreamWriteCheckpoint(ctx, tx, processors.ListenStreakCheckpoint, plays[len(plays)-1].ID)
 }
 
 var streakEpoch = time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)

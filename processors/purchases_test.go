@@ -21,9 +21,7 @@ func upstreamPurchaseTick(challenge string, seller bool) func(ctx context.Contex
 			return err
 		}
 		checkpoint := "challenges:" + challenge + ":last_slot"
-		var prev int64
-		err = tx.QueryRow(ctx, `SELECT COALESCE(MAX(last_checkpoint), 0) FROM indexing_checkpoints WHERE tablename = $1`,
-			checkpoint).Scan(&prev)
+		prev, err := upstreamReadCheckpoint(ctx, tx, checkpoint)
 		if err != nil {
 			return err
 		}
@@ -61,9 +59,7 @@ func upstreamPurchaseTick(challenge string, seller bool) func(ctx context.Contex
 		if maxSlot <= prev {
 			return nil
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO indexing_checkpoints (tablename, last_checkpoint) VALUES ($1, $2)
-			ON CONFLICT (tablename) DO UPDATE SET last_checkpoint = EXCLUDED.last_checkpoint`, checkpoint, maxSlot)
-		return err
+		return upstreamWriteCheckpoint(ctx, tx, checkpoint, maxSlot)
 	}
 }
 
